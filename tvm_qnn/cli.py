@@ -1,0 +1,106 @@
+# SPDX-License-Identifier: Apache-2.0
+"""``tvm-qnn``: the command line.
+
+    tvm-qnn summary MODEL                       per-layer table
+    tvm-qnn compile MODEL --target x86 -o m.so  compile and export a shared library
+    tvm-qnn demo                                the README's main job
+
+Each command ends with one line a script can grep (``summary:``, ``compiled:``); ``-v`` shows
+the compiler's log (which layers went bit-serial and why others did not).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+
+from .errors import TvmQnnError
+
+
+def _shapes(items: list[str] | None) -> dict | None:
+    """``name=1,3,32,32`` → ``{"name": (1, 3, 32, 32)}``."""
+    if not items:
+        return None
+    out = {}
+    for item in items:
+        name, _, dims = item.partition("=")
+        try:
+            out[name] = tuple(int(d) for d in dims.split(","))
+        except ValueError:
+            raise TvmQnnError(f"--shape {item!r}: expected NAME=D0,D1,...") from None
+    return out
+
+
+def _cmd_summary(args) -> int:
+    from .summary import summary
+
+    s = summary(args.model, shapes=_shapes(args.shape))
+    print(s)
+    n = sum(1 for r in s.rows if r["bitserial"])
+    print(f"summary: {n}/{len(s.rows)} layers bit-serial, BOPs {s.bops}")
+    return 0
+
+
+def _cmd_compile(args) -> int:
+    from .compiler import compile as qnn_compile
+
+    start = time.perf_counter()
+    art = qnn_compile(args.model, target=args.target, shapes=_shapes(args.shape))
+    art.export_library(args.output)
+    n = sum(1 for r in art.layers if r["bitserial"])
+    print(f"compiled: {args.output} target={art.target} bitserial_layers={n}/{len(art.layers)} "
+          f"seconds={time.perf_counter() - start:.1f}")
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    from . import demo
+
+    return demo.main([])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``tvm-qnn`` (exposed for the docs and tests)."""
+    parser = argparse.ArgumentParser(prog="tvm-qnn", description=__doc__.split("\n")[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="show the compiler log")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("summary", help="per-layer bits, MACs by precision, BOPs, packed bytes")
+    p.add_argument("model", help="quantized ONNX model")
+    p.add_argument("--shape", action="append", metavar="NAME=D0,D1,...",
+                   help="static shape of an input with symbolic dimensions")
+    p.set_defaults(func=_cmd_summary)
+
+    p = sub.add_parser("compile", help="compile a quantized model to a shared library")
+    p.add_argument("model", help="quantized ONNX model")
+    p.add_argument("--target", default="x86", help="x86 (default), a TVM target JSON")
+    p.add_argument("-o", "--output", required=True, help="path of the .so to write")
+    p.add_argument("--shape", action="append", metavar="NAME=D0,D1,...",
+                   help="static shape of an input with symbolic dimensions")
+    p.set_defaults(func=_cmd_compile)
+
+    p = sub.add_parser("demo", help="compile and run the embedded demo model")
+    p.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``tvm-qnn``; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(name)s: %(message)s")
+    if getattr(args, "target", None) and args.target.startswith("{"):
+        import json
+
+        args.target = json.loads(args.target)
+    try:
+        return args.func(args)
+    except TvmQnnError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

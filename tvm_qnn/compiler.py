@@ -1,0 +1,93 @@
+# SPDX-License-Identifier: Apache-2.0
+"""``tvm_qnn.compile``: import → rewrite to bit-serial → legalize → schedule → build."""
+
+from __future__ import annotations
+
+import logging
+
+import tvm
+from tvm.relax.backend.cpu_generic import pipeline as cpu_pipeline
+
+from .frontend import load_model
+from .runtime import Artifact, TensorInfo
+from .target import resolve_target
+from .transform import LegalizeQuantize, RewriteBitserial, ScheduleBitserial, find_layers
+
+logger = logging.getLogger("tvm_qnn")
+
+
+def build_pipeline(backend) -> tvm.transform.Pass:
+    """The Relax pipeline of tvm_qnn for ``backend`` (TVM's CPU pipeline plus our passes)."""
+    target = backend.tvm_target
+
+    @tvm.transform.module_pass(opt_level=0, name="TvmQnnPipeline")
+    def _pipeline(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        with target:
+            seq = tvm.transform.Sequential(
+                cpu_pipeline.library_dispatch_passes(target)
+                # Before any constant folding: FoldConstant would turn the quantized
+                # weight chains into plain float constants.
+                + [RewriteBitserial(backend.oc_block), LegalizeQuantize()]
+                + cpu_pipeline.legalize_passes(target)[1:]  # TVM's LegalizeOps is done above
+                + [ScheduleBitserial(backend)]
+                + cpu_pipeline.dataflow_lower_passes(target)
+                + cpu_pipeline.finalize_passes(target)
+            )
+            return seq(mod)
+
+    return _pipeline
+
+
+def layer_report(mod: tvm.IRModule) -> list[dict]:
+    """One dict per conv2d/matmul of ``main``: name, kind, bitserial, bits, MACs, reason."""
+    rows = []
+    for m in find_layers(mod["main"]):
+        row = {"name": m.name, "kind": m.kind, "bitserial": m.layer is not None, "macs": m.macs}
+        if m.layer is not None:
+            from .topi.layer import plan_layer
+
+            plan = plan_layer(m.layer)
+            row.update(act_bits=m.layer.act_bits, weight_bits=plan.weight_bits,
+                       packed_weight_bytes=int(plan.packed_weight.nbytes))
+        else:
+            row["reason"] = m.reason
+        rows.append(row)
+    return rows
+
+
+def compile(model, target="x86", *, shapes: dict | None = None) -> Artifact:  # noqa: A001
+    """Compile a quantized model into multi-branch bit-serial code.
+
+    Parameters
+    ----------
+    model : onnx.ModelProto, str, os.PathLike or tvm.IRModule
+        A quantized ONNX model (QDQ, QCDQ, int4 QDQ, QOperator), its path, or a Relax module.
+    target : str, dict, tvm.target.Target or QnnTarget
+        ``"x86"`` (this host: AVX-512 VPOPCNTDQ if present, else AVX2), a TVM target or dict.
+    shapes : dict, optional
+        Static shapes for inputs with symbolic dimensions.
+
+    Returns
+    -------
+    Artifact
+        ``run``, ``benchmark``, ``export_library``; ``layers`` tells which layers went
+        bit-serial and why the others did not.
+    """
+    backend = resolve_target(target)
+    mod = load_model(model, shapes)
+    report = layer_report(mod)
+    for row in report:
+        if row["bitserial"]:
+            logger.info("%s: %s bit-serial W%dA%d", row["name"], row["kind"], row["weight_bits"],
+                        row["act_bits"])
+        else:
+            logger.info("%s: %s left as is (%s)", row["name"], row["kind"], row["reason"])
+    params = mod["main"].params
+    inputs = [TensorInfo(p.name, tuple(int(s) for s in p.ty.shape.values), str(p.ty.dtype))
+              for p in params]
+    logger.info("compiling for %s", backend.describe())
+    exe = tvm.compile(mod, backend.tvm_target, relax_pipeline=build_pipeline(backend))
+    return Artifact(exe, inputs, backend.describe(), report)
+
+
+__all__ = ["build_pipeline", "compile", "layer_report"]

@@ -1,0 +1,144 @@
+# SPDX-License-Identifier: Apache-2.0
+"""A compiled model: run it, time it, export it, load it back."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from ..errors import TvmQnnError
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """Name, shape and dtype of a model input."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+
+
+def _write_atomic(path: str, write) -> None:
+    """Write through a temporary file in the same folder, then rename (no torn files)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+class Artifact:
+    """A model compiled by :func:`tvm_qnn.compile` (or loaded by :func:`tvm_qnn.load`).
+
+    Attributes
+    ----------
+    inputs : list of TensorInfo
+        The model inputs, in call order.
+    target : str
+        Description of the target it was compiled for.
+    layers : list of dict
+        One entry per conv2d/dense: name, kind, ``bitserial`` or not, bits, reason.
+    """
+
+    def __init__(self, module, inputs: list[TensorInfo], target: str, layers: list[dict],
+                 device=None):
+        self.module = module
+        self.inputs = inputs
+        self.target = target
+        self.layers = layers
+        self.device = device or tvm.cpu()
+        self._vm = relax.VirtualMachine(module, self.device)
+
+    def _arguments(self, args, kwargs):
+        if len(args) == 1 and isinstance(args[0], dict) and not kwargs:
+            kwargs, args = args[0], ()
+        if kwargs:
+            missing = [i.name for i in self.inputs if i.name not in kwargs]
+            if missing or args:
+                raise TvmQnnError(f"missing inputs {missing}; expected {self._expected()}")
+            args = [kwargs[i.name] for i in self.inputs]
+        if len(args) != len(self.inputs):
+            raise TvmQnnError(f"got {len(args)} inputs; expected {self._expected()}")
+        out = []
+        for value, info in zip(args, self.inputs):
+            arr = np.asarray(value)
+            if tuple(arr.shape) != info.shape:
+                raise TvmQnnError(f"input '{info.name}' has shape {arr.shape}; "
+                                  f"expected {info.shape}")
+            out.append(tvm.runtime.tensor(np.ascontiguousarray(arr.astype(info.dtype)),
+                                          self.device))
+        return out
+
+    def _expected(self) -> str:
+        return ", ".join(f"{i.name}{list(i.shape)}:{i.dtype}" for i in self.inputs)
+
+    def run(self, *args, **kwargs):
+        """Run the model on numpy inputs (positional, keyword or one dict).
+
+        Returns one numpy array, or a list of them for several outputs.
+        """
+        result = self._vm["main"](*self._arguments(args, kwargs))
+        return _to_numpy(result)
+
+    def benchmark(self, *args, number: int = 10, repeat: int = 5, min_repeat_ms: int = 0,
+                  **kwargs) -> float:
+        """Median seconds per run, measured by TVM's ``time_evaluator`` (no Python overhead)."""
+        vm_args = self._arguments(args, kwargs)
+        self._vm.set_input("main", *vm_args)
+        timer = self._vm.time_evaluator("invoke_stateful", self.device, number=number,
+                                        repeat=repeat, min_repeat_ms=min_repeat_ms)
+        return float(np.median(timer("main").results))
+
+    def export_library(self, path: str | os.PathLike) -> str:
+        """Write a shared library (and ``<path>.json`` with its input description)."""
+        path = os.fspath(path)
+        _write_atomic(path, self.module.export_library)
+        meta = {"inputs": [asdict(i) for i in self.inputs], "target": self.target,
+                "layers": self.layers}
+
+        def write_meta(tmp):
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump(meta, f, indent=1)
+
+        _write_atomic(path + ".json", write_meta)
+        return path
+
+    def __repr__(self) -> str:
+        n = sum(1 for layer in self.layers if layer.get("bitserial"))
+        return (f"<tvm_qnn.Artifact {self.target}: {n}/{len(self.layers)} layers bit-serial, "
+                f"inputs {self._expected()}>")
+
+
+def _to_numpy(result):
+    if isinstance(result, (tvm.runtime.Tensor,)):
+        return result.numpy()
+    if hasattr(result, "numpy"):
+        return result.numpy()
+    return [_to_numpy(r) for r in result]
+
+
+def load(path: str | os.PathLike, device=None) -> Artifact:
+    """Load a library written by :meth:`Artifact.export_library`."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise TvmQnnError(f"no compiled model at {path}")
+    module = tvm.runtime.load_module(path)
+    meta_path = path + ".json"
+    if not os.path.exists(meta_path):
+        raise TvmQnnError(f"{meta_path} is missing: it holds the input description written "
+                          "next to the library by export_library")
+    with open(meta_path, encoding="utf-8") as f:
+        meta = json.load(f)
+    inputs = [TensorInfo(i["name"], tuple(i["shape"]), i["dtype"]) for i in meta["inputs"]]
+    return Artifact(module, inputs, meta["target"], meta["layers"], device)

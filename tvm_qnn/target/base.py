@@ -1,0 +1,37 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The interface every tvm_qnn target implements (one subclass per folder of ``target/``)."""
+
+from __future__ import annotations
+
+import abc
+
+import tvm
+from tvm import s_tir
+
+
+class QnnTarget(abc.ABC):
+    """How one kind of device compiles, schedules and runs bit-serial layers."""
+
+    #: alias users pass to ``tvm_qnn.compile(target=...)``
+    name: str = ""
+    #: output channels per packed weight vector (the weight layout's inner dimension)
+    oc_block: int = 16
+
+    @property
+    @abc.abstractmethod
+    def tvm_target(self) -> tvm.target.Target:
+        """The TVM target code is generated for."""
+
+    @abc.abstractmethod
+    def schedule(self, kind: str, func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc:
+        """Schedule one bit-serial layer PrimFunc (``kind`` is ``conv2d`` or ``dense``)."""
+
+    def describe(self) -> str:
+        """One line for logs: the alias and what it resolved to."""
+        return f"{self.name} ({self.tvm_target})"
+
+    @staticmethod
+    def _apply(func, schedule_fn, knobs) -> tvm.tirx.PrimFunc:
+        sch = s_tir.Schedule(func)
+        schedule_fn(sch, knobs)
+        return sch.mod["main"]

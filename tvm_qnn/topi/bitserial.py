@@ -1,0 +1,297 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Multi-branch bit-serial computes: bit-packing, xor/popcount conv2d and dense, epilogue.
+
+The math (Sun et al., arXiv 2106.09886; ``DESIGN.md`` §1). Every quantized operand is an
+unsigned code ``u = q - lo`` of ``B`` bits, ``u = sum_i 2^i u_i``. Its bipolar form
+``X = 2u - (2^B - 1) = sum_i 2^i b_i`` with ``b_i = 2 u_i - 1`` in {-1, +1}. For activations
+(``M`` planes ``A_i``) and weights (``K`` planes ``B_j``) packed one bit per reduction element::
+
+    P  = sum_{i<M} sum_{j<K} 2^(i+j) popcount(A_i xor B_j)        # the M*K binary branches
+    Su = sum_{i<M} 2^i popcount(A_i)                              # = sum of u_x
+    sum u_x u_w = (c_w Su + c_x Uw - P) / 2      with c = 2^B - 1, Uw = sum u_w
+
+The affine codes are ``q_x - z_x = u_x - z'_x`` (``z'_x = z_x - lo_x``) and
+``q_w - z_w = d u_w + e_w`` (weight step ``d``, ``e_w = lo_w - z_w``), so the integer
+accumulator of the quantized layer is exactly::
+
+    2 acc = -d P + (d c_w + 2 e_w) Su + d (c_x - 2 z'_x) Uw - 2 N z'_x e_w
+
+Padded positions hold the bits of ``z'_x`` (real zero), so ``N`` (the number of real
+reduction taps) is the same for every output. Bits beyond the reduction length are 0 in both
+operands: they add nothing to P, Su or Uw. The ``Su`` term vanishes when the weight levels are
+symmetric around the weight zero-point (``d c_w + 2 e_w = 0``, the paper's bipolar weights).
+
+The epilogue follows ONNX semantics in float32: ``v = float(acc) * (s_x s_w) + bias``, an
+optional clamp (ReLU / Clip), then ``q = saturate(round_half_even(v / s_y) + z_y)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from tvm import te, tirx
+
+WORD_BITS = 64
+WORD_DTYPE = "uint64"
+
+# Block names the target schedules look for.
+PACK_BLOCK = "bitpack"
+BRANCH_BLOCK = "branch_popcount"
+ROWSUM_BLOCK = "act_popcount"
+EPILOGUE_BLOCK = "epilogue"
+
+
+def words_for(length: int) -> int:
+    """Number of 64-bit words that hold ``length`` bits."""
+    return (length + WORD_BITS - 1) // WORD_BITS
+
+
+@dataclass(frozen=True)
+class Epilogue:
+    """Per-output-channel constants of the fused epilogue (numpy arrays of length OC).
+
+    ``neg_d`` multiplies P, ``coef_su`` multiplies Su, ``const2`` is the rest of ``2 acc``;
+    ``mscale`` / ``bias`` turn the integer accumulator into the float value; ``clamp_lo`` /
+    ``clamp_hi`` are the float activation bounds (±inf for none); ``out_scale``,
+    ``out_zero_point``, ``qmin``, ``qmax`` quantize the result when ``out_dtype`` is an integer
+    type (for a float output they are unused).
+    """
+
+    neg_d: np.ndarray
+    coef_su: np.ndarray
+    const2: np.ndarray
+    mscale: np.ndarray
+    bias: np.ndarray
+    clamp_lo: float
+    clamp_hi: float
+    out_dtype: str
+    out_scale: np.ndarray | None = None
+    out_zero_point: np.ndarray | None = None
+    qmin: int = 0
+    qmax: int = 0
+
+    @property
+    def needs_rowsum(self) -> bool:
+        """True when the ``Su`` term is not zero for some channel."""
+        return bool(np.any(self.coef_su != 0))
+
+    @property
+    def quantized(self) -> bool:
+        """True when the epilogue ends in a QuantizeLinear (integer codes out)."""
+        return self.out_scale is not None
+
+    def tensor_params(self) -> list[tuple[str, np.ndarray]]:
+        """The per-channel arrays that differ between channels (passed as tensors).
+
+        Uniform arrays are folded into the code as immediates instead.
+        """
+        names = ["neg_d", "coef_su", "const2", "mscale", "bias"]
+        if self.quantized:
+            names += ["out_scale", "out_zero_point"]
+        out = []
+        for name in names:
+            arr = getattr(self, name)
+            if not np.all(arr == arr.flat[0]):
+                out.append((name, arr))
+        return out
+
+
+def _param_getter(epi: Epilogue, tensors: dict[str, te.Tensor]):
+    """Return ``get(name, oc)``: a tensor load for varying params, an immediate otherwise."""
+    dtypes = {"neg_d": "int64", "coef_su": "int64", "const2": "int64", "mscale": "float32",
+              "bias": "float32", "out_scale": "float32", "out_zero_point": "int32"}
+
+    def get(name, oc):
+        if name in tensors:
+            return tensors[name][oc]
+        value = getattr(epi, name).flat[0]
+        return tirx.const(value.item(), dtypes[name])
+
+    return get
+
+
+def _epilogue_value(epi: Epilogue, get, oc, p, su):
+    """Integer branches → output value of one element (the fused requantize epilogue)."""
+    acc2 = get("neg_d", oc) * p.astype("int64") + get("const2", oc)
+    if su is not None:
+        acc2 = acc2 + get("coef_su", oc) * su.astype("int64")
+    acc = tirx.shift_right(acc2, tirx.const(1, "int64"))
+    if not epi.quantized and "int" in epi.out_dtype:
+        return acc.astype(epi.out_dtype)  # the raw accumulator (ConvInteger)
+    v = acc.astype("float32") * get("mscale", oc) + get("bias", oc)
+    if np.isfinite(epi.clamp_lo):
+        v = te.max(v, tirx.const(epi.clamp_lo, "float32"))
+    if np.isfinite(epi.clamp_hi):
+        v = te.min(v, tirx.const(epi.clamp_hi, "float32"))
+    if not epi.quantized:
+        return v.astype(epi.out_dtype)
+    q = tirx.nearbyint(v / get("out_scale", oc)).astype("int32") + get("out_zero_point", oc)
+    q = te.max(te.min(q, tirx.const(epi.qmax, "int32")), tirx.const(epi.qmin, "int32"))
+    return q.astype(epi.out_dtype)
+
+
+def pack_bitplanes_nchw(data: te.Tensor, lo: int, bits: int, groups: int,
+                        pads: tuple[int, int, int, int] = (0, 0, 0, 0),
+                        pad_code: int = 0) -> te.Tensor:
+    """Pack integer NCHW codes into bit-planes along channels.
+
+    Returns ``[N, G, bits, H + top + bottom, W + left + right, words(C / G)]`` of uint64 where
+    bit ``b`` of word ``w`` of plane ``i`` is bit ``i`` of ``u = x - lo`` at channel
+    ``g * C/G + 64 w + b``. Padded positions hold the bits of ``pad_code``; bits past the
+    group's channel count are 0.
+    """
+    n, c, h, w = (int(s) for s in data.shape)
+    cg = c // groups
+    cw = words_for(cg)
+    top, left, bottom, right = pads
+    hp, wp = h + top + bottom, w + left + right
+    b = te.reduce_axis((0, WORD_BITS), name="b")
+
+    def code(nn, ch, yy, xx):
+        inside = tirx.all(yy >= top, yy < top + h, xx >= left, xx < left + w)
+        value = data[nn, ch, yy - top, xx - left].astype("int32") - lo
+        if top or left or bottom or right:
+            value = tirx.if_then_else(inside, value, tirx.const(pad_code, "int32"))
+        return value
+
+    def bit(nn, g, i, yy, xx, word, bb):
+        ch_in_group = word * WORD_BITS + bb
+        # Clamped so the masked-off tail never indexes past C.
+        value = code(nn, g * cg + tirx.min(ch_in_group, cg - 1), yy, xx)
+        plane = tirx.bitwise_and(tirx.shift_right(value, i), 1).astype(WORD_DTYPE)
+        if cg % WORD_BITS:
+            plane = tirx.if_then_else(ch_in_group < cg, plane, tirx.const(0, WORD_DTYPE))
+        return tirx.shift_left(plane, bb.astype(WORD_DTYPE))
+
+    return te.compute(
+        (n, groups, bits, hp, wp, cw),
+        lambda nn, g, i, yy, xx, word: te.sum(bit(nn, g, i, yy, xx, word, b), axis=b),
+        name=PACK_BLOCK,
+    )
+
+
+def pack_bitplanes_rows(data: te.Tensor, lo: int, bits: int) -> te.Tensor:
+    """Pack integer ``[B, K]`` codes into ``[B, bits, words(K)]`` uint64 bit-planes."""
+    rows, k = (int(s) for s in data.shape)
+    kw = words_for(k)
+    b = te.reduce_axis((0, WORD_BITS), name="b")
+
+    def bit(r, i, word, bb):
+        col = word * WORD_BITS + bb
+        value = data[r, tirx.min(col, k - 1)].astype("int32") - lo
+        plane = tirx.bitwise_and(tirx.shift_right(value, i), 1).astype(WORD_DTYPE)
+        if k % WORD_BITS:
+            plane = tirx.if_then_else(col < k, plane, tirx.const(0, WORD_DTYPE))
+        return tirx.shift_left(plane, bb.astype(WORD_DTYPE))
+
+    return te.compute((rows, bits, kw), lambda r, i, word: te.sum(bit(r, i, word, b), axis=b),
+                      name=PACK_BLOCK)
+
+
+def _branch_product(a, w, i, j):
+    """One term of P: the popcount of ``a xor w`` weighted by ``2^(i+j)``."""
+    pc = tirx.popcount(tirx.bitwise_xor(a, w))
+    return tirx.shift_left(pc, (i + j).astype(WORD_DTYPE))
+
+
+def bitserial_conv2d_nchw(packed: te.Tensor, weight: te.Tensor, epi: Epilogue, *params,
+                          out_channels: int, kernel: tuple[int, int],
+                          strides: tuple[int, int], dilation: tuple[int, int],
+                          out_size: tuple[int, int], rowsum: te.Tensor | None = None,
+                          ) -> te.Tensor:
+    """Bit-serial conv2d with the fused requantize epilogue, NCHW output.
+
+    ``packed`` is :func:`pack_bitplanes_nchw` output ``[N, G, M, Hp, Wp, Cw]``; ``weight`` is
+    ``[OC / OCi, K, KH, KW, Cw, OCi]`` uint64 (output channels innermost so ``OCi`` of them
+    share one activation word); ``rowsum`` is :func:`window_popcount` output (needed when
+    ``epi.needs_rowsum``); ``params`` are the tensors of ``epi.tensor_params()`` in order.
+    """
+    n, groups, m_bits = (int(s) for s in packed.shape[:3])
+    cw = int(packed.shape[5])
+    _, k_bits, kh, kw, _, oc_inner = (int(s) for s in weight.shape)
+    oh, ow = out_size
+    sh, sw = strides
+    dh, dw = dilation
+    ocg = out_channels // groups
+    i = te.reduce_axis((0, m_bits), name="i")
+    j = te.reduce_axis((0, k_bits), name="j")
+    ry = te.reduce_axis((0, kh), name="ry")
+    rx = te.reduce_axis((0, kw), name="rx")
+    rw = te.reduce_axis((0, cw), name="rw")
+
+    def branches(nn, ob, yy, xx, oi):
+        g = (ob * oc_inner + oi) // ocg
+        a = packed[nn, g, i, yy * sh + ry * dh, xx * sw + rx * dw, rw]
+        return te.sum(_branch_product(a, weight[ob, j, ry, rx, rw, oi], i, j),
+                      axis=[i, j, ry, rx, rw])
+
+    p = te.compute((n, out_channels // oc_inner, oh, ow, oc_inner), branches,
+                   name=BRANCH_BLOCK)
+    names = [name for name, _ in epi.tensor_params()]
+    get = _param_getter(epi, dict(zip(names, params)))
+
+    def out(nn, oc, yy, xx):
+        su = rowsum[nn, oc // ocg, yy, xx] if rowsum is not None else None
+        return _epilogue_value(epi, get, oc, p[nn, oc // oc_inner, yy, xx, oc % oc_inner], su)
+
+    return te.compute((n, out_channels, oh, ow), out, name=EPILOGUE_BLOCK)
+
+
+def window_popcount(packed: te.Tensor, kernel: tuple[int, int], strides: tuple[int, int],
+                    dilation: tuple[int, int], out_size: tuple[int, int]) -> te.Tensor:
+    """``Su[n, g, y, x] = sum_i 2^i popcount(A_i)`` over each conv window (= sum of codes)."""
+    n, groups, m_bits = (int(s) for s in packed.shape[:3])
+    cw = int(packed.shape[5])
+    i = te.reduce_axis((0, m_bits), name="i")
+    ry = te.reduce_axis((0, kernel[0]), name="ry")
+    rx = te.reduce_axis((0, kernel[1]), name="rx")
+    rw = te.reduce_axis((0, cw), name="rw")
+
+    def total(nn, g, yy, xx):
+        a = packed[nn, g, i, yy * strides[0] + ry * dilation[0], xx * strides[1] + rx * dilation[1],
+                   rw]
+        return te.sum(tirx.shift_left(tirx.popcount(a), i.astype(WORD_DTYPE)),
+                      axis=[i, ry, rx, rw])
+
+    return te.compute((n, groups) + tuple(out_size), total, name=ROWSUM_BLOCK)
+
+
+def row_popcount(packed: te.Tensor) -> te.Tensor:
+    """``Su[r] = sum_i 2^i popcount(A_i)`` of packed ``[B, M, Kw]`` rows."""
+    rows, m_bits, kw = (int(s) for s in packed.shape)
+    i = te.reduce_axis((0, m_bits), name="i")
+    rw = te.reduce_axis((0, kw), name="rw")
+    return te.compute(
+        (rows,),
+        lambda r: te.sum(tirx.shift_left(tirx.popcount(packed[r, i, rw]), i.astype(WORD_DTYPE)),
+                         axis=[i, rw]),
+        name=ROWSUM_BLOCK,
+    )
+
+
+def bitserial_dense(packed: te.Tensor, weight: te.Tensor, epi: Epilogue, *params,
+                    out_features: int, rowsum: te.Tensor | None = None) -> te.Tensor:
+    """Bit-serial dense ``y = x W^T`` with the fused epilogue, output ``[B, out_features]``.
+
+    ``packed`` is ``[B, M, Kw]``; ``weight`` is ``[OC / OCi, K, Kw, OCi]`` uint64.
+    """
+    rows, m_bits, kw = (int(s) for s in packed.shape)
+    _, k_bits, _, oc_inner = (int(s) for s in weight.shape)
+    i = te.reduce_axis((0, m_bits), name="i")
+    j = te.reduce_axis((0, k_bits), name="j")
+    rw = te.reduce_axis((0, kw), name="rw")
+    p = te.compute(
+        (rows, out_features // oc_inner, oc_inner),
+        lambda r, ob, oi: te.sum(_branch_product(packed[r, i, rw], weight[ob, j, rw, oi], i, j),
+                                 axis=[i, j, rw]),
+        name=BRANCH_BLOCK,
+    )
+    names = [name for name, _ in epi.tensor_params()]
+    get = _param_getter(epi, dict(zip(names, params)))
+
+    def out(r, oc):
+        su = rowsum[r] if rowsum is not None else None
+        return _epilogue_value(epi, get, oc, p[r, oc // oc_inner, oc % oc_inner], su)
+
+    return te.compute((rows, out_features), out, name=EPILOGUE_BLOCK)

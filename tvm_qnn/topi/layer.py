@@ -1,0 +1,188 @@
+# SPDX-License-Identifier: Apache-2.0
+"""One quantized layer, as the rewrite pass found it, lowered to one bit-serial TE function.
+
+A :class:`QuantizedLayer` holds the numbers of a quantized conv2d or dense layer in ONNX terms
+(codes, scales, zero-points, bias, activation clamp, output quantization). :func:`plan_layer`
+turns it into the packed weight constant and the :class:`~.bitserial.Epilogue` constants, and
+:func:`layer_compute` builds the TE graph ``pack → [window popcount] → branches + epilogue``
+that becomes one PrimFunc.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from tvm import te
+
+from . import bitserial as bs
+from .weights import choose_oc_block, decompose_weights, pack_conv_weights, pack_dense_weights
+
+MAX_BITS = 8
+
+
+@dataclass(frozen=True, eq=False)
+class QuantizedLayer:
+    """A quantized conv2d (NCHW/OIHW) or dense (``y = x W^T``) layer.
+
+    Activations are per-tensor codes in ``[act_lo, act_lo + 2^act_bits - 1]``; weights are
+    integer codes ``[OC, Cg, KH, KW]`` or ``[OC, K]`` with per-channel scale/zero-point.
+    """
+
+    kind: str  # "conv2d" or "dense"
+    name: str
+    input_shape: tuple[int, ...]
+    weight: np.ndarray
+    weight_scale: np.ndarray
+    weight_zero_point: np.ndarray
+    act_scale: float
+    act_zero_point: int
+    act_lo: int
+    act_bits: int
+    input_dtype: str
+    bias: np.ndarray
+    clamp_lo: float = -np.inf
+    clamp_hi: float = np.inf
+    out_dtype: str = "float32"
+    out_scale: np.ndarray | None = None
+    out_zero_point: np.ndarray | None = None
+    qmin: int = 0
+    qmax: int = 0
+    strides: tuple[int, int] = (1, 1)
+    pads: tuple[int, int, int, int] = (0, 0, 0, 0)  # top, left, bottom, right
+    dilation: tuple[int, int] = (1, 1)
+    groups: int = 1
+    int_bias: np.ndarray | None = None  # added to the integer accumulator (QLinearConv's B)
+
+    @property
+    def out_channels(self) -> int:
+        """Number of output channels / features."""
+        return int(self.weight.shape[0])
+
+    @property
+    def reduction_length(self) -> int:
+        """N: real reduction taps per output (channels per group × kernel window)."""
+        return int(np.prod(self.weight.shape[1:]))
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        """Shape of the layer output."""
+        if self.kind == "dense":
+            return (self.input_shape[0], self.out_channels)
+        n, _, h, w = self.input_shape
+        _, _, kh, kw = self.weight.shape
+        top, left, bottom, right = self.pads
+        oh = (h + top + bottom - self.dilation[0] * (kh - 1) - 1) // self.strides[0] + 1
+        ow = (w + left + right - self.dilation[1] * (kw - 1) - 1) // self.strides[1] + 1
+        return (n, self.out_channels, oh, ow)
+
+
+@dataclass(frozen=True, eq=False)
+class LayerPlan:
+    """What the compiler derives from a layer: bit widths, packed weights, epilogue."""
+
+    layer: QuantizedLayer
+    weight_bits: int
+    oc_block: int
+    packed_weight: np.ndarray
+    epilogue: bs.Epilogue
+    pad_code: int
+
+    @property
+    def branches(self) -> int:
+        """Number of binary branches (M·K)."""
+        return self.layer.act_bits * self.weight_bits
+
+
+def plan_layer(layer: QuantizedLayer, oc_block: int = 16) -> LayerPlan:
+    """Derive the bit-serial form of ``layer``: planes, packed weights, epilogue constants."""
+    planes = decompose_weights(layer.weight)
+    if layer.kind == "conv2d":
+        ocg = layer.out_channels // layer.groups
+    else:
+        ocg = layer.out_channels
+    block = choose_oc_block(ocg, oc_block)
+    if layer.kind == "conv2d":
+        packed = pack_conv_weights(planes.codes, planes.bits, block)
+    else:
+        packed = pack_dense_weights(planes.codes, planes.bits, block)
+
+    c_x = (1 << layer.act_bits) - 1
+    c_w = (1 << planes.bits) - 1
+    zx = layer.act_zero_point - layer.act_lo  # z'_x
+    d = planes.step
+    e_w = planes.lo - np.asarray(layer.weight_zero_point, np.int64)
+    n_taps = layer.reduction_length
+    const2 = d * (c_x - 2 * zx) * planes.sums - 2 * n_taps * zx * e_w
+    if layer.int_bias is not None:
+        const2 = const2 + 2 * np.asarray(layer.int_bias, np.int64)
+    oc = layer.out_channels
+
+    def per_oc(a, dtype):
+        return np.broadcast_to(np.asarray(a, dtype), (oc,)).copy()
+
+    epi = bs.Epilogue(
+        neg_d=-d,
+        coef_su=d * c_w + 2 * e_w,
+        const2=const2,
+        mscale=per_oc(np.float32(layer.act_scale) * np.asarray(layer.weight_scale, np.float32),
+                      np.float32),
+        bias=per_oc(layer.bias, np.float32),
+        clamp_lo=layer.clamp_lo,
+        clamp_hi=layer.clamp_hi,
+        out_dtype=layer.out_dtype,
+        out_scale=None if layer.out_scale is None else per_oc(layer.out_scale, np.float32),
+        out_zero_point=(None if layer.out_zero_point is None
+                        else per_oc(layer.out_zero_point, np.int32)),
+        qmin=layer.qmin,
+        qmax=layer.qmax,
+    )
+    return LayerPlan(layer, planes.bits, block, packed, epi, pad_code=zx)
+
+
+def layer_compute(plan: LayerPlan, data: te.Tensor, weight: te.Tensor,
+                  *params: te.Tensor) -> te.Tensor:
+    """TE of the whole layer: activation packing, optional window popcount, branches+epilogue.
+
+    ``params`` are the tensors of ``plan.epilogue.tensor_params()``, in order.
+    """
+    layer, epi = plan.layer, plan.epilogue
+    if layer.kind == "dense":
+        packed = bs.pack_bitplanes_rows(data, layer.act_lo, layer.act_bits)
+        rowsum = bs.row_popcount(packed) if epi.needs_rowsum else None
+        return bs.bitserial_dense(packed, weight, epi, *params,
+                                  out_features=layer.out_channels, rowsum=rowsum)
+    kernel = tuple(int(s) for s in layer.weight.shape[2:])
+    out_size = layer.output_shape[2:]
+    packed = bs.pack_bitplanes_nchw(data, layer.act_lo, layer.act_bits, layer.groups,
+                                    layer.pads, plan.pad_code)
+    rowsum = None
+    if epi.needs_rowsum:
+        rowsum = bs.window_popcount(packed, kernel, layer.strides, layer.dilation, out_size)
+    return bs.bitserial_conv2d_nchw(packed, weight, epi, *params,
+                                    out_channels=layer.out_channels, kernel=kernel,
+                                    strides=layer.strides, dilation=layer.dilation,
+                                    out_size=out_size, rowsum=rowsum)
+
+
+def reference_output(layer: QuantizedLayer, xq: np.ndarray) -> np.ndarray:
+    """The numpy integer reference of ``layer`` applied to codes ``xq``."""
+    from .. import reference
+
+    if layer.kind == "dense":
+        acc = reference.dense_accumulate(xq, layer.weight, layer.act_zero_point,
+                                         layer.weight_zero_point)
+    else:
+        acc = reference.conv2d_accumulate(xq, layer.weight, layer.act_zero_point,
+                                          layer.weight_zero_point, layer.strides, layer.pads,
+                                          layer.dilation, layer.groups)
+    if layer.int_bias is not None:
+        acc = acc + np.asarray(layer.int_bias, np.int64).reshape((1, -1) + (1,) * (acc.ndim - 2))
+    if layer.out_scale is None and "int" in layer.out_dtype:
+        return acc.astype(layer.out_dtype)  # ConvInteger / MatMulInteger: the accumulator
+    quant = layer.out_scale is not None
+    out = reference.requantize(
+        acc, np.float32(layer.act_scale) * np.asarray(layer.weight_scale, np.float32),
+        layer.bias, layer.clamp_lo, layer.clamp_hi,
+        layer.out_scale if quant else None, layer.out_zero_point, layer.qmin, layer.qmax)
+    return out.astype(layer.out_dtype)

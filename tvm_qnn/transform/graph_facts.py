@@ -1,0 +1,147 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Facts about a Relax function that the rewrite needs: bindings, uses, constants, code ranges.
+
+Constants are evaluated in numpy with ONNX semantics (QuantizeLinear rounds half to even), so a
+weight written as ``float const → quantize → clip → dequantize`` still yields its integer codes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tvm
+from tvm import relax
+
+
+def prim_value(expr):
+    """Python number held by a Relax ``PrimValue`` (clip bounds and similar)."""
+    return expr.value
+
+
+def op_name(expr) -> str | None:
+    """Name of the Relax op a call invokes (e.g. ``relax.nn.conv2d``), else None."""
+    if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op):
+        return expr.op.name
+    return None
+
+
+class FunctionFacts:
+    """Bindings and use counts of one Relax function (the function is not changed)."""
+
+    def __init__(self, func: relax.Function):
+        self.bindings: dict[relax.Var, relax.Expr] = {}
+        self.order: list[relax.Var] = []
+        self.uses: dict[relax.Var, int] = {}
+        for block in func.body.blocks:
+            for binding in block.bindings:
+                value = getattr(binding, "value", None)
+                self.bindings[binding.var] = value
+                self.order.append(binding.var)
+                if value is not None:
+                    self._count(value)
+        self._count(func.body.body)
+        self.users: dict[relax.Var, list[relax.Var]] = {}
+        for var in self.order:
+            for used in _free_vars(self.bindings[var]):
+                self.users.setdefault(used, []).append(var)
+
+    def _count(self, expr):
+        for var in _free_vars(expr):
+            self.uses[var] = self.uses.get(var, 0) + 1
+
+    def value_of(self, expr):
+        """Follow variables to the expression that defines them."""
+        while isinstance(expr, relax.Var) and expr in self.bindings:
+            expr = self.bindings[expr]
+        return expr
+
+    def single_user(self, var: relax.Var) -> relax.Var | None:
+        """The binding var of the only use of ``var`` (None if used ≠ 1 times or in a return)."""
+        users = self.users.get(var, [])
+        if self.uses.get(var, 0) != 1 or len(users) != 1:
+            return None
+        return users[0]
+
+    def constant(self, expr) -> np.ndarray | None:
+        """Evaluate ``expr`` if it is built from constants only, else None."""
+        expr = self.value_of(expr)
+        if isinstance(expr, tvm.ir.expr.GenericConst):
+            return expr.value.numpy()
+        if isinstance(expr, (tvm.tirx.IntImm, tvm.tirx.FloatImm)):  # a PrimValue
+            return np.asarray(expr.value)
+        name = op_name(expr)
+        if name is None:
+            return None
+        args = []
+        for arg in expr.args:
+            if isinstance(arg, relax.ShapeExpr):
+                args.append(np.asarray([int(v) for v in arg.values]))
+                continue
+            value = self.constant(arg)
+            if value is None:
+                return None
+            args.append(value)
+        return _eval_op(name, expr, args)
+
+    def code_range(self, expr) -> tuple[int, int] | None:
+        """Bounds of the integer codes ``expr`` can hold (from clips, quantize and dtypes)."""
+        dtype = str(expr.ty.dtype) if hasattr(expr.ty, "dtype") else ""
+        if "int" not in dtype:
+            return None
+        info = np.iinfo(dtype)
+        lo, hi = int(info.min), int(info.max)
+        value = self.value_of(expr)
+        if op_name(value) == "relax.clip":
+            inner = self.code_range(value.args[0]) or (lo, hi)
+            lo = max(inner[0], int(prim_value(value.args[1])))
+            hi = min(inner[1], int(prim_value(value.args[2])))
+        return lo, hi
+
+
+def _free_vars(expr) -> list[relax.Var]:
+    return list(relax.analysis.used_vars(expr)) if expr is not None else []
+
+
+def _axis_shape(ndim: int, axis: int, size: int) -> list[int]:
+    shape = [1] * ndim
+    shape[axis] = size
+    return shape
+
+
+def _qparam(param: np.ndarray, ndim: int, axis: int) -> np.ndarray:
+    if param.size <= 1:
+        return param.reshape(())
+    return param.reshape(_axis_shape(ndim, axis % ndim, param.size))
+
+
+def _eval_op(name: str, call: relax.Call, args: list[np.ndarray]) -> np.ndarray | None:
+    """numpy semantics of the few ops that appear around quantized constants."""
+    attrs = call.attrs
+    if name == "relax.quantize":
+        x, scale, zp = args
+        axis = int(attrs.axis)
+        q = np.rint(x.astype(np.float32) / _qparam(scale.astype(np.float32), x.ndim, axis))
+        q = q + _qparam(zp.astype(np.float64), x.ndim, axis)
+        info = np.iinfo(str(attrs.out_dtype))
+        return np.clip(q, info.min, info.max).astype(str(attrs.out_dtype))
+    if name == "relax.dequantize":
+        x, scale, zp = args
+        axis = int(attrs.axis)
+        shifted = x.astype(np.int32) - _qparam(zp.astype(np.int32), x.ndim, axis)
+        return (shifted.astype(np.float32)
+                * _qparam(scale.astype(np.float32), x.ndim, axis)).astype(np.float32)
+    if name == "relax.clip":
+        return np.clip(args[0], args[1], args[2]).astype(args[0].dtype)
+    if name == "relax.reshape":
+        return args[0].reshape([int(s) for s in call.ty.shape.values])
+    if name == "relax.permute_dims":
+        axes = None if attrs.axes is None else [int(a) for a in attrs.axes]
+        return np.transpose(args[0], axes)
+    if name == "relax.astype":
+        return args[0].astype(str(attrs.dtype))
+    if name == "relax.expand_dims":
+        return args[0].reshape([int(s) for s in call.ty.shape.values])
+    if name in ("relax.add", "relax.multiply", "relax.subtract"):
+        fn = {"relax.add": np.add, "relax.multiply": np.multiply,
+              "relax.subtract": np.subtract}[name]
+        return fn(args[0], args[1]).astype(str(call.ty.dtype))
+    return None
