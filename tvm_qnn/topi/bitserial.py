@@ -111,6 +111,15 @@ def _param_getter(epi: Epilogue, tensors: dict[str, te.Tensor]):
     return get
 
 
+def _fenced(x):
+    """``llvm.arithmetic.fence(x)``: the value of ``x``, never contracted with its users.
+
+    TVM and LLVM fuse a float ``a * b + c`` into an FMA, which skips the rounding of the
+    product and breaks bit-exactness with ONNX's float32 ``(acc * scale) + bias``.
+    """
+    return tirx.call_llvm_pure_intrin("float32", "llvm.arithmetic.fence", x)
+
+
 def _epilogue_value(epi: Epilogue, get, oc, p, su):
     """Integer branches → output value of one element (the fused requantize epilogue)."""
     acc2 = get("neg_d", oc) * p.astype("int64") + get("const2", oc)
@@ -119,7 +128,7 @@ def _epilogue_value(epi: Epilogue, get, oc, p, su):
     acc = tirx.shift_right(acc2, tirx.const(1, "int64"))
     if not epi.quantized and "int" in epi.out_dtype:
         return acc.astype(epi.out_dtype)  # the raw accumulator (ConvInteger)
-    v = acc.astype("float32") * get("mscale", oc) + get("bias", oc)
+    v = _fenced(acc.astype("float32") * get("mscale", oc)) + get("bias", oc)
     if np.isfinite(epi.clamp_lo):
         v = te.max(v, tirx.const(epi.clamp_lo, "float32"))
     if np.isfinite(epi.clamp_hi):

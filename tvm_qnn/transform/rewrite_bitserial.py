@@ -214,46 +214,48 @@ class _Matcher:
     # -- the ops after it --------------------------------------------------------------------
 
     def _epilogue(self, anchor, fields):
-        """Follow single-user ops after the conv/matmul that the fused epilogue can absorb."""
+        """Follow single-user ops after the conv/matmul that the fused epilogue can absorb.
+
+        Float spelling: ``[add bias] [relu | clip]* [quantize [clip]]``. Integer spelling:
+        ``[add B] [astype float32 → multiply m → quantize [clip]]`` (or the int32 accumulator).
+        """
         facts = self.facts
         oc = fields["weight"].shape[0]
         integer = str(anchor.ty.dtype) == "int32"
-        cur, consumed = anchor, []
+        consumed: list[relax.Var] = []
+        cur = anchor
         int_bias = np.zeros(oc, np.int64)
-        mscale = None
+        casted = False  # integer spelling: saw astype(float32)
+        mscale = None  # integer spelling: the requantize multiplier
         clamp_lo, clamp_hi = -np.inf, np.inf
         quant = None
-        while True:
-            nxt = facts.single_user(cur)
-            if nxt is None:
-                break
+        while (nxt := facts.single_user(cur)) is not None:
             val = facts.bindings[nxt]
             name = op_name(val)
             other = [a for a in getattr(val, "args", []) if not a.same_as(cur)]
-            if name == "relax.add" and len(other) == 1 and mscale is None \
-                    and clamp_lo == -np.inf and quant is None:
-                b = facts.constant(other[0])
-                if b is None or not _channel_vector(b, oc, fields):
+            const = facts.constant(other[0]) if len(other) == 1 else None
+            if name == "relax.add" and not casted and clamp_lo == -np.inf and quant is None:
+                if const is None or not _channel_vector(const, oc, fields):
                     break
-                b = b.reshape(-1) if b.size == oc else np.full(oc, b.reshape(()))
+                b = np.broadcast_to(const.reshape(-1), (oc,))
                 if integer:
                     int_bias = int_bias + b.astype(np.int64)
                 else:
                     fields["bias"] = fields["bias"] + b.astype(np.float32)
             elif integer and name == "relax.astype" and str(val.attrs.dtype) == "float32" \
-                    and mscale is None:
-                mscale = "pending"
-            elif integer and name == "relax.multiply" and mscale == "pending":
-                m = facts.constant(other[0]) if len(other) == 1 else None
-                if m is None or not _channel_vector(m, oc, fields):
+                    and not casted:
+                casted = True
+            elif integer and name == "relax.multiply" and casted and mscale is None:
+                if const is None or not _channel_vector(const, oc, fields):
                     break
-                mscale = _per_channel(m.reshape(-1), oc, "requantize multiplier", np.float32)
+                mscale = _per_channel(const.reshape(-1), oc, "requantize multiplier",
+                                      np.float32)
             elif not integer and name == "relax.nn.relu" and quant is None:
                 clamp_lo = max(clamp_lo, 0.0)
             elif not integer and name == "relax.clip" and quant is None:
                 clamp_lo = max(clamp_lo, float(prim_value(val.args[1])))
                 clamp_hi = min(clamp_hi, float(prim_value(val.args[2])))
-            elif name == "relax.quantize" and quant is None and mscale != "pending":
+            elif name == "relax.quantize" and quant is None and casted == (mscale is not None):
                 quant = self._output_quant(val, oc)
             elif name == "relax.clip" and quant is not None:
                 quant["qmin"] = max(quant["qmin"], int(prim_value(val.args[1])))
@@ -262,25 +264,23 @@ class _Matcher:
                 break
             consumed.append(nxt)
             cur = nxt
-        # Drop a trailing cast/multiply that did not reach a quantize: they stay in the graph.
-        while consumed and integer and quant is None and mscale is not None:
-            last = op_name(facts.bindings[consumed[-1]])
-            if last not in ("relax.astype", "relax.multiply"):
-                break
-            consumed.pop()
-            mscale = None if last == "relax.astype" else "pending"
-        cur = consumed[-1] if consumed else anchor
+        if integer and quant is None:
+            # A cast/multiply that reached no quantize stays in the graph; the layer ends at
+            # its int32 accumulator (ConvInteger / MatMulInteger).
+            while consumed and op_name(facts.bindings[consumed[-1]]) in ("relax.astype",
+                                                                         "relax.multiply"):
+                consumed.pop()
+        end = consumed[-1] if consumed else anchor
         if integer:
             fields["int_bias"] = int_bias
             if quant is None:
                 fields["out_dtype"] = "int32"
             else:
-                fields["weight_scale"] = mscale if isinstance(mscale, np.ndarray) \
-                    else np.ones(oc, np.float32)
+                fields["weight_scale"] = mscale
         if quant is not None:
             fields.update(quant)
         fields["clamp_lo"], fields["clamp_hi"] = clamp_lo, clamp_hi
-        return fields, cur, consumed
+        return fields, end, consumed
 
     def _output_quant(self, call, oc):
         scale = self.facts.constant(call.args[1])
@@ -381,7 +381,7 @@ class _Rewriter(PyExprMutator):
         plan = plan_layer(match.layer, self.oc_block)
         params = [relax.const(arr) for _, arr in plan.epilogue.tensor_params()]
         kind = match.layer.kind
-        new = self.builder_.emit_te(
+        call = self.builder_.call_te(
             functools.partial(layer_compute, plan),
             self.visit_expr(match.data),
             relax.const(plan.packed_weight),
@@ -390,8 +390,12 @@ class _Rewriter(PyExprMutator):
             primfunc_attrs={KERNEL_ATTR: kind, "op_pattern": 8,
                             "tvm_qnn.layer": match.name,
                             "tvm_qnn.bits": f"W{plan.weight_bits}A{match.layer.act_bits}"},
-            name_hint=match.end.name,
         )
+        # The chain's last var may be a dataflow block output: keep it one.
+        if isinstance(match.end, relax.DataflowVar):
+            new = self.builder_.emit(call, name_hint=match.end.name)
+        else:
+            new = self.builder_.emit_output(call, name_hint=match.end.name)
         logger.info("%s (%s): bit-serial W%dA%d, %d branches", match.name, kind,
                     plan.weight_bits, match.layer.act_bits, plan.branches)
         self.set_var_remap(match.end, new)

@@ -1,0 +1,102 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Every bit-serial layer equals the numpy integer reference, bit for bit."""
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tvm_qnn.testing.layers import LayerKernel, random_layer
+from tvm_qnn.topi.layer import plan_layer, reference_output
+from tvm_qnn.topi.weights import decompose_weights
+
+
+def _check(layer, xq):
+    out = LayerKernel(layer)(xq)
+    ref = reference_output(layer, xq)
+    np.testing.assert_array_equal(out, ref)
+    return ref
+
+
+@pytest.mark.parametrize("bits", [1, 2, 3, 4])
+@pytest.mark.parametrize("kind", ["conv2d", "dense"])
+def test_w_a_bits_exact(kind, bits):
+    layer, xq = random_layer(kind, act_bits=bits, weight_bits=bits, in_channels=70,
+                             out_channels=32, size=(9, 9), seed=bits)
+    ref = _check(layer, xq)
+    assert len(np.unique(ref)) > 2, "degenerate test: the output codes barely vary"
+
+
+@pytest.mark.parametrize("act_bits,weight_bits", [(8, 8), (1, 2), (2, 1), (5, 3)])
+def test_mixed_and_eight_bit(act_bits, weight_bits):
+    layer, xq = random_layer("conv2d", act_bits=act_bits, weight_bits=weight_bits,
+                             in_channels=20, out_channels=8, size=(6, 5), act_signed=True)
+    _check(layer, xq)
+
+
+def test_float_output_and_arbitrary_scales():
+    layer, xq = random_layer("conv2d", out_quant=False, relu=False, pow2_scales=False,
+                             act_bits=3, weight_bits=2)
+    assert layer.out_dtype == "float32"
+    _check(layer, xq)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    act_bits=st.integers(1, 8), weight_bits=st.integers(1, 8),
+    act_signed=st.booleans(), weight_signed=st.booleans(), per_channel=st.booleans(),
+    groups_mult=st.sampled_from([(1, 1), (2, 1), (4, 4), (3, 2)]),
+    cg=st.integers(1, 70), size=st.tuples(st.integers(1, 9), st.integers(1, 9)),
+    kernel=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+    strides=st.tuples(st.integers(1, 2), st.integers(1, 2)),
+    pads=st.tuples(*[st.integers(0, 2)] * 4), dilation=st.tuples(st.integers(1, 2),
+                                                                  st.integers(1, 2)),
+    weight_zero_point=st.integers(-3, 3), relu=st.booleans(), out_quant=st.booleans(),
+    pow2=st.booleans(), seed=st.integers(0, 2**16),
+)
+def test_conv2d_property(act_bits, weight_bits, act_signed, weight_signed, per_channel,
+                         groups_mult, cg, size, kernel, strides, pads, dilation,
+                         weight_zero_point, relu, out_quant, pow2, seed):
+    groups, mult = groups_mult
+    eff = [(k - 1) * d + 1 for k, d in zip(kernel, dilation)]
+    if size[0] + pads[0] + pads[2] < eff[0] or size[1] + pads[1] + pads[3] < eff[1]:
+        return  # no output position
+    layer, xq = random_layer(
+        "conv2d", act_bits=act_bits, weight_bits=weight_bits, in_channels=cg * groups,
+        out_channels=groups * mult, size=size, kernel=kernel, strides=strides, pads=pads,
+        dilation=dilation, groups=groups, act_signed=act_signed, weight_signed=weight_signed,
+        per_channel=per_channel, weight_zero_point=weight_zero_point, relu=relu,
+        out_quant=out_quant, pow2_scales=pow2, seed=seed)
+    _check(layer, xq)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(act_bits=st.integers(1, 8), weight_bits=st.integers(1, 8), batch=st.integers(1, 5),
+       k=st.integers(1, 200), oc=st.integers(1, 40), act_signed=st.booleans(),
+       weight_signed=st.booleans(), act_zero_point=st.integers(-5, 5), relu=st.booleans(),
+       pow2=st.booleans(), seed=st.integers(0, 2**16))
+def test_dense_property(act_bits, weight_bits, batch, k, oc, act_signed, weight_signed,
+                        act_zero_point, relu, pow2, seed):
+    layer, xq = random_layer("dense", act_bits=act_bits, weight_bits=weight_bits, batch=batch,
+                             in_channels=k, out_channels=oc, act_signed=act_signed,
+                             weight_signed=weight_signed, act_zero_point=act_zero_point,
+                             relu=relu, pow2_scales=pow2, seed=seed)
+    _check(layer, xq)
+
+
+def test_bipolar_weights_are_one_plane_and_skip_the_activation_sum():
+    # int8 codes in {-1, +1}: one bipolar plane, symmetric around zero-point 0.
+    layer, xq = random_layer("conv2d", act_bits=2, weight_bits=1, weight_signed=True)
+    plan = plan_layer(layer)
+    assert plan.weight_bits == 1 and plan.branches == 2
+    assert not plan.epilogue.needs_rowsum
+    _check(layer, xq)
+
+
+def test_weight_planes_come_from_the_values_used():
+    q = np.array([[-6, -2, 2, 6], [0, 0, 0, 0], [5, 7, 9, 5]])
+    planes = decompose_weights(q)
+    assert planes.bits == 2  # steps of 4 → {0..3}; steps of 2 → {0..2}; constant → 0
+    np.testing.assert_array_equal(planes.lo, [-6, 0, 5])
+    np.testing.assert_array_equal(planes.step, [4, 1, 2])
+    np.testing.assert_array_equal(planes.lo[:, None] + planes.step[:, None] * planes.codes, q)

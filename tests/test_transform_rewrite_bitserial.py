@@ -1,0 +1,170 @@
+# SPDX-License-Identifier: Apache-2.0
+"""RewriteBitserial: Before/Expected structure, and the layers it must leave alone."""
+
+import functools
+import logging
+
+import numpy as np
+import tvm
+from tvm import relax
+from tvm.script import ir as I
+from tvm.script import relax as R
+
+from tvm_qnn.topi.layer import QuantizedLayer, layer_compute, plan_layer
+from tvm_qnn.transform import KERNEL_ATTR, RewriteBitserial
+
+RNG = np.random.default_rng(7)
+W = RNG.integers(-2, 2, size=(16, 8, 3, 3)).astype("int8")
+SW = np.full(16, 0.0625, "float32")
+ZW = np.zeros(16, "int8")
+BIAS = (RNG.integers(-8, 8, size=(1, 16, 1, 1)) * 0.0078125).astype("float32")
+
+
+def _expected_conv(layer: QuantizedLayer, clip_input: bool):
+    """The module the rewrite must produce: one call_tir of the layer's bit-serial compute."""
+    plan = plan_layer(layer)
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType(layer.input_shape, "uint8"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            data = bb.emit(relax.op.clip(x, 0, 3), name_hint="xc") if clip_input else x
+            params = [relax.const(a) for _, a in plan.epilogue.tensor_params()]
+            y = bb.call_te(
+                functools.partial(layer_compute, plan), data, relax.const(plan.packed_weight),
+                *params, primfunc_name_hint="bitserial_conv2d",
+                primfunc_attrs={KERNEL_ATTR: "conv2d", "op_pattern": 8, "tvm_qnn.layer": "c",
+                                "tvm_qnn.bits": f"W{plan.weight_bits}A{layer.act_bits}"})
+            out = bb.emit_output(y, name_hint="y")
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def _layer(**kw):
+    base = dict(kind="conv2d", name="c", input_shape=(1, 8, 6, 6), weight=W.astype(np.int64),
+                weight_scale=SW, weight_zero_point=ZW.astype(np.int64), act_scale=0.125,
+                act_zero_point=0, act_lo=0, act_bits=2, input_dtype="uint8",
+                bias=BIAS.reshape(-1), clamp_lo=0.0, out_dtype="uint8",
+                out_scale=np.full(16, 0.25, "float32"), out_zero_point=np.zeros(16, "int32"),
+                qmin=0, qmax=3, pads=(1, 1, 1, 1))
+    base.update(kw)
+    return QuantizedLayer(**base)
+
+
+def test_qcdq_conv_chain_becomes_one_bitserial_call():
+    @I.ir_module
+    class Before:
+        @R.function
+        def main(x: R.Tensor((1, 8, 6, 6), "uint8")):
+            with R.dataflow():
+                xc = R.clip(x, 0, 3)
+                xd = R.dequantize(xc, R.const(0.125, "float32"), R.const(0, "uint8"), axis=1)
+                wd = R.dequantize(R.const(W), R.const(SW), R.const(ZW), axis=0)
+                c = R.nn.conv2d(xd, wd, padding=[1, 1, 1, 1])
+                b = R.add(c, R.const(BIAS))
+                r = R.nn.relu(b)
+                q = R.quantize(r, R.const(0.25, "float32"), R.const(0, "uint8"), axis=1,
+                               out_dtype="uint8")
+                y = R.clip(q, 0, 3)
+                R.output(y)
+            return y
+
+    after = RewriteBitserial()(Before)
+    tvm.ir.assert_structural_equal(after, _expected_conv(_layer(), clip_input=True))
+
+
+def test_uint8_input_without_clip_is_eight_bit():
+    @I.ir_module
+    class Before:
+        @R.function
+        def main(x: R.Tensor((1, 8, 6, 6), "uint8")):
+            with R.dataflow():
+                xd = R.dequantize(x, R.const(0.125, "float32"), R.const(0, "uint8"), axis=1)
+                wd = R.dequantize(R.const(W), R.const(SW), R.const(ZW), axis=0)
+                c = R.nn.conv2d(xd, wd, padding=[1, 1, 1, 1])
+                b = R.add(c, R.const(BIAS))
+                r = R.nn.relu(b)
+                q = R.quantize(r, R.const(0.25, "float32"), R.const(0, "uint8"), axis=1,
+                               out_dtype="uint8")
+                y = R.clip(q, 0, 3)
+                R.output(y)
+            return y
+
+    after = RewriteBitserial()(Before)
+    tvm.ir.assert_structural_equal(after, _expected_conv(_layer(act_bits=8),
+                                                         clip_input=False))
+
+
+def test_activation_per_channel_scale_is_left_as_is(caplog):
+    @I.ir_module
+    class Before:
+        @R.function
+        def main(x: R.Tensor((1, 8, 6, 6), "uint8")):
+            with R.dataflow():
+                xd = R.dequantize(x, R.const(np.full(8, 0.125, "float32")),
+                                  R.const(np.zeros(8, "uint8")), axis=1)
+                wd = R.dequantize(R.const(W), R.const(SW), R.const(ZW), axis=0)
+                c = R.nn.conv2d(xd, wd, padding=[1, 1, 1, 1])
+                R.output(c)
+            return c
+
+    with caplog.at_level(logging.INFO, logger="tvm_qnn.rewrite"):
+        after = RewriteBitserial()(Before)
+    tvm.ir.assert_structural_equal(after, Before)
+    assert "activation scale must be a per-tensor constant" in caplog.text
+
+
+def test_nine_bit_activations_are_left_as_is(caplog):
+    @I.ir_module
+    class Before:
+        @R.function
+        def main(x: R.Tensor((1, 8, 6, 6), "int16")):
+            with R.dataflow():
+                xc = R.clip(x, 0, 511)
+                xd = R.dequantize(xc, R.const(0.125, "float32"), R.const(0, "int16"), axis=1)
+                wd = R.dequantize(R.const(W), R.const(SW), R.const(ZW), axis=0)
+                c = R.nn.conv2d(xd, wd, padding=[1, 1, 1, 1])
+                R.output(c)
+            return c
+
+    with caplog.at_level(logging.INFO, logger="tvm_qnn.rewrite"):
+        after = RewriteBitserial()(Before)
+    tvm.ir.assert_structural_equal(after, Before)
+    assert "activations use 9 bits (1..8 supported)" in caplog.text
+
+
+def test_float_conv_is_not_touched():
+    @I.ir_module
+    class Before:
+        @R.function
+        def main(x: R.Tensor((1, 8, 6, 6), "float32")):
+            with R.dataflow():
+                c = R.nn.conv2d(x, R.const(W.astype("float32")), padding=[1, 1, 1, 1])
+                R.output(c)
+            return c
+
+    tvm.ir.assert_structural_equal(RewriteBitserial()(Before), Before)
+
+
+def test_integer_spelling_with_requantize_is_rewritten():
+    # QLinearConv as the frontend spells it: int32 conv of shifted codes, + B, * m, quantize.
+    @I.ir_module
+    class Before:
+        @R.function
+        def main(x: R.Tensor((1, 8, 6, 6), "uint8")):
+            with R.dataflow():
+                xs = R.subtract(R.astype(x, "int32"), R.const(3, "int32"))
+                ws = R.subtract(R.astype(R.const(W), "int32"), R.const(0, "int32"))
+                c = R.nn.conv2d(xs, ws, padding=[1, 1, 1, 1], out_dtype="int32")
+                b = R.add(c, R.const(np.arange(16, dtype="int32").reshape(1, 16, 1, 1)))
+                f = R.astype(b, "float32")
+                m = R.multiply(f, R.const(np.float32(0.01)))
+                q = R.quantize(m, R.const(1.0, "float32"), R.const(128, "uint8"), axis=1,
+                               out_dtype="uint8")
+                R.output(q)
+            return q
+
+    after = RewriteBitserial()(Before)
+    calls = [b.value for blk in after["main"].body.blocks for b in blk.bindings]
+    assert len(calls) == 1 and calls[0].op.name == "relax.call_tir"
+    prim = after[calls[0].args[0]]
+    assert prim.attrs[KERNEL_ATTR] == "conv2d" and prim.attrs["tvm_qnn.bits"] == "W2A8"
