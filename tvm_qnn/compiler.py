@@ -8,6 +8,7 @@ import logging
 import tvm
 from tvm.relax.backend.cpu_generic import pipeline as cpu_pipeline
 
+from .errors import UnsupportedModelError
 from .frontend import load_model
 from .runtime import Artifact, TensorInfo
 from .target import resolve_target
@@ -55,7 +56,8 @@ def layer_report(mod: tvm.IRModule) -> list[dict]:
     return rows
 
 
-def compile(model, target="x86", *, shapes: dict | None = None) -> Artifact:  # noqa: A001
+def compile(model, target="x86", *, shapes: dict | None = None,  # noqa: A001
+            strict: bool = False) -> Artifact:
     """Compile a quantized model into multi-branch bit-serial code.
 
     Parameters
@@ -66,6 +68,9 @@ def compile(model, target="x86", *, shapes: dict | None = None) -> Artifact:  # 
         ``"x86"`` (this host: AVX-512 VPOPCNTDQ if present, else AVX2), a TVM target or dict.
     shapes : dict, optional
         Static shapes for inputs with symbolic dimensions.
+    strict : bool
+        Raise :class:`UnsupportedModelError` (naming the layer and the reason) when a
+        conv2d/dense cannot be made bit-serial, instead of compiling it as TVM would.
 
     Returns
     -------
@@ -80,6 +85,9 @@ def compile(model, target="x86", *, shapes: dict | None = None) -> Artifact:  # 
         if row["bitserial"]:
             logger.info("%s: %s bit-serial W%dA%d", row["name"], row["kind"], row["weight_bits"],
                         row["act_bits"])
+        elif strict:
+            raise UnsupportedModelError(f"layer '{row['name']}' ({row['kind']}) cannot be made "
+                                        f"bit-serial: {row['reason']}")
         else:
             logger.info("%s: %s left as is (%s)", row["name"], row["kind"], row["reason"])
     params = mod["main"].params

@@ -96,6 +96,11 @@ class LayerPlan:
 
 def plan_layer(layer: QuantizedLayer, oc_block: int = 16) -> LayerPlan:
     """Derive the bit-serial form of ``layer``: planes, packed weights, epilogue constants."""
+    if not 1 <= layer.act_bits <= MAX_BITS:
+        raise ValueError(f"layer {layer.name}: act_bits={layer.act_bits}, "
+                         f"supported 1..{MAX_BITS}")
+    if layer.kind not in ("conv2d", "dense"):
+        raise ValueError(f"layer {layer.name}: kind {layer.kind!r} (conv2d or dense)")
     planes = decompose_weights(layer.weight)
     if layer.kind == "conv2d":
         ocg = layer.out_channels // layer.groups

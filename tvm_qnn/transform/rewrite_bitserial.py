@@ -146,6 +146,8 @@ class _Matcher:
         rng = facts.code_range(xq)
         if rng is None:
             raise _NoMatch("activation codes are not an integer tensor")
+        if rng[1] <= rng[0]:
+            raise _NoMatch(f"activation codes are clipped to [{rng[0]}, {rng[1]}]: 0 bits")
         oc = int(weight.shape[0])
         fields.update(
             act_lo=rng[0],
