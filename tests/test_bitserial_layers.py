@@ -19,9 +19,9 @@ def _check(layer, xq):
 
 
 @pytest.mark.parametrize("bits", [1, 2, 3, 4])
-@pytest.mark.parametrize("kind", ["conv2d", "dense"])
-def test_w_a_bits_exact(kind, bits):
-    layer, xq = random_layer(kind, act_bits=bits, weight_bits=bits, in_channels=70,
+@pytest.mark.parametrize("kind,in_channels", [("conv2d", 70), ("conv2d", 3), ("dense", 70)])
+def test_w_a_bits_exact(kind, in_channels, bits):
+    layer, xq = random_layer(kind, act_bits=bits, weight_bits=bits, in_channels=in_channels,
                              out_channels=32, size=(9, 9), seed=bits)
     ref = _check(layer, xq)
     assert len(np.unique(ref)) > 2, "degenerate test: the output codes barely vary"
@@ -31,6 +31,15 @@ def test_w_a_bits_exact(kind, bits):
 def test_mixed_and_eight_bit(act_bits, weight_bits):
     layer, xq = random_layer("conv2d", act_bits=act_bits, weight_bits=weight_bits,
                              in_channels=20, out_channels=8, size=(6, 5), act_signed=True)
+    _check(layer, xq)
+
+
+@pytest.mark.parametrize("in_channels,bits,layout", [(1, 8, "im2col"), (3, 4, "im2col"),
+                                                     (3, 2, "channels"), (64, 8, "channels")])
+def test_both_conv_packings_exact(in_channels, bits, layout):
+    layer, xq = random_layer("conv2d", act_bits=bits, weight_bits=bits, in_channels=in_channels,
+                             out_channels=16, size=(10, 9), strides=(2, 1), pads=(1, 0, 2, 1))
+    assert plan_layer(layer).conv_layout == layout
     _check(layer, xq)
 
 

@@ -180,6 +180,46 @@ def pack_bitplanes_nchw(data: te.Tensor, lo: int, bits: int, groups: int,
     )
 
 
+def pack_bitplanes_im2col(data: te.Tensor, lo: int, bits: int, groups: int,
+                          kernel: tuple[int, int], strides: tuple[int, int],
+                          dilation: tuple[int, int], pads: tuple[int, int, int, int],
+                          pad_code: int, out_size: tuple[int, int]) -> te.Tensor:
+    """Pack each conv window (channels × taps) of NCHW codes into bit-planes.
+
+    Returns ``[N, G, bits, OH, OW, words(C/G * KH * KW)]`` uint64; reduction element
+    ``r = (c * KH + ky) * KW + kx`` is bit ``r % 64`` of word ``r // 64``. Used instead of
+    :func:`pack_bitplanes_nchw` when the channels of a group fill words poorly (first layers,
+    depthwise): fewer words per output, at the cost of packing each input KH·KW times.
+    """
+    n, c, h, w = (int(s) for s in data.shape)
+    cg = c // groups
+    kh, kw = kernel
+    length = cg * kh * kw
+    top, left, _, _ = pads
+    b = te.reduce_axis((0, WORD_BITS), name="b")
+
+    def bit(nn, g, i, yy, xx, word, bb):
+        r = tirx.min(word * WORD_BITS + bb, length - 1)
+        ch, ky, kx = r // (kh * kw), (r // kw) % kh, r % kw
+        iy = yy * strides[0] + ky * dilation[0] - top
+        ix = xx * strides[1] + kx * dilation[1] - left
+        inside = tirx.all(iy >= 0, iy < h, ix >= 0, ix < w)
+        value = data[nn, g * cg + ch, tirx.max(tirx.min(iy, h - 1), 0),
+                     tirx.max(tirx.min(ix, w - 1), 0)].astype("int32") - lo
+        value = tirx.if_then_else(inside, value, tirx.const(pad_code, "int32"))
+        plane = tirx.bitwise_and(tirx.shift_right(value, i), 1).astype(WORD_DTYPE)
+        if length % WORD_BITS:
+            plane = tirx.if_then_else(word * WORD_BITS + bb < length, plane,
+                                      tirx.const(0, WORD_DTYPE))
+        return tirx.shift_left(plane, bb.astype(WORD_DTYPE))
+
+    return te.compute(
+        (n, groups, bits) + tuple(out_size) + (words_for(length),),
+        lambda nn, g, i, yy, xx, word: te.sum(bit(nn, g, i, yy, xx, word, b), axis=b),
+        name=PACK_BLOCK,
+    )
+
+
 def pack_bitplanes_rows(data: te.Tensor, lo: int, bits: int) -> te.Tensor:
     """Pack integer ``[B, K]`` codes into ``[B, bits, words(K)]`` uint64 bit-planes."""
     rows, k = (int(s) for s in data.shape)
@@ -204,11 +244,25 @@ def _branch_product(a, w, i, j):
     return tirx.shift_left(pc, (i + j).astype(WORD_DTYPE))
 
 
+def _conv_epilogue(p: te.Tensor, rowsum, epi: Epilogue, params, out_channels: int,
+                   groups: int) -> te.Tensor:
+    """NCHW output from blocked branches ``p[N, OC/OCi, OH, OW, OCi]`` (+ ``rowsum``)."""
+    n, _, oh, ow, oc_inner = (int(s) for s in p.shape)
+    ocg = out_channels // groups
+    names = [name for name, _ in epi.tensor_params()]
+    get = _param_getter(epi, dict(zip(names, params)))
+
+    def out(nn, oc, yy, xx):
+        su = rowsum[nn, oc // ocg, yy, xx] if rowsum is not None else None
+        return _epilogue_value(epi, get, oc, p[nn, oc // oc_inner, yy, xx, oc % oc_inner], su)
+
+    return te.compute((n, out_channels, oh, ow), out, name=EPILOGUE_BLOCK)
+
+
 def bitserial_conv2d_nchw(packed: te.Tensor, weight: te.Tensor, epi: Epilogue, *params,
-                          out_channels: int, kernel: tuple[int, int],
-                          strides: tuple[int, int], dilation: tuple[int, int],
-                          out_size: tuple[int, int], rowsum: te.Tensor | None = None,
-                          ) -> te.Tensor:
+                          out_channels: int, strides: tuple[int, int],
+                          dilation: tuple[int, int], out_size: tuple[int, int],
+                          rowsum: te.Tensor | None = None) -> te.Tensor:
     """Bit-serial conv2d with the fused requantize epilogue, NCHW output.
 
     ``packed`` is :func:`pack_bitplanes_nchw` output ``[N, G, M, Hp, Wp, Cw]``; ``weight`` is
@@ -219,7 +273,6 @@ def bitserial_conv2d_nchw(packed: te.Tensor, weight: te.Tensor, epi: Epilogue, *
     n, groups, m_bits = (int(s) for s in packed.shape[:3])
     cw = int(packed.shape[5])
     _, k_bits, kh, kw, _, oc_inner = (int(s) for s in weight.shape)
-    oh, ow = out_size
     sh, sw = strides
     dh, dw = dilation
     ocg = out_channels // groups
@@ -235,16 +288,32 @@ def bitserial_conv2d_nchw(packed: te.Tensor, weight: te.Tensor, epi: Epilogue, *
         return te.sum(_branch_product(a, weight[ob, j, ry, rx, rw, oi], i, j),
                       axis=[i, j, ry, rx, rw])
 
+    p = te.compute((n, out_channels // oc_inner) + tuple(out_size) + (oc_inner,), branches,
+                   name=BRANCH_BLOCK)
+    return _conv_epilogue(p, rowsum, epi, params, out_channels, groups)
+
+
+def bitserial_conv2d_im2col(packed: te.Tensor, weight: te.Tensor, epi: Epilogue, *params,
+                            out_channels: int, rowsum: te.Tensor | None = None) -> te.Tensor:
+    """Bit-serial conv2d over :func:`pack_bitplanes_im2col` windows, NCHW output.
+
+    ``weight`` is ``[OC / OCi, K, Kw, OCi]`` (the dense layout of the flattened window).
+    """
+    n, groups, m_bits, oh, ow, kwords = (int(s) for s in packed.shape)
+    _, k_bits, _, oc_inner = (int(s) for s in weight.shape)
+    ocg = out_channels // groups
+    i = te.reduce_axis((0, m_bits), name="i")
+    j = te.reduce_axis((0, k_bits), name="j")
+    rw = te.reduce_axis((0, kwords), name="rw")
+
+    def branches(nn, ob, yy, xx, oi):
+        g = (ob * oc_inner + oi) // ocg
+        return te.sum(_branch_product(packed[nn, g, i, yy, xx, rw], weight[ob, j, rw, oi], i, j),
+                      axis=[i, j, rw])
+
     p = te.compute((n, out_channels // oc_inner, oh, ow, oc_inner), branches,
                    name=BRANCH_BLOCK)
-    names = [name for name, _ in epi.tensor_params()]
-    get = _param_getter(epi, dict(zip(names, params)))
-
-    def out(nn, oc, yy, xx):
-        su = rowsum[nn, oc // ocg, yy, xx] if rowsum is not None else None
-        return _epilogue_value(epi, get, oc, p[nn, oc // oc_inner, yy, xx, oc % oc_inner], su)
-
-    return te.compute((n, out_channels, oh, ow), out, name=EPILOGUE_BLOCK)
+    return _conv_epilogue(p, rowsum, epi, params, out_channels, groups)
 
 
 def window_popcount(packed: te.Tensor, kernel: tuple[int, int], strides: tuple[int, int],
@@ -264,6 +333,19 @@ def window_popcount(packed: te.Tensor, kernel: tuple[int, int], strides: tuple[i
                       axis=[i, ry, rx, rw])
 
     return te.compute((n, groups) + tuple(out_size), total, name=ROWSUM_BLOCK)
+
+
+def patch_popcount(packed: te.Tensor) -> te.Tensor:
+    """``Su[n, g, y, x] = sum_i 2^i popcount(A_i)`` of im2col windows ``[N, G, M, OH, OW, Kw]``."""
+    n, groups, m_bits, oh, ow, kwords = (int(s) for s in packed.shape)
+    i = te.reduce_axis((0, m_bits), name="i")
+    rw = te.reduce_axis((0, kwords), name="rw")
+    return te.compute(
+        (n, groups, oh, ow),
+        lambda nn, g, yy, xx: te.sum(tirx.shift_left(tirx.popcount(packed[nn, g, i, yy, xx, rw]),
+                                                     i.astype(WORD_DTYPE)), axis=[i, rw]),
+        name=ROWSUM_BLOCK,
+    )
 
 
 def row_popcount(packed: te.Tensor) -> te.Tensor:

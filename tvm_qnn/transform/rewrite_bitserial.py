@@ -122,6 +122,12 @@ class _Matcher:
         x_expr, w_expr = call.args
         x_val = facts.value_of(x_expr)
         fields = {}
+        # Per-tensor dequantize commutes with a reshape (ONNX Flatten before a Gemm): the
+        # codes are reshaped instead, to the shape the conv/matmul reads.
+        x_shape = tuple(int(s) for s in x_expr.ty.shape.values)
+        if op_name(x_val) == "relax.reshape" and \
+                op_name(facts.value_of(x_val.args[0])) == "relax.dequantize":
+            x_val = facts.value_of(x_val.args[0])
         if op_name(x_val) == "relax.dequantize":  # float spelling
             xq = x_val.args[0]
             sx = facts.constant(x_val.args[1])
@@ -153,7 +159,7 @@ class _Matcher:
             act_lo=rng[0],
             act_bits=max(1, (rng[1] - rng[0]).bit_length()),
             input_dtype=str(xq.ty.dtype),
-            input_shape=tuple(int(s) for s in xq.ty.shape.values),
+            input_shape=x_shape,
             weight=weight.astype(np.int64),
             weight_scale=_per_channel(w_scale, oc, "weight scale", np.float32),
             weight_zero_point=_per_channel(w_zp, oc, "weight zero-point", np.int64),
@@ -381,11 +387,14 @@ class _Rewriter(PyExprMutator):
             super().visit_var_binding_(binding)
             return
         plan = plan_layer(match.layer, self.oc_block)
+        data = self.visit_expr(match.data)
+        if tuple(int(s) for s in match.data.ty.shape.values) != match.layer.input_shape:
+            data = self.builder_.emit(relax.op.reshape(data, match.layer.input_shape))
         params = [relax.const(arr) for _, arr in plan.epilogue.tensor_params()]
         kind = match.layer.kind
         call = self.builder_.call_te(
             functools.partial(layer_compute, plan),
-            self.visit_expr(match.data),
+            data,
             relax.const(plan.packed_weight),
             *params,
             primfunc_name_hint=f"bitserial_{kind}",

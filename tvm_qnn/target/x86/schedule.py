@@ -41,6 +41,10 @@ def _parallel_outer(sch: s_tir.Schedule, block, spatial: int, enabled: bool) -> 
         sch.parallel(fused)
 
 
+def _reduction_loops(sch: s_tir.Schedule, block) -> int:
+    return sum(1 for iv in sch.get(block).iter_vars if iv.iter_type == tirx.IterVar.CommReduce)
+
+
 def _largest_divisor_at_most(n: int, cap: int) -> int:
     for f in range(min(n, cap), 0, -1):
         if n % f == 0:
@@ -59,11 +63,12 @@ def schedule_conv2d(sch: s_tir.Schedule, knobs: X86Knobs = X86Knobs()) -> s_tir.
     owo, owi = sch.split(ow, [None, _largest_divisor_at_most(ow_extent, knobs.ow_tile)])
     sch.reorder(n, ocb, oh, owo, owi, oci)
     # Unit loops kept so the loop list has a fixed shape whatever the tile sizes:
-    # [n, ocb, oh, owo | n', ob', oh', ow', oi' | i, j, ry, rx, rw].
+    # [n, ocb, oh, owo | n', ob', oh', ow', oi' | i, j, (ry, rx,) rw].
+    n_red = _reduction_loops(sch, branch)
     sch.compute_at(branch, owo, preserve_unit_loops=True)
     sch.set_scope(branch, 0, "local")
     loops = sch.get_loops(branch)
-    tile_ow, tile_oc, reduction = loops[-7], loops[-6], loops[-5:]
+    tile_ow, tile_oc, reduction = loops[-n_red - 2], loops[-n_red - 1], loops[-n_red:]
     sch.reorder(*reduction, tile_ow, tile_oc)
     sch.vectorize(tile_oc)
     sch.unroll(tile_ow)
