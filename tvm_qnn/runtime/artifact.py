@@ -100,6 +100,23 @@ class Artifact:
                                         repeat=repeat, min_repeat_ms=min_repeat_ms)
         return float(np.median(timer("main").results))
 
+    def assembly(self) -> str:
+        """The generated machine code (assembly) of every compiled kernel.
+
+        Only available before export (a loaded library has no source); empty string then.
+        """
+        root = getattr(self.module, "mod", self.module)
+        out, stack = [], [root]
+        while stack:
+            mod = stack.pop()
+            stack.extend(mod.imports)
+            if mod.kind == "llvm":
+                try:
+                    out.append(mod.inspect_source("asm"))
+                except Exception:  # noqa: BLE001 - a loaded .so has no source to show
+                    pass
+        return "\n".join(out)
+
     def export_library(self, path: str | os.PathLike) -> str:
         """Write a shared library (and ``<path>.json`` with its input description)."""
         path = os.fspath(path)

@@ -37,11 +37,20 @@ def float_twin(model: onnx.ModelProto) -> onnx.ModelProto:
     producer = {o: n for n in graph.node for o in n.output}
     rename: dict[str, str] = {}
     keep, new_inits = [], []
+    def constant_codes(name):
+        """Integer codes of a constant weight: an initializer, possibly through a Clip."""
+        if name in inits:
+            return inits[name]
+        clip = producer.get(name)
+        if clip is not None and clip.op_type == "Clip" and clip.input[0] in inits:
+            return np.clip(inits[clip.input[0]], inits[clip.input[1]], inits[clip.input[2]])
+        return None
+
     for node in graph.node:
-        if node.op_type == "DequantizeLinear" and node.input[0] in inits:
+        codes = constant_codes(node.input[0]) if node.op_type == "DequantizeLinear" else None
+        if codes is not None:
             zp = inits.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
-            value = _dequantize(inits[node.input[0]], inits[node.input[1]], zp,
-                                _attr(node, "axis", 1))
+            value = _dequantize(codes, inits[node.input[1]], zp, _attr(node, "axis", 1))
             new_inits.append(numpy_helper.from_array(value, node.output[0]))
             continue
         if node.op_type == "DequantizeLinear":

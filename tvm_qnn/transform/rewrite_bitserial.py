@@ -103,10 +103,17 @@ class _Matcher:
             layer = QuantizedLayer(kind=kind, name=anchor.name, **fields)
             self._validate(layer)
         except _NoMatch as err:
-            return LayerMatch(self._display_name([anchor]), kind, anchor, reason=str(err),
-                              macs=macs)
+            return LayerMatch(self._display_name(self._users_chain(anchor)), kind, anchor,
+                              reason=str(err), macs=macs)
         return LayerMatch(self._display_name([anchor, *consumed]), kind, anchor, layer, end,
                           tuple(consumed), data, macs=macs)
+
+    def _users_chain(self, var, limit: int = 3) -> list:
+        """``var`` and up to ``limit`` single-user successors (where its node name may sit)."""
+        chain = [var]
+        while len(chain) <= limit and (nxt := self.facts.single_user(chain[-1])) is not None:
+            chain.append(nxt)
+        return chain
 
     def _display_name(self, chain) -> str:
         """The ONNX node name of a layer: the first binding of its chain not named ``lv…``."""

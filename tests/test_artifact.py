@@ -1,0 +1,73 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The compiled artifact: run, benchmark, export/load, the code it contains."""
+
+import numpy as np
+import pytest
+
+import tvm_qnn
+from tvm_qnn.target.x86 import host_cpu_flags
+from tvm_qnn.testing.onnx_models import make_conv_model, make_dense_model, random_input
+
+
+@pytest.fixture(scope="module")
+def conv_art():
+    model = make_conv_model("qcdq", act_bits=2, weight_bits=2, in_ch=64, out_ch=64,
+                            size=(8, 8), relu=True)
+    return model, tvm_qnn.compile(model, target="x86")
+
+
+def test_run_accepts_positional_keyword_and_dict(conv_art):
+    model, art = conv_art
+    feeds = random_input(model)
+    a = art.run(feeds["x"])
+    np.testing.assert_array_equal(a, art.run(x=feeds["x"]))
+    np.testing.assert_array_equal(a, art.run(feeds))
+
+
+def test_bad_inputs_are_named(conv_art):
+    _, art = conv_art
+    with pytest.raises(tvm_qnn.TvmQnnError, match=r"input 'x' has shape \(1, 3\)"):
+        art.run(np.zeros((1, 3), "float32"))
+    with pytest.raises(tvm_qnn.TvmQnnError, match="missing inputs"):
+        art.run(y=np.zeros((1, 64, 8, 8), "float32"))
+
+
+def test_benchmark_is_a_positive_median(conv_art):
+    model, art = conv_art
+    t = art.benchmark(random_input(model)["x"], number=3, repeat=3)
+    assert 0 < t < 1.0
+
+
+def test_export_and_load_round_trip(conv_art, tmp_path):
+    model, art = conv_art
+    path = art.export_library(tmp_path / "conv.so")
+    again = tvm_qnn.load(path)
+    x = random_input(model, seed=3)["x"]
+    np.testing.assert_array_equal(again.run(x), art.run(x))
+    assert again.layers == art.layers and again.inputs == art.inputs
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp")]
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(tvm_qnn.TvmQnnError, match="no compiled model"):
+        tvm_qnn.load(tmp_path / "missing.so")
+
+
+@pytest.mark.skipif("avx512_vpopcntdq" not in host_cpu_flags(),
+                    reason="this CPU has no AVX-512 VPOPCNTDQ")
+@pytest.mark.parametrize("make", [make_conv_model, make_dense_model])
+def test_x86_code_uses_512_bit_vpopcntq(make):
+    art = tvm_qnn.compile(make("qcdq", act_bits=1, weight_bits=1), target="x86")
+    asm = art.assembly()
+    assert "vpopcntq\t%zmm" in asm
+
+
+def test_avx2_target_compiles_without_avx512():
+    model = make_conv_model("qcdq", act_bits=2, weight_bits=2, in_ch=64, out_ch=16)
+    art = tvm_qnn.compile(model, target={"kind": "llvm", "mcpu": "haswell"})
+    asm = art.assembly()
+    assert "zmm" not in asm and "vpshufb" in asm  # popcount by nibble lookup on AVX2
+    if "avx2" in host_cpu_flags():
+        feeds = random_input(model)
+        ref = tvm_qnn.compile(model).run(feeds)
+        np.testing.assert_array_equal(art.run(feeds), ref)
