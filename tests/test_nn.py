@@ -56,13 +56,13 @@ def test_bad_quantizer_arguments():
         Quantizer(2, "ternary")
 
 
-def _net():
+def _net(bias=True):
     torch.manual_seed(0)
     return nn.Sequential(
-        nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(32, 32, 3, padding=1, groups=2), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.1), nn.Linear(32, 10))
+        nn.Conv2d(1, 16, 3, padding=1, bias=bias), nn.ReLU(),
+        nn.Conv2d(16, 32, 3, padding=1, bias=bias), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 32, 3, padding=1, groups=2, bias=bias), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.1), nn.Linear(32, 10, bias=bias))
 
 
 def test_quantize_model_policy():
@@ -73,24 +73,50 @@ def test_quantize_model_policy():
     assert isinstance(layers[0], QConv2d)
 
 
-@pytest.mark.parametrize("wbits,abits", [(1, 1), (1, 2), (2, 2), (4, 4)])
-def test_export_compiles_bit_exact_with_pytorch(wbits, abits):
-    q = quantize_model(_net(), weight_bits=wbits, act_bits=abits)
+def _trained_like(q):
+    """Initialise the steps and BatchNorm statistics from a few batches."""
     q.train()
-    q(torch.randn(16, 1, 12, 12))  # initialise the steps from a batch
-    q.eval()
+    with torch.no_grad():
+        for seed in range(3):
+            q(torch.randn(16, 1, 12, 12, generator=torch.Generator().manual_seed(100 + seed)))
+    return q.eval()
+
+
+def _inputs():
+    return [torch.randn(1, 1, 12, 12, generator=torch.Generator().manual_seed(s))
+            for s in range(3)]
+
+
+@pytest.mark.parametrize("wbits,abits", [(1, 1), (1, 2), (2, 2), (4, 4)])
+def test_pow2_export_is_exact_everywhere(wbits, abits):
+    # Power-of-two steps, no bias: PyTorch, the ONNX reference, onnxruntime and the compiled
+    # bit-serial code all compute the same float32 numbers.
+    q = _trained_like(quantize_model(_net(bias=False), weight_bits=wbits, act_bits=abits))
     model = export_onnx(q, torch.zeros(1, 1, 12, 12))
     art = tvm_qnn.compile(model, target="x86")
     assert all(layer["bitserial"] for layer in art.layers)
     assert max(r["weight_bits"] for r in art.layers[1:3]) <= wbits
-    for seed in range(3):
-        x = torch.randn(1, 1, 12, 12, generator=torch.Generator().manual_seed(seed))
+    for x in _inputs():
         with torch.no_grad():
             want = q(x).numpy()
         feeds = {"input": x.numpy()}
         np.testing.assert_array_equal(run_reference(model, feeds)[0], want)
         np.testing.assert_array_equal(run_onnxruntime(model, feeds)[0], want)
         np.testing.assert_array_equal(art.run(feeds), want)
+
+
+@pytest.mark.parametrize("pow2", [True, False])
+def test_batchnorm_and_any_step_compile_bit_exact_with_pytorch(pow2):
+    q = quantize_model(_net(), weight_bits=2, act_bits=2, pow2=pow2, bn=True)
+    q = _trained_like(q)
+    assert q[2].bn is not None and q[2].bn.num_batches_tracked > 0
+    model = export_onnx(q, torch.zeros(1, 1, 12, 12))
+    art = tvm_qnn.compile(model, target="x86")
+    assert all(layer["bitserial"] for layer in art.layers)
+    for x in _inputs():
+        with torch.no_grad():
+            want = q(x).numpy()
+        np.testing.assert_array_equal(art.run({"input": x.numpy()}), want)
 
 
 def test_init_from_higher_bit():

@@ -12,15 +12,16 @@ from .layers import QConv2d, QLinear
 from .quantizers import Quantizer
 
 
-def _swap(layer: nn.Module, weight_bits: int, act_bits: int, act_kind: str, pow2: bool):
+def _swap(layer: nn.Module, weight_bits: int, act_bits: int, act_kind: str, pow2: bool,
+          bn: bool):
+    common = dict(weight_bits=weight_bits, act_bits=act_bits, act_kind=act_kind, pow2=pow2,
+                  bn=bn, bias=layer.bias is not None)
     if isinstance(layer, nn.Conv2d):
         new = QConv2d(layer.in_channels, layer.out_channels, layer.kernel_size,
                       stride=layer.stride, padding=layer.padding, dilation=layer.dilation,
-                      groups=layer.groups, bias=layer.bias is not None,
-                      weight_bits=weight_bits, act_bits=act_bits, act_kind=act_kind, pow2=pow2)
+                      groups=layer.groups, **common)
     else:
-        new = QLinear(layer.in_features, layer.out_features, bias=layer.bias is not None,
-                      weight_bits=weight_bits, act_bits=act_bits, act_kind=act_kind, pow2=pow2)
+        new = QLinear(layer.in_features, layer.out_features, **common)
     with torch.no_grad():
         new.weight.copy_(layer.weight)
         if layer.bias is not None:
@@ -30,7 +31,7 @@ def _swap(layer: nn.Module, weight_bits: int, act_bits: int, act_kind: str, pow2
 
 def quantize_model(model: nn.Module, weight_bits: int = 2, act_bits: int = 2, *,
                    first_last_bits: int | None = 8, input_kind: str = "symmetric",
-                   pow2: bool = True) -> nn.Module:
+                   pow2: bool = True, bn: bool = False) -> nn.Module:
     """A copy of ``model`` with every ``Conv2d`` / ``Linear`` replaced by its quantized twin.
 
     Parameters
@@ -43,7 +44,11 @@ def quantize_model(model: nn.Module, weight_bits: int = 2, act_bits: int = 2, *,
     input_kind : str
         Quantizer kind of the first layer's input (``symmetric`` for signed images).
     pow2 : bool
-        Power-of-two steps (bit-exact export).
+        Power-of-two steps (then every ONNX runtime is exact on the export, not only tvm_qnn).
+    bn : bool
+        Give every layer but the last a BatchNorm (folded at inference). A ``BatchNorm`` that
+        directly follows a conv/linear in an ``nn.Sequential`` is always absorbed, statistics
+        included.
     """
     model = copy.deepcopy(model)
     targets = [(name, m) for name, m in model.named_modules()
@@ -51,14 +56,27 @@ def quantize_model(model: nn.Module, weight_bits: int = 2, act_bits: int = 2, *,
     if not targets:
         raise ValueError("the model has no Conv2d or Linear layer to quantize")
     for index, (name, layer) in enumerate(targets):
-        edge = index in (0, len(targets) - 1) and first_last_bits is not None
+        last = index == len(targets) - 1
+        edge = (index == 0 or last) and first_last_bits is not None
         wb = first_last_bits if edge else weight_bits
         ab = first_last_bits if edge else act_bits
         kind = input_kind if index == 0 else "unsigned"
         parent_name, _, attr = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, attr, _swap(layer, wb, ab, kind, pow2))
+        follower = _next_in_sequential(parent, attr)
+        absorb = isinstance(follower, (nn.BatchNorm2d, nn.BatchNorm1d))
+        new = _swap(layer, wb, ab, kind, pow2, bn=absorb or (bn and not last))
+        if absorb:
+            new.bn.load_state_dict(follower.state_dict())
+            setattr(parent, str(int(attr) + 1), nn.Identity())
+        setattr(parent, attr, new)
     return model
+
+
+def _next_in_sequential(parent: nn.Module, attr: str) -> nn.Module | None:
+    if isinstance(parent, nn.Sequential) and attr.isdigit() and int(attr) + 1 < len(parent):
+        return parent[int(attr) + 1]
+    return None
 
 
 def init_from_higher_bit(model: nn.Module, state_dict: dict) -> nn.Module:

@@ -2,10 +2,12 @@
 """Export a ``tvm_qnn.nn`` model to QCDQ ONNX with the exact codes training used.
 
 Every quantized layer becomes ``QuantizeLinear → Clip → DequantizeLinear`` on its input (the
-Clip bounds carry the bit width), its integer weight codes with per-channel scales through
-``DequantizeLinear``, its int32 bias on the ``s_x s_w`` grid, then ``Conv`` / ``Gemm``. With
-power-of-two steps the exported model computes exactly what PyTorch computes (tested), and
-``tvm_qnn.compile`` runs each layer as its M·K binary branches.
+Clip bounds carry the bit width), its integer weight codes with per-channel scales (BatchNorm
+folded in) through ``DequantizeLinear``, its float bias, then ``Conv`` / ``Gemm``.
+``tvm_qnn.compile`` computes such a layer as the layers of :mod:`tvm_qnn.nn.layers` do (exact
+integer accumulator, one float32 scale, one bias add), so its outputs equal PyTorch's eval-mode
+forward bit for bit; with power-of-two steps and no bias or BatchNorm, every ONNX runtime does
+too (its float convolution is then exact).
 
 The model is traced with ``torch.fx`` (quantized layers are leaves). Supported around them:
 ReLU, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d(1), Flatten / ``torch.flatten``, Identity,
@@ -64,23 +66,15 @@ class _Emitter:
         with torch.no_grad():
             xd = self.quantize_input(x, m.input_quant, name)
             codes = m.weight_quant.codes(m.weight).to(torch.int64).numpy()
-            s_w = m.weight_quant.step().numpy().astype(np.float32)
-            s_w = np.broadcast_to(s_w, (codes.shape[0],)).copy()
+            s_w, bias = (t.numpy().astype(np.float32) for t in m.folded_scale_bias())
             w = self.const(f"{name}_w_codes", codes.astype(np.int8))
             wd = self.node("DequantizeLinear",
                            [w, self.const(f"{name}_w_scale", s_w),
                             self.const(f"{name}_w_zp", np.zeros(codes.shape[0], np.int8))],
                            f"{name}_w_dq", axis=0)
             inputs = [xd, wd]
-            if m.bias is not None:
-                grid = (m.input_quant.step() * m.weight_quant.step()).expand(codes.shape[0])
-                b = torch.round(m.bias / grid).to(torch.int64).numpy().astype(np.int32)
-                inputs.append(self.node(
-                    "DequantizeLinear",
-                    [self.const(f"{name}_b_codes", b),
-                     self.const(f"{name}_b_scale", grid.numpy().astype(np.float32)),
-                     self.const(f"{name}_b_zp", np.zeros(codes.shape[0], np.int32))],
-                    f"{name}_b_dq", axis=0))
+            if m.bias is not None or m.bn is not None:
+                inputs.append(self.const(f"{name}_bias", bias))
         if isinstance(m, QConv2d):
             if m.padding_mode != "zeros" or isinstance(m.padding, str):
                 raise UnsupportedModelError(f"{name}: padding {m.padding!r}/{m.padding_mode} "
