@@ -1,0 +1,21 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Environment knobs of tvm_qnn, all in one place.
+
+``TVM_QNN_DATA_DIR``   folder with the Fashion-MNIST IDX files (default: Debian's location)
+``TVM_QNN_WORK_DIR``   where training runs keep checkpoints by default (default: ./work_dirs)
+``TVM_NUM_THREADS``    TVM's own: threads of the compiled code (default: all cores)
+"""
+
+from __future__ import annotations
+
+import os
+
+
+def data_dir() -> str | None:
+    """``TVM_QNN_DATA_DIR`` or None."""
+    return os.environ.get("TVM_QNN_DATA_DIR") or None
+
+
+def work_dir() -> str:
+    """``TVM_QNN_WORK_DIR`` or ``work_dirs``."""
+    return os.environ.get("TVM_QNN_WORK_DIR", "work_dirs")
