@@ -5,9 +5,22 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.tvm_qnn-installed
 
-.PHONY: demo test venv clean
+# Debian packages the project uses (installed when missing; needs root and apt-get).
+SYSTEM_PACKAGES := dataset-fashion-mnist
 
-venv: $(STAMP)
+.PHONY: demo test venv sysdeps data clean
+
+venv: $(STAMP) sysdeps
+
+sysdeps:
+	@missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  { apt-get install -y -q $$missing || { apt-get update -q && apt-get install -y -q $$missing; }; } >/dev/null 2>&1 \
+	  || echo "warning: could not install$$missing (not root or no apt-get); tests needing them will say so"; \
+	fi
+
+data: sysdeps
 
 $(STAMP): pyproject.toml CMakeLists.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)

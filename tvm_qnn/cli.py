@@ -3,6 +3,8 @@
 
     tvm-qnn summary MODEL                       per-layer table
     tvm-qnn compile MODEL --target x86 -o m.so  compile and export a shared library
+    tvm-qnn train --precision w2a2 ...          quantization-aware training (python -m
+                                                tvm_qnn.train --help for the options)
     tvm-qnn demo                                the README's main job
 
 Each command ends with one line a script can grep (``summary:``, ``compiled:``); ``-v`` shows
@@ -81,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="static shape of an input with symbolic dimensions")
     p.set_defaults(func=_cmd_compile)
 
+    # Listed for --help; main() hands its arguments to tvm_qnn.train untouched.
+    sub.add_parser("train", help="train a CNV with the {-1,+1} encoding (tvm-qnn train --help)")
+
     p = sub.add_parser("demo", help="compile and run the embedded demo model")
     p.set_defaults(func=_cmd_demo)
     return parser
@@ -88,6 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``tvm-qnn``; returns the exit code."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["train"]:
+        from . import train
+
+        return train.main(argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(name)s: %(message)s")

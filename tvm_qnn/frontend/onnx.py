@@ -13,6 +13,7 @@ need and it lacks:
   QLinear ops ``quantize(float(acc + B) * (s_x s_w / s_y), 1, z_y)`` — the ONNX reference's
   own order of operations;
 * every emitted binding is named after its ONNX node, so later errors and logs can name it;
+* the QONNX ops ``Quant``, ``BipolarQuant``, ``Trunc`` (Brevitas), see :mod:`.qonnx`;
 * checks with errors that name the node: unsupported ops, dynamic shapes, bad bit widths.
 """
 
@@ -30,6 +31,7 @@ from tvm import relax
 from tvm.relax.frontend.onnx import onnx_frontend as _tvm_onnx
 
 from ..errors import UnsupportedModelError
+from .qonnx import QONNX_DOMAINS, QONNX_OPS
 
 logger = logging.getLogger("tvm_qnn.frontend")
 
@@ -201,19 +203,28 @@ class _QuantGraphImporter(_tvm_onnx.ONNXGraphImporter):
 
     def _check_for_unsupported_ops(self, graph):
         known = set(_tvm_onnx._get_convert_map()) | set(_QOPERATORS) | {"If", "Constant"}
+
+        def supported(n):
+            if n.domain in QONNX_DOMAINS:
+                return n.op_type in QONNX_OPS
+            return n.domain in ("", "ai.onnx") and n.op_type in known
+
         bad = [f"{n.op_type} (node '{n.name or n.output[0]}')" for n in graph.node
-               if n.op_type not in known or n.domain not in ("", "ai.onnx")]
+               if not supported(n)]
         if bad:
             raise UnsupportedModelError(
                 "unsupported ONNX operator(s): " + ", ".join(bad)
                 + ". Supported: the ai.onnx operators of TVM's ONNX frontend plus "
-                + ", ".join(sorted(_QOPERATORS)) + " and 4-bit QuantizeLinear/DequantizeLinear.")
+                + ", ".join(sorted(_QOPERATORS)) + ", 4-bit QuantizeLinear/DequantizeLinear "
+                + "and the QONNX " + ", ".join(sorted(QONNX_OPS)) + ".")
 
     def _convert_operator(self, op_name, inputs, attrs, opset):
         node = attrs.get("tvm_custom", {}).get("name", op_name) or op_name
         sym = None
         if op_name in _QOPERATORS:
             sym = _QOPERATORS[op_name](self.bb, inputs, attrs, opset, node)
+        elif op_name in QONNX_OPS:
+            sym = QONNX_OPS[op_name](self.bb, inputs, attrs, node)
         elif op_name == "Clip":
             sym = _convert_clip(self.bb, inputs, attrs, opset, node)
         elif op_name == "QuantizeLinear":

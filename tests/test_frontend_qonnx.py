@@ -1,0 +1,90 @@
+# SPDX-License-Identifier: Apache-2.0
+"""QONNX (Brevitas) models: Quant / BipolarQuant / Trunc, and the ESPCN the qonnx wheel ships."""
+
+import os
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import tvm_qnn
+
+qonnx = pytest.importorskip("qonnx")
+from qonnx.core.modelwrapper import ModelWrapper  # noqa: E402
+from qonnx.core.onnx_exec import execute_onnx  # noqa: E402
+from qonnx.transformation.infer_shapes import InferShapes  # noqa: E402
+
+DOMAIN = "qonnx.custom_op.general"
+ESPCN = os.path.join(os.path.dirname(qonnx.__file__), "data", "onnx", "bsd300x3-espcn")
+
+
+def _qonnx_run(model, x):
+    wrapped = ModelWrapper(model).transform(InferShapes())
+    return list(execute_onnx(wrapped, {model.graph.input[0].name: x}).values())[0]
+
+
+@pytest.mark.parametrize("variant", ["subpixel", "nn_resize"])
+def test_brevitas_espcn_matches_qonnx_execution(variant):
+    model = onnx.load(os.path.join(ESPCN, variant, "quant_model.onnx"))
+    x = numpy_helper.to_array(onnx.load_tensor(os.path.join(ESPCN, "test_data",
+                                                            "input_0.pb")))
+    art = tvm_qnn.compile(model, target="x86")
+    precisions = {(r["weight_bits"], r["act_bits"]) for r in art.layers if r["bitserial"]}
+    assert (4, 4) in precisions and sum(r["bitserial"] for r in art.layers) == 3
+    want = _qonnx_run(model, x)
+    got = art.run(x)
+    # Non-power-of-two scales: qonnx's float convolution rounds its partial sums, tvm_qnn's
+    # accumulator is exact, so a few outputs land one code (1/255) apart.
+    diff = np.abs(got - want)
+    assert np.mean(diff == 0) > 0.999
+    assert diff.max() <= np.float32(1 / 255) * 1.0001
+
+
+def _tiny(bipolar_act: bool, trunc: bool):
+    """x → Quant/BipolarQuant → Conv(Quant(W)) → Relu → Quant (→ Trunc): power-of-two scales."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(a, n) for n, a in [
+        ("s_x", np.float32(0.25)), ("z0", np.float32(0)), ("b_x", np.float32(3)),
+        ("w", (rng.integers(-4, 4, size=(8, 6, 3, 3)) * 0.125).astype(np.float32)),
+        ("s_w", np.full((8, 1, 1, 1), 0.125, np.float32)), ("b_w", np.float32(3)),
+        ("s_y", np.float32(0.5)), ("b_y", np.float32(4)), ("b_t", np.float32(2))]]
+    act = helper.make_node("BipolarQuant", ["x", "s_x"], ["xq"], domain=DOMAIN, name="actq") \
+        if bipolar_act else helper.make_node("Quant", ["x", "s_x", "z0", "b_x"], ["xq"],
+                                             domain=DOMAIN, name="actq", signed=1, narrow=0)
+    nodes = [act,
+             helper.make_node("Quant", ["w", "s_w", "z0", "b_w"], ["wq"], domain=DOMAIN,
+                              name="wq", signed=1, narrow=1),
+             helper.make_node("Conv", ["xq", "wq"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"], name="relu"),
+             helper.make_node("Quant", ["r", "s_y", "z0", "b_y"], ["y"], domain=DOMAIN,
+                              name="outq", signed=0, narrow=0)]
+    out = "y"
+    if trunc:
+        nodes.append(helper.make_node("Trunc", ["y", "s_y", "z0", "b_y", "b_t"], ["t"],
+                                      domain=DOMAIN, name="trunc", rounding_mode="FLOOR"))
+        out = "t"
+    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, [1, 6, 7, 7])], [helper.make_tensor_value_info(
+            out, TensorProto.FLOAT, [1, 8, 7, 7])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13),
+                                                   helper.make_opsetid(DOMAIN, 1)])
+
+
+@pytest.mark.parametrize("bipolar_act,trunc", [(False, False), (True, False), (False, True)])
+def test_qonnx_ops_bit_exact(bipolar_act, trunc):
+    model = _tiny(bipolar_act, trunc)
+    art = tvm_qnn.compile(model)
+    (row,) = art.layers
+    assert row["bitserial"] and row["weight_bits"] <= 3
+    for seed in range(3):
+        x = np.random.default_rng(seed).normal(size=(1, 6, 7, 7)).astype(np.float32)
+        np.testing.assert_array_equal(art.run(x), _qonnx_run(model, x))
+
+
+def test_unsupported_rounding_mode_is_named():
+    model = _tiny(False, False)
+    model.graph.node[0].attribute.append(helper.make_attribute("rounding_mode", "CEIL"))
+    with pytest.raises(tvm_qnn.UnsupportedModelError,
+                       match=r"node 'actq': Quant rounding_mode CEIL \(ROUND supported\)"):
+        tvm_qnn.compile(model)
