@@ -57,17 +57,21 @@ def layer_report(mod: tvm.IRModule) -> list[dict]:
 
 
 def compile(model, target="x86", *, shapes: dict | None = None,  # noqa: A001
-            strict: bool = False) -> Artifact:
+            example_inputs=None, strict: bool = False) -> Artifact:
     """Compile a quantized model into multi-branch bit-serial code.
 
     Parameters
     ----------
-    model : onnx.ModelProto, str, os.PathLike or tvm.IRModule
-        A quantized ONNX model (QDQ, QCDQ, int4 QDQ, QOperator), its path, or a Relax module.
+    model : onnx.ModelProto, str, os.PathLike, torch model or tvm.IRModule
+        A quantized ONNX model (QDQ, QCDQ, int4 QDQ, QOperator, QONNX), its path, a
+        ``tvm_qnn.nn`` model (``nn.Module`` with ``example_inputs``, or a
+        ``torch.export.ExportedProgram`` of ``tvm_qnn.nn.freeze(model)``), or a Relax module.
     target : str, dict, tvm.target.Target or QnnTarget
         ``"x86"`` (this host: AVX-512 VPOPCNTDQ if present, else AVX2), a TVM target or dict.
     shapes : dict, optional
         Static shapes for inputs with symbolic dimensions.
+    example_inputs : tuple of torch.Tensor, optional
+        Inputs to trace an ``nn.Module`` with (``torch.export``).
     strict : bool
         Raise :class:`UnsupportedModelError` (naming the layer and the reason) when a
         conv2d/dense cannot be made bit-serial, instead of compiling it as TVM would.
@@ -79,7 +83,7 @@ def compile(model, target="x86", *, shapes: dict | None = None,  # noqa: A001
         bit-serial and why the others did not.
     """
     backend = resolve_target(target)
-    mod = load_model(model, shapes)
+    mod = load_model(model, shapes, example_inputs)
     report = layer_report(mod)
     for row in report:
         if row["bitserial"]:

@@ -13,8 +13,15 @@ from .onnx import load_onnx
 __all__ = ["load_model", "load_onnx"]
 
 
-def load_model(model, shapes: dict | None = None) -> tvm.IRModule:
-    """Import ``model``: a Relax ``IRModule``, an ``onnx.ModelProto`` or a path to ``.onnx``."""
+def _is_torch(model) -> bool:
+    mod = type(model).__module__
+    return mod.startswith("torch") or any(
+        c.__module__.startswith("torch") for c in type(model).__mro__[1:])
+
+
+def load_model(model, shapes: dict | None = None, example_inputs=None) -> tvm.IRModule:
+    """Import ``model``: a Relax ``IRModule``, an ``onnx.ModelProto``, a path to ``.onnx``,
+    a ``torch.nn.Module`` (with ``example_inputs``) or a ``torch.export.ExportedProgram``."""
     if isinstance(model, tvm.IRModule):
         if "main" not in {gv.name_hint for gv in model.get_global_vars()}:
             raise UnsupportedModelError("the IRModule has no 'main' function")
@@ -29,6 +36,10 @@ def load_model(model, shapes: dict | None = None) -> tvm.IRModule:
         onnx = None
     if onnx is not None and isinstance(model, onnx.ModelProto):
         return load_onnx(model, shapes)
+    if _is_torch(model):
+        from .torch import load_torch
+
+        return load_torch(model, example_inputs)
     raise UnsupportedModelError(
         f"cannot compile a {type(model).__name__}: pass an onnx.ModelProto, a path to an .onnx "
-        "file or a Relax IRModule")
+        "file, a torch nn.Module / ExportedProgram or a Relax IRModule")

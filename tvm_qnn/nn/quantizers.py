@@ -106,17 +106,22 @@ class Quantizer(nn.Module):
 
     def codes(self, x: torch.Tensor) -> torch.Tensor:
         """Integer codes of ``x`` (float tensor holding integers; gradients pass through)."""
-        if not bool(self.initialized):
+        if self.training and not bool(self.initialized):
             self._init_step(x.detach())
         s = self.step()
-        g = 1.0 / math.sqrt(max(1, x[0].numel() if self.log_step.numel() > 1 else x.numel())
-                            * self.code_range[1])
-        s = _grad_scale(s, g).reshape(self._shape(x))
+        if self.training:  # straight-through estimators only where gradients flow
+            g = 1.0 / math.sqrt(max(1, x[0].numel() if self.log_step.numel() > 1
+                                    else x.numel()) * self.code_range[1])
+            s = _grad_scale(s, g)
+            rnd = _round_ste
+        else:
+            rnd = torch.round
+        s = s.reshape(self._shape(x))
         lo, hi = self.code_range
         if self.kind == "bipolar":
-            u = torch.clamp(_round_ste((x / s + self.levels) / 2), 0, self.levels)
+            u = torch.clamp(rnd((x / s + self.levels) / 2), 0, self.levels)
             return 2 * u - self.levels
-        return torch.clamp(_round_ste(x / s), lo, hi)
+        return torch.clamp(rnd(x / s), lo, hi)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Fake-quantized ``x``: ``codes(x) * s``."""

@@ -231,7 +231,8 @@ class _Matcher:
     def _epilogue(self, anchor, fields):
         """Follow single-user ops after the conv/matmul that the fused epilogue can absorb.
 
-        Float spelling: ``[add bias] [relu | clip]* [quantize [clip]]``. Integer spelling:
+        Float spelling: ``[multiply m] [add bias] [relu | clip]* [quantize [clip]]`` (the
+        multiply only when the dequantize scales are 1: codes-domain graphs). Integer spelling:
         ``[add B] [astype float32 → multiply m → quantize [clip]]`` (or the int32 accumulator).
         """
         facts = self.facts
@@ -265,6 +266,13 @@ class _Matcher:
                     break
                 mscale = _per_channel(const.reshape(-1), oc, "requantize multiplier",
                                       np.float32)
+            elif not integer and name == "relax.multiply" and not consumed \
+                    and fields["act_scale"] == 1.0 and np.all(fields["weight_scale"] == 1.0):
+                # Codes-domain spelling (torch.export): acc * m, with m the whole scale.
+                if const is None or not _channel_vector(const, oc, fields):
+                    break
+                fields["weight_scale"] = _per_channel(const.reshape(-1), oc, "layer scale",
+                                                      np.float32)
             elif not integer and name == "relax.nn.relu" and quant is None:
                 clamp_lo = max(clamp_lo, 0.0)
             elif not integer and name == "relax.clip" and quant is None:

@@ -1,0 +1,86 @@
+# SPDX-License-Identifier: Apache-2.0
+"""torch.export programs of tvm_qnn.nn models compile directly (no ONNX), bit-exactly."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from tvm.script import ir as I
+from tvm.script import relax as R
+
+import tvm
+import tvm_qnn
+from tvm_qnn.nn import freeze, quantize_model
+from tvm_qnn.transform.canonicalize_fake_quant import CanonicalizeFakeQuant
+
+
+def _model(pow2, bn):
+    torch.manual_seed(1)
+    layers = [nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 32, 3, padding=1),
+              nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(),
+              nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10)]
+    if bn:
+        layers.insert(1, nn.BatchNorm2d(16))
+    q = quantize_model(nn.Sequential(*layers), 2, 2, pow2=pow2, bn=bn)
+    q.train()
+    with torch.no_grad():
+        for seed in range(2):
+            q(torch.randn(16, 1, 12, 12, generator=torch.Generator().manual_seed(seed)))
+    return q.eval()
+
+
+@pytest.mark.parametrize("pow2,bn", [(True, False), (False, True)])
+def test_module_and_exported_program_compile_bit_exact(pow2, bn):
+    q = _model(pow2, bn)
+    x = torch.randn(1, 1, 12, 12)
+    art = tvm_qnn.compile(q, example_inputs=(x,))
+    assert [r["bitserial"] for r in art.layers] == [True] * 4
+    with torch.no_grad():
+        program = torch.export.export(freeze(q), (x,))
+    art2 = tvm_qnn.compile(program)
+    for seed in range(3):
+        xs = torch.randn(1, 1, 12, 12, generator=torch.Generator().manual_seed(seed))
+        with torch.no_grad():
+            want = q(xs).numpy()
+            assert np.array_equal(freeze(q)(xs).numpy(), want)
+        np.testing.assert_array_equal(art.run(xs.numpy()), want)
+        np.testing.assert_array_equal(art2.run(xs.numpy()), want)
+
+
+def test_module_needs_example_inputs():
+    with pytest.raises(tvm_qnn.UnsupportedModelError, match="example_inputs"):
+        tvm_qnn.compile(_model(True, False))
+
+
+def test_canonicalize_fake_quant_structure():
+    w = np.arange(-4, 4, dtype="float32").reshape(2, 1, 2, 2)
+
+    @I.ir_module
+    class Before:
+        @R.function
+        def main(x: R.Tensor((1, 1, 3, 3), "float32")):
+            with R.dataflow():
+                d = R.divide(x, R.const(0.5, "float32"))
+                r = R.round(d)
+                c = R.clip(r, 0, 3)
+                y = R.nn.conv2d(c, R.const(w))
+                R.output(y)
+            return y
+
+    @I.ir_module
+    class Expected:
+        @R.function
+        def main(x: R.Tensor((1, 1, 3, 3), "float32")):
+            with R.dataflow():
+                q = R.quantize(x, R.const(0.5, "float32"), R.const(0, "uint8"), axis=-1,
+                               out_dtype="uint8")
+                c = R.clip(q, 0, 3)
+                dq = R.dequantize(c, R.const(1.0, "float32"), R.const(0, "uint8"), axis=-1,
+                                  out_dtype="float32")
+                wd = R.dequantize(R.const(w.astype("int8")), R.const(1.0, "float32"),
+                                  R.const(0, "int8"), axis=0, out_dtype="float32")
+                y = R.nn.conv2d(dq, wd)
+                R.output(y)
+            return y
+
+    tvm.ir.assert_structural_equal(CanonicalizeFakeQuant()(Before), Expected)
