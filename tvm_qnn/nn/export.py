@@ -127,7 +127,8 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: str | None = None
             continue
         target = graph.get_submodule(node.target) if node.op == "call_module" else node.target
         if isinstance(target, (QConv2d, QLinear)):
-            names[node] = em.layer(src, target, label)
+            kind = "conv" if isinstance(target, QConv2d) else "fc"
+            names[node] = em.layer(src, target, f"{kind}_{str(node.target).replace('.', '_')}")
         elif isinstance(target, nn.ReLU) or target in (torch.relu, torch.nn.functional.relu):
             names[node] = em.node("Relu", [src], label)
         elif isinstance(target, nn.MaxPool2d):
