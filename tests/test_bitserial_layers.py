@@ -3,7 +3,7 @@
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from tvm_qnn.testing.layers import LayerKernel, random_layer
@@ -67,9 +67,8 @@ def test_conv2d_property(act_bits, weight_bits, act_signed, weight_signed, per_c
                          groups_mult, cg, size, kernel, strides, pads, dilation,
                          weight_zero_point, relu, out_quant, pow2, seed):
     groups, mult = groups_mult
-    eff = [(k - 1) * d + 1 for k, d in zip(kernel, dilation)]
-    if size[0] + pads[0] + pads[2] < eff[0] or size[1] + pads[1] + pads[3] < eff[1]:
-        return  # no output position
+    eff = [(k - 1) * d + 1 for k, d in zip(kernel, dilation, strict=True)]
+    assume(size[0] + pads[0] + pads[2] >= eff[0] and size[1] + pads[1] + pads[3] >= eff[1])
     layer, xq = random_layer(
         "conv2d", act_bits=act_bits, weight_bits=weight_bits, in_channels=cg * groups,
         out_channels=groups * mult, size=size, kernel=kernel, strides=strides, pads=pads,

@@ -4,11 +4,11 @@
 import numpy as np
 import pytest
 import torch
+import tvm
 from torch import nn
 from tvm.script import ir as I
 from tvm.script import relax as R
 
-import tvm
 import tvm_qnn
 from tvm_qnn.nn import freeze, quantize_model
 from tvm_qnn.transform.canonicalize_fake_quant import CanonicalizeFakeQuant

@@ -9,9 +9,15 @@ import numpy as np
 import pytest
 
 import tvm_qnn
-from tvm_qnn.testing.onnx_models import (QUANT_FORMS, make_cnn_model, make_conv_model,
-                                         make_dense_model, random_input, run_onnxruntime,
-                                         run_reference)
+from tvm_qnn.testing.onnx_models import (
+    QUANT_FORMS,
+    make_cnn_model,
+    make_conv_model,
+    make_dense_model,
+    random_input,
+    run_onnxruntime,
+    run_reference,
+)
 
 
 def _bits(form):

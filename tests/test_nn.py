@@ -7,8 +7,15 @@ import torch
 from torch import nn
 
 import tvm_qnn
-from tvm_qnn.nn import (QConv2d, Quantizer, decode_planes, encode_planes, export_onnx,
-                        init_from_higher_bit, quantize_model)
+from tvm_qnn.nn import (
+    QConv2d,
+    Quantizer,
+    decode_planes,
+    encode_planes,
+    export_onnx,
+    init_from_higher_bit,
+    quantize_model,
+)
 from tvm_qnn.testing.onnx_models import run_onnxruntime, run_reference
 
 

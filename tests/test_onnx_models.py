@@ -6,9 +6,15 @@ import onnx
 import pytest
 
 from tvm_qnn.testing.float_model import float_twin
-from tvm_qnn.testing.onnx_models import (QUANT_FORMS, make_cnn_model, make_conv_model,
-                                         make_dense_model, random_input, run_onnxruntime,
-                                         run_reference)
+from tvm_qnn.testing.onnx_models import (
+    QUANT_FORMS,
+    make_cnn_model,
+    make_conv_model,
+    make_dense_model,
+    random_input,
+    run_onnxruntime,
+    run_reference,
+)
 
 
 @pytest.mark.parametrize("form", QUANT_FORMS)

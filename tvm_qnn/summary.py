@@ -36,7 +36,7 @@ class ModelSummary:
                           f"{bops:,}" if r["bitserial"] else "-",
                           f"{r['packed_weight_bytes']:,}" if r["bitserial"] else "-",
                           "" if r["bitserial"] else r["reason"]))
-        widths = [max(len(str(c)) for c in col) for col in zip(header, *lines)]
+        widths = [max(len(str(c)) for c in col) for col in zip(header, *lines, strict=True)]
         fmt = "  ".join(f"{{:<{w}}}" for w in widths)
         out = [fmt.format(*header), fmt.format(*("-" * w for w in widths))]
         out += [fmt.format(*line).rstrip() for line in lines]

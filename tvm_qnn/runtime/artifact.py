@@ -71,7 +71,7 @@ class Artifact:
         if len(args) != len(self.inputs):
             raise TvmQnnError(f"got {len(args)} inputs; expected {self._expected()}")
         out = []
-        for value, info in zip(args, self.inputs):
+        for value, info in zip(args, self.inputs, strict=True):
             arr = np.asarray(value)
             if tuple(arr.shape) != info.shape:
                 raise TvmQnnError(f"input '{info.name}' has shape {arr.shape}; "

@@ -250,7 +250,7 @@ def _conv_epilogue(p: te.Tensor, rowsum, epi: Epilogue, params, out_channels: in
     n, _, oh, ow, oc_inner = (int(s) for s in p.shape)
     ocg = out_channels // groups
     names = [name for name, _ in epi.tensor_params()]
-    get = _param_getter(epi, dict(zip(names, params)))
+    get = _param_getter(epi, dict(zip(names, params, strict=True)))
 
     def out(nn, oc, yy, xx):
         su = rowsum[nn, oc // ocg, yy, xx] if rowsum is not None else None
@@ -379,7 +379,7 @@ def bitserial_dense(packed: te.Tensor, weight: te.Tensor, epi: Epilogue, *params
         name=BRANCH_BLOCK,
     )
     names = [name for name, _ in epi.tensor_params()]
-    get = _param_getter(epi, dict(zip(names, params)))
+    get = _param_getter(epi, dict(zip(names, params, strict=True)))
 
     def out(r, oc):
         su = rowsum[r] if rowsum is not None else None

@@ -17,8 +17,7 @@ from tvm import te
 
 from . import bitserial as bs
 from .bitserial import words_for
-from .weights import (choose_oc_block, decompose_weights, pack_conv_weights,
-                      pack_dense_weights)
+from .weights import choose_oc_block, decompose_weights, pack_conv_weights, pack_dense_weights
 
 MAX_BITS = 8
 

@@ -33,10 +33,10 @@ class X86Target(QnnTarget):
     name = "x86"
 
     def __init__(self, mcpu: str | None = None, num_cores: int | None = None,
-                 knobs: X86Knobs = X86Knobs()):
+                 knobs: X86Knobs | None = None):
         self.mcpu = mcpu or tvm.target.codegen.llvm_get_system_cpu()
         self.num_cores = num_cores or len(os.sched_getaffinity(0))
-        self.knobs = knobs
+        self.knobs = knobs or X86Knobs()
         flags = host_cpu_flags() if mcpu is None else frozenset()
         self.has_vpopcntdq = "avx512_vpopcntdq" in flags or self._mcpu_has_vpopcnt(self.mcpu)
         # 16 uint64 lanes = two zmm per tile row with VPOPCNTDQ; 8 (two ymm) on AVX2.

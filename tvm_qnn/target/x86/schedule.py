@@ -117,7 +117,8 @@ def _schedule_producers(sch: s_tir.Schedule, knobs: X86Knobs) -> None:
             continue
         block = sch.get_sblock(name)
         loops = sch.get_loops(block)
-        n_spatial = sum(1 for iv in sch.get(block).iter_vars if iv.iter_type == tirx.IterVar.DataPar)
+        n_spatial = sum(1 for iv in sch.get(block).iter_vars
+                        if iv.iter_type == tirx.IterVar.DataPar)
         # Parallelize all but the innermost spatial loop (the words, usually few).
         outer = max(1, n_spatial - 1)
         fused = sch.fuse(*loops[:outer]) if outer > 1 else loops[0]
