@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.tvm_qnn-installed
 
 # Debian packages the project uses (installed when missing; needs root and apt-get).
-SYSTEM_PACKAGES := dataset-fashion-mnist
+SYSTEM_PACKAGES := dataset-fashion-mnist qemu-user gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf
 
 .PHONY: demo test venv sysdeps data clean
 

@@ -99,7 +99,7 @@ def compile(model, target="x86", *, shapes: dict | None = None,  # noqa: A001
               for p in params]
     logger.info("compiling for %s", backend.describe())
     exe = tvm.compile(mod, backend.tvm_target, relax_pipeline=build_pipeline(backend))
-    return Artifact(exe, inputs, backend.describe(), report)
+    return Artifact(exe, inputs, backend.describe(), report, backend=backend)
 
 
 __all__ = ["build_pipeline", "compile", "layer_report"]

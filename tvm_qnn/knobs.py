@@ -3,6 +3,8 @@
 
 ``TVM_QNN_DATA_DIR``   folder with the Fashion-MNIST IDX files (default: Debian's location)
 ``TVM_QNN_WORK_DIR``   where training runs keep checkpoints by default (default: ./work_dirs)
+``TVM_QNN_CACHE_DIR``  built helpers kept between runs, e.g. the emulated aarch64 device
+                      (default: ~/.cache/tvm_qnn)
 ``TVM_NUM_THREADS``    TVM's own: threads of the compiled code (default: all cores)
 """
 
@@ -19,3 +21,9 @@ def data_dir() -> str | None:
 def work_dir() -> str:
     """``TVM_QNN_WORK_DIR`` or ``work_dirs``."""
     return os.environ.get("TVM_QNN_WORK_DIR", "work_dirs")
+
+
+def cache_dir() -> str:
+    """``TVM_QNN_CACHE_DIR`` or ``~/.cache/tvm_qnn``."""
+    return os.environ.get("TVM_QNN_CACHE_DIR",
+                          os.path.join(os.path.expanduser("~"), ".cache", "tvm_qnn"))

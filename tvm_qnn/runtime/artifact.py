@@ -52,13 +52,16 @@ class Artifact:
     """
 
     def __init__(self, module, inputs: list[TensorInfo], target: str, layers: list[dict],
-                 device=None):
+                 device=None, backend=None, library: str | None = None):
         self.module = module
         self.inputs = inputs
         self.target = target
         self.layers = layers
         self.device = device or tvm.cpu()
-        self._vm = relax.VirtualMachine(module, self.device)
+        self.backend = backend
+        self._library = library  # a file of the code, for runs on an emulated device
+        native = backend is None or backend.runs_here()
+        self._vm = relax.VirtualMachine(module, self.device) if native else None
 
     def _arguments(self, args, kwargs):
         if len(args) == 1 and isinstance(args[0], dict) and not kwargs:
@@ -86,14 +89,37 @@ class Artifact:
     def run(self, *args, **kwargs):
         """Run the model on numpy inputs (positional, keyword or one dict).
 
-        Returns one numpy array, or a list of them for several outputs.
+        Returns one numpy array, or a list of them for several outputs. Code for another
+        architecture (``arm_cpu``) runs on the target's emulated device.
         """
+        if self._vm is None:
+            outs = self._emulator().run_library(self._emulated_library(),
+                                                [a.numpy() for a in self._arguments(args,
+                                                                                    kwargs)])
+            return outs[0] if len(outs) == 1 else outs
         result = self._vm["main"](*self._arguments(args, kwargs))
         return _to_numpy(result)
+
+    def _emulator(self):
+        emulator = self.backend.emulator() if self.backend is not None else None
+        if emulator is None:
+            raise TvmQnnError(f"code for {self.target} cannot run on this host and has no "
+                              "emulated device; export it and run it on the board")
+        return emulator
+
+    def _emulated_library(self) -> str:
+        if self._library is None:
+            folder = tempfile.mkdtemp(prefix="tvm_qnn_lib_")
+            self._library = os.path.join(folder, "model.so")
+            self.backend.export_library(self.module, self._library)
+        return self._library
 
     def benchmark(self, *args, number: int = 10, repeat: int = 5, min_repeat_ms: int = 0,
                   **kwargs) -> float:
         """Median seconds per run, measured by TVM's ``time_evaluator`` (no Python overhead)."""
+        if self._vm is None:
+            raise TvmQnnError(f"{self.target}: wall time under emulation says nothing about the "
+                              "board; time it on the board (or with a model of the core)")
         vm_args = self._arguments(args, kwargs)
         self._vm.set_input("main", *vm_args)
         timer = self._vm.time_evaluator("invoke_stateful", self.device, number=number,
@@ -106,7 +132,7 @@ class Artifact:
         Only available before export (a loaded library has no source); empty string then.
         """
         root = getattr(self.module, "mod", self.module)
-        out, stack = [], [root]
+        out, stack = [], [root] if root is not None else []
         while stack:
             mod = stack.pop()
             stack.extend(mod.imports)
@@ -120,8 +146,14 @@ class Artifact:
     def export_library(self, path: str | os.PathLike) -> str:
         """Write a shared library (and ``<path>.json`` with its input description)."""
         path = os.fspath(path)
-        _write_atomic(path, self.module.export_library)
+        if self.module is None:
+            raise TvmQnnError("a loaded cross-compiled library is already exported")
+        if self.backend is not None:
+            _write_atomic(path, lambda p: self.backend.export_library(self.module, p))
+        else:
+            _write_atomic(path, self.module.export_library)
         meta = {"inputs": [asdict(i) for i in self.inputs], "target": self.target,
+                "target_alias": self.backend.alias if self.backend is not None else None,
                 "layers": self.layers}
 
         def write_meta(tmp):
@@ -150,7 +182,6 @@ def load(path: str | os.PathLike, device=None) -> Artifact:
     path = os.fspath(path)
     if not os.path.exists(path):
         raise TvmQnnError(f"no compiled model at {path}")
-    module = tvm.runtime.load_module(path)
     meta_path = path + ".json"
     if not os.path.exists(meta_path):
         raise TvmQnnError(f"{meta_path} is missing: it holds the input description written "
@@ -158,4 +189,13 @@ def load(path: str | os.PathLike, device=None) -> Artifact:
     with open(meta_path, encoding="utf-8") as f:
         meta = json.load(f)
     inputs = [TensorInfo(i["name"], tuple(i["shape"]), i["dtype"]) for i in meta["inputs"]]
-    return Artifact(module, inputs, meta["target"], meta["layers"], device)
+    backend = None
+    if meta.get("target_alias"):
+        from ..target import resolve_target
+
+        backend = resolve_target(meta["target_alias"])
+    if backend is not None and not backend.runs_here():
+        return Artifact(None, inputs, meta["target"], meta["layers"], device, backend,
+                        library=path)
+    return Artifact(tvm.runtime.load_module(path), inputs, meta["target"], meta["layers"],
+                    device, backend)

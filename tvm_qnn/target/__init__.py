@@ -6,10 +6,11 @@ from __future__ import annotations
 import tvm
 
 from ..errors import TvmQnnError
+from .arm import BOARDS, ArmTarget
 from .base import QnnTarget
 from .x86 import X86Target
 
-__all__ = ["QnnTarget", "X86Target", "resolve_target"]
+__all__ = ["ArmTarget", "BOARDS", "QnnTarget", "X86Target", "resolve_target"]
 
 _ALIASES = {"x86": X86Target, "llvm": X86Target, "cpu": X86Target}
 
@@ -20,10 +21,20 @@ def resolve_target(target) -> QnnTarget:
         return target
     if isinstance(target, str) and target in _ALIASES:
         return _ALIASES[target]()
+    if isinstance(target, str) and (target == "arm_cpu" or target.startswith("arm_cpu:")):
+        return ArmTarget(target.partition(":")[2] or "rasp4b")
     if isinstance(target, (dict, tvm.target.Target)):
         tgt = tvm.target.Target(target) if isinstance(target, dict) else target
-        if tgt.kind.name == "llvm" and "x86" in str(tgt.attrs.get("mtriple", "x86_64")):
-            return X86Target(mcpu=str(tgt.attrs.get("mcpu", "")) or None,
+        triple = str(tgt.attrs.get("mtriple", "x86_64"))
+        mcpu = str(tgt.attrs.get("mcpu", ""))
+        if tgt.kind.name == "llvm" and "x86" in triple:
+            return X86Target(mcpu=mcpu or None,
                              num_cores=int(tgt.attrs.get("num-cores", 0)) or None)
-    raise TvmQnnError(f"unknown target {target!r}: use one of {sorted(_ALIASES)}, a TVM "
-                      "Target or a target dict (arm_cpu and accel arrive with their issues)")
+        if tgt.kind.name == "llvm" and triple.startswith(("aarch64", "arm")):
+            arch = "aarch64" if triple.startswith("aarch64") else "armv7"
+            for name, board in BOARDS.items():
+                if board.arch == arch and board.mcpu == (mcpu or board.mcpu):
+                    return ArmTarget(name)
+    raise TvmQnnError(f"unknown target {target!r}: use one of {sorted(_ALIASES)}, 'arm_cpu', "
+                      f"'arm_cpu:<board>' (boards: {', '.join(BOARDS)}), a TVM Target or a "
+                      "target dict")

@@ -30,6 +30,31 @@ class QnnTarget(abc.ABC):
         """One line for logs: the alias and what it resolved to."""
         return f"{self.name} ({self.tvm_target})"
 
+    @property
+    def alias(self) -> str:
+        """The string that selects this target again (stored with exported libraries)."""
+        return self.name
+
+    #: gcc that links libraries for the target (None: the host's default)
+    cross_compiler: str | None = None
+
+    def runs_here(self) -> bool:
+        """True if this host can run the target's code natively."""
+        return True
+
+    def emulator(self):
+        """A device that runs the target's code on this host, or None."""
+        return None
+
+    def export_library(self, module, path: str) -> None:
+        """Write ``module`` as a shared library for the target."""
+        if self.cross_compiler:
+            from tvm.support import cc
+
+            module.export_library(path, fcompile=cc.cross_compiler(self.cross_compiler))
+        else:
+            module.export_library(path)
+
     @staticmethod
     def _apply(func, schedule_fn, knobs) -> tvm.tirx.PrimFunc:
         sch = s_tir.Schedule(func)

@@ -9,9 +9,9 @@ import os
 import tvm
 
 from ..base import QnnTarget
-from .schedule import X86Knobs, schedule_conv2d, schedule_dense
+from ..cpu_schedule import CpuKnobs, schedule_conv2d, schedule_dense
 
-__all__ = ["X86Target", "X86Knobs", "host_cpu_flags"]
+__all__ = ["X86Target", "host_cpu_flags"]
 
 
 @functools.lru_cache(maxsize=1)
@@ -33,10 +33,10 @@ class X86Target(QnnTarget):
     name = "x86"
 
     def __init__(self, mcpu: str | None = None, num_cores: int | None = None,
-                 knobs: X86Knobs | None = None):
+                 knobs: CpuKnobs | None = None):
         self.mcpu = mcpu or tvm.target.codegen.llvm_get_system_cpu()
         self.num_cores = num_cores or len(os.sched_getaffinity(0))
-        self.knobs = knobs or X86Knobs()
+        self.knobs = knobs or CpuKnobs()
         flags = host_cpu_flags() if mcpu is None else frozenset()
         self.has_vpopcntdq = "avx512_vpopcntdq" in flags or self._mcpu_has_vpopcnt(self.mcpu)
         # 16 uint64 lanes = two zmm per tile row with VPOPCNTDQ; 8 (two ymm) on AVX2.

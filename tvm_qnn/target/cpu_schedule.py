@@ -1,10 +1,12 @@
 # SPDX-License-Identifier: Apache-2.0
-"""TensorIR schedules of the bit-serial layer PrimFuncs for x86 (AVX-512 / AVX2).
+"""TensorIR schedules of the bit-serial layer PrimFuncs for LLVM CPUs (x86 and ARM).
 
 Layout of the work (``DESIGN.md`` §6): output channels innermost, ``OCi`` of them in one
 vector of uint64 lanes, each xor-ed with the same broadcast activation word; a few output
 positions unrolled so the accumulators stay in registers; the (plane, tap, word) reduction
-outside them; the outer spatial loops parallel over the cores.
+outside them; the outer spatial loops parallel over the cores. LLVM turns the vector popcount
+into ``vpopcntq`` (AVX-512 VPOPCNTDQ), ``vpshufb`` lookups (AVX2) or ``cnt`` + pairwise
+widening adds (NEON).
 """
 
 from __future__ import annotations
@@ -13,11 +15,11 @@ from dataclasses import dataclass
 
 from tvm import s_tir, tirx
 
-from ...topi import bitserial as bs
+from ..topi import bitserial as bs
 
 
 @dataclass(frozen=True)
-class X86Knobs:
+class CpuKnobs:
     """Schedule knobs of one layer (the tuning issue searches these)."""
 
     ow_tile: int = 4  # output positions per register tile (conv)
@@ -52,7 +54,7 @@ def _largest_divisor_at_most(n: int, cap: int) -> int:
     return 1
 
 
-def schedule_conv2d(sch: s_tir.Schedule, knobs: X86Knobs = X86Knobs()) -> s_tir.Schedule:
+def schedule_conv2d(sch: s_tir.Schedule, knobs: CpuKnobs = CpuKnobs()) -> s_tir.Schedule:
     """Schedule a bit-serial conv2d layer PrimFunc in place (and return ``sch``)."""
     epi = sch.get_sblock(bs.EPILOGUE_BLOCK)
     branch = sch.get_sblock(bs.BRANCH_BLOCK)
@@ -83,7 +85,7 @@ def schedule_conv2d(sch: s_tir.Schedule, knobs: X86Knobs = X86Knobs()) -> s_tir.
     return sch
 
 
-def schedule_dense(sch: s_tir.Schedule, knobs: X86Knobs = X86Knobs()) -> s_tir.Schedule:
+def schedule_dense(sch: s_tir.Schedule, knobs: CpuKnobs = CpuKnobs()) -> s_tir.Schedule:
     """Schedule a bit-serial dense layer PrimFunc in place (and return ``sch``)."""
     epi = sch.get_sblock(bs.EPILOGUE_BLOCK)
     branch = sch.get_sblock(bs.BRANCH_BLOCK)
@@ -110,7 +112,7 @@ def schedule_dense(sch: s_tir.Schedule, knobs: X86Knobs = X86Knobs()) -> s_tir.S
     return sch
 
 
-def _schedule_producers(sch: s_tir.Schedule, knobs: X86Knobs) -> None:
+def _schedule_producers(sch: s_tir.Schedule, knobs: CpuKnobs) -> None:
     """Activation packing and the window popcount: parallel over their outer loops."""
     for name in (bs.PACK_BLOCK, bs.ROWSUM_BLOCK):
         if not _has_block(sch, name):

@@ -1,0 +1,64 @@
+# SPDX-License-Identifier: Apache-2.0
+"""target="arm_cpu": NEON code, cross-compiled libraries, runs on the emulated aarch64 device."""
+
+import re
+import shutil
+
+import numpy as np
+import pytest
+
+import tvm_qnn
+from tvm_qnn.target import BOARDS, ArmTarget, resolve_target
+from tvm_qnn.testing.onnx_models import make_cnn_model, random_input, run_reference
+
+needs_cross = pytest.mark.skipif(
+    shutil.which("aarch64-linux-gnu-gcc") is None or shutil.which("qemu-aarch64") is None,
+    reason="gcc-aarch64-linux-gnu / qemu-user are not installed (make sysdeps installs them)")
+
+
+def _elf_machine(path) -> int:
+    with open(path, "rb") as f:
+        return int.from_bytes(f.read(20)[18:20], "little")
+
+
+@pytest.fixture(scope="module")
+def cnn():
+    return make_cnn_model("qcdq", bits=2)
+
+
+@needs_cross
+def test_aarch64_neon_code_runs_bit_exact_emulated(cnn, tmp_path):
+    art = tvm_qnn.compile(cnn, target="arm_cpu")
+    assert art.target.startswith("arm_cpu:rasp4b (cortex-a72")
+    assert all(r["bitserial"] for r in art.layers)
+    asm = art.assembly()
+    assert re.search(r"\bcnt\s+v\d+\.16b", asm) and re.search(r"\buadalp\s+v\d+\.", asm)
+    feeds = random_input(cnn, seed=5)
+    want = run_reference(cnn, feeds)[0]
+    np.testing.assert_array_equal(art.run(feeds), want)
+    path = art.export_library(tmp_path / "cnn_arm.so")
+    assert _elf_machine(path) == 183  # EM_AARCH64
+    again = tvm_qnn.load(path)
+    np.testing.assert_array_equal(again.run(feeds), want)
+    with pytest.raises(tvm_qnn.TvmQnnError, match="emulation says nothing about the board"):
+        art.benchmark(feeds)
+
+
+@pytest.mark.skipif(shutil.which("arm-linux-gnueabihf-gcc") is None,
+                    reason="gcc-arm-linux-gnueabihf is not installed (make sysdeps)")
+def test_armv7_compiles_and_exports(cnn, tmp_path):
+    art = tvm_qnn.compile(cnn, target="arm_cpu:rasp3b")
+    path = art.export_library(tmp_path / "cnn_v7.so")
+    assert _elf_machine(path) == 40  # EM_ARM
+    with pytest.raises(tvm_qnn.TvmQnnError, match="no emulated device"):
+        art.run(random_input(cnn))
+
+
+def test_board_table_and_target_forms():
+    assert resolve_target("arm_cpu").board.mcpu == "cortex-a72"
+    assert resolve_target("arm_cpu:rasp5").board.mcpu == "cortex-a76"
+    assert resolve_target({"kind": "llvm", "mtriple": "aarch64-linux-gnu",
+                           "mcpu": "cortex-a53"}).board_name == "rasp3b-64"
+    assert {b.arch for b in BOARDS.values()} == {"aarch64", "armv7"}
+    with pytest.raises(tvm_qnn.TvmQnnError, match="unknown ARM board 'pi9'"):
+        ArmTarget("pi9")

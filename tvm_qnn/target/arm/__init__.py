@@ -1,0 +1,94 @@
+# SPDX-License-Identifier: Apache-2.0
+"""ARM targets: aarch64 Linux with NEON (Raspberry Pi 3/4/5, Neoverse-N1) and armv7.
+
+``"arm_cpu"`` is a Raspberry Pi 4 (cortex-a72, aarch64); ``"arm_cpu:<board>"`` picks a row of
+:data:`BOARDS`, like TVM's old ``tvm.target.arm_cpu(model)``. Code is cross-compiled here
+(Debian's ``gcc-aarch64-linux-gnu`` / ``gcc-arm-linux-gnueabihf`` link the shared library) and,
+on a non-ARM host, aarch64 code runs under the emulated device of :mod:`.emulator`.
+"""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass
+
+import tvm
+
+from ...errors import TvmQnnError
+from ..base import QnnTarget
+from ..cpu_schedule import CpuKnobs, schedule_conv2d, schedule_dense
+from .emulator import EmulatedDevice
+
+__all__ = ["BOARDS", "ArmBoard", "ArmTarget", "EmulatedDevice"]
+
+
+@dataclass(frozen=True)
+class ArmBoard:
+    """One row of the board table."""
+
+    mcpu: str
+    arch: str  # "aarch64" or "armv7"
+    cores: int
+
+
+BOARDS = {
+    "rasp4b": ArmBoard("cortex-a72", "aarch64", 4),
+    "rasp5": ArmBoard("cortex-a76", "aarch64", 4),
+    "rasp3b-64": ArmBoard("cortex-a53", "aarch64", 4),
+    "neoverse-n1": ArmBoard("neoverse-n1", "aarch64", 4),
+    "rasp4b-32": ArmBoard("cortex-a72", "armv7", 4),
+    "rasp3b": ArmBoard("cortex-a53", "armv7", 4),
+}
+
+_TRIPLES = {"aarch64": "aarch64-linux-gnu", "armv7": "armv7l-linux-gnueabihf"}
+_COMPILERS = {"aarch64": "aarch64-linux-gnu-gcc", "armv7": "arm-linux-gnueabihf-gcc"}
+
+
+class ArmTarget(QnnTarget):
+    """An ARM board from :data:`BOARDS` (NEON popcount kernels)."""
+
+    name = "arm_cpu"
+    # 8 uint64 lanes = four 128-bit q registers per accumulator row.
+    oc_block = 8
+
+    def __init__(self, board: str = "rasp4b", knobs: CpuKnobs | None = None):
+        if board not in BOARDS:
+            raise TvmQnnError(f"unknown ARM board {board!r}: one of {sorted(BOARDS)}")
+        self.board_name = board
+        self.board = BOARDS[board]
+        self.knobs = knobs or CpuKnobs()
+
+    @property
+    def alias(self) -> str:
+        """The string that selects this target: ``arm_cpu:<board>``."""
+        return f"arm_cpu:{self.board_name}"
+
+    @property
+    def tvm_target(self) -> tvm.target.Target:
+        spec = {"kind": "llvm", "mtriple": _TRIPLES[self.board.arch], "mcpu": self.board.mcpu,
+                "mattr": ["+neon"], "num-cores": self.board.cores}
+        if self.board.arch == "armv7":
+            # gnueabihf: floats in VFP registers, as the Debian armhf toolchain links.
+            spec.update(mattr=["+neon", "+vfp4", "+thumb2"], **{"mfloat-abi": "hard"})
+        return tvm.target.Target(spec)
+
+    def schedule(self, kind, func):
+        fn = schedule_conv2d if kind == "conv2d" else schedule_dense
+        return self._apply(func, fn, self.knobs)
+
+    @property
+    def cross_compiler(self) -> str:
+        """The gcc that links libraries for the board."""
+        return _COMPILERS[self.board.arch]
+
+    def runs_here(self) -> bool:
+        machine = platform.machine()
+        return (self.board.arch == "aarch64" and machine == "aarch64") or \
+            (self.board.arch == "armv7" and machine.startswith("armv7"))
+
+    def emulator(self) -> EmulatedDevice | None:
+        # No armv7 TVM wheels exist, so only aarch64 code runs emulated.
+        return EmulatedDevice() if self.board.arch == "aarch64" else None
+
+    def describe(self) -> str:
+        return f"{self.alias} ({self.board.mcpu}, {self.board.arch} NEON)"
