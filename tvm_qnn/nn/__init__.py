@@ -8,10 +8,10 @@
 """
 
 from .convert import init_from_higher_bit, quantize_model
-from .export import export_onnx
+from .export import InputScale, export_onnx
 from .freeze import freeze
 from .layers import QConv2d, QLinear
 from .quantizers import Quantizer, decode_planes, encode_planes
 
-__all__ = ["QConv2d", "QLinear", "Quantizer", "decode_planes", "encode_planes", "export_onnx",
-           "freeze", "init_from_higher_bit", "quantize_model"]
+__all__ = ["InputScale", "QConv2d", "QLinear", "Quantizer", "decode_planes", "encode_planes",
+           "export_onnx", "freeze", "init_from_higher_bit", "quantize_model"]

@@ -10,8 +10,10 @@ forward bit for bit; with power-of-two steps and no bias or BatchNorm, every ONN
 too (its float convolution is then exact).
 
 The model is traced with ``torch.fx`` (quantized layers are leaves). Supported around them:
-ReLU, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d(1), Flatten / ``torch.flatten``, Identity,
-Dropout (inference: identity). Anything else raises an error naming the node.
+``InputScale`` (input normalisation), float Conv2d / Linear / BatchNorm2d (float models and
+unquantized layers), ReLU, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d(1), Flatten /
+``torch.flatten``, Identity, Dropout (inference: identity). Anything else raises an error
+naming the node.
 """
 
 from __future__ import annotations
@@ -29,9 +31,22 @@ from .quantizers import Quantizer
 OPSET = 19
 
 
+class InputScale(nn.Module):
+    """``x * scale + shift`` in front of a model (e.g. [0, 1] images → [-1, 1]); exported as
+    ``Mul`` + ``Add``. Keep ``scale`` a power of two so the product is exact everywhere."""
+
+    def __init__(self, scale: float, shift: float):
+        super().__init__()
+        self.scale, self.shift = float(scale), float(shift)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return x * self.scale + self.shift
+
+
 class _LeafTracer(fx.Tracer):
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, (QConv2d, QLinear, Quantizer)) or super().is_leaf_module(m, qualname)
+        return isinstance(m, (QConv2d, QLinear, Quantizer, InputScale)) or \
+            super().is_leaf_module(m, qualname)
 
 
 class _Emitter:
@@ -76,14 +91,23 @@ class _Emitter:
             if m.bias is not None or m.bn is not None:
                 inputs.append(self.const(f"{name}_bias", bias))
         if isinstance(m, QConv2d):
-            if m.padding_mode != "zeros" or isinstance(m.padding, str):
-                raise UnsupportedModelError(f"{name}: padding {m.padding!r}/{m.padding_mode} "
-                                            "(explicit zero padding only)")
-            ph, pw = m.padding
-            return self.node("Conv", inputs, name, strides=list(m.stride),
-                             pads=[ph, pw, ph, pw], dilations=list(m.dilation), group=m.groups,
-                             kernel_shape=list(m.kernel_size))
+            return self.node("Conv", inputs, name, **_conv_attrs(m, name))
         return self.node("Gemm", inputs, name, transB=1)
+
+    def float_conv(self, x: str, m: nn.Conv2d, name: str) -> str:
+        inputs = [x, self.const(f"{name}_w", m.weight.detach().numpy())]
+        if m.bias is not None:
+            inputs.append(self.const(f"{name}_b", m.bias.detach().numpy()))
+        return self.node("Conv", inputs, name, **_conv_attrs(m, name))
+
+
+def _conv_attrs(m: nn.Conv2d, name: str) -> dict:
+    if m.padding_mode != "zeros" or isinstance(m.padding, str):
+        raise UnsupportedModelError(f"{name}: padding {m.padding!r}/{m.padding_mode} "
+                                    "(explicit zero padding only)")
+    ph, pw = m.padding
+    return dict(strides=list(m.stride), pads=[ph, pw, ph, pw], dilations=list(m.dilation),
+                group=m.groups, kernel_shape=list(m.kernel_size))
 
 
 def _pool_attrs(m):
@@ -111,15 +135,15 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: str | None = None
     graph = fx.GraphModule(model, _LeafTracer().trace(model))
     em = _Emitter()
     names: dict[fx.Node, str] = {}
-    inputs, outputs = [], []
+    graph_inputs, outputs = [], []
     with torch.no_grad():
         out_shape = list(model(example).shape)
     for node in graph.graph.nodes:
         src = names.get(node.args[0]) if node.args and isinstance(node.args[0], fx.Node) else None
         label = node.name
         if node.op == "placeholder":
-            inputs.append(helper.make_tensor_value_info(input_name, TensorProto.FLOAT,
-                                                        list(example.shape)))
+            graph_inputs.append(helper.make_tensor_value_info(input_name, TensorProto.FLOAT,
+                                                              list(example.shape)))
             names[node] = input_name
             continue
         if node.op == "output":
@@ -129,6 +153,23 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: str | None = None
         if isinstance(target, (QConv2d, QLinear)):
             kind = "conv" if isinstance(target, QConv2d) else "fc"
             names[node] = em.layer(src, target, f"{kind}_{str(node.target).replace('.', '_')}")
+        elif isinstance(target, InputScale):
+            y = em.node("Mul", [src, em.const(f"{label}_scale", np.float32(target.scale))],
+                        f"{label}_mul")
+            names[node] = em.node("Add", [y, em.const(f"{label}_shift",
+                                                      np.float32(target.shift))], label)
+        elif isinstance(target, nn.Conv2d):
+            names[node] = em.float_conv(src, target, label)
+        elif isinstance(target, nn.Linear):
+            operands = [src, em.const(f"{label}_w", target.weight.detach().numpy())]
+            if target.bias is not None:
+                operands.append(em.const(f"{label}_b", target.bias.detach().numpy()))
+            names[node] = em.node("Gemm", operands, label, transB=1)
+        elif isinstance(target, nn.BatchNorm2d):
+            names[node] = em.node("BatchNormalization", [src] + [
+                em.const(f"{label}_{k}", getattr(target, k).detach().numpy())
+                for k in ("weight", "bias", "running_mean", "running_var")], label,
+                epsilon=float(target.eps))
         elif isinstance(target, nn.ReLU) or target in (torch.relu, torch.nn.functional.relu):
             names[node] = em.node("Relu", [src], label)
         elif isinstance(target, nn.MaxPool2d):
@@ -144,11 +185,11 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: str | None = None
         else:
             what = type(target).__name__ if node.op == "call_module" else node.target
             raise UnsupportedModelError(
-                f"cannot export node '{node.name}' ({what}): supported are "
-                "QConv2d, QLinear, ReLU, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d(1), Flatten, "
-                "Identity, Dropout")
+                f"cannot export node '{node.name}' ({what}): supported are QConv2d, QLinear, "
+                "InputScale, float Conv2d / Linear / BatchNorm2d, ReLU, MaxPool2d, AvgPool2d, "
+                "AdaptiveAvgPool2d(1), Flatten, Identity, Dropout")
     out = em.node("Identity", [outputs[0]], "output")
-    onnx_graph = helper.make_graph(em.nodes, "tvm_qnn_export", inputs,
+    onnx_graph = helper.make_graph(em.nodes, "tvm_qnn_export", graph_inputs,
                                    [helper.make_tensor_value_info(out, TensorProto.FLOAT,
                                                                   out_shape)], em.inits)
     proto = helper.make_model(onnx_graph, opset_imports=[helper.make_opsetid("", OPSET)])
