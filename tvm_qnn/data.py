@@ -42,9 +42,13 @@ def fashion_mnist_dir(root: str | os.PathLike | None = None) -> Path:
         f"dataset-fashion-mnist (`make data`), which puts it in {DEBIAN_FASHION_MNIST}")
 
 
-def load_fashion_mnist(split: str = "train", root: str | os.PathLike | None = None
-                       ) -> tuple[np.ndarray, np.ndarray]:
-    """Fashion-MNIST ``split`` ("train": 60 000, "test": 10 000) as (images, labels)."""
+def load_fashion_mnist(split: str = "train", root: str | os.PathLike | None = None,
+                       unit: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Fashion-MNIST ``split`` ("train": 60 000, "test": 10 000) as (images, labels).
+
+    Images are in [-1, 1] (``pixel / 127.5 - 1``), or in [0, 1] (``pixel / 255``) with
+    ``unit=True`` — what the shipped models take.
+    """
     if split not in _FILES:
         raise TvmQnnError(f"split={split!r}: 'train' or 'test'")
     folder = fashion_mnist_dir(root)
@@ -53,6 +57,8 @@ def load_fashion_mnist(split: str = "train", root: str | os.PathLike | None = No
     labels = _read_idx(folder / labels_file, 8).astype(np.int64)
     if len(images) != len(labels):
         raise TvmQnnError(f"{folder}: {len(images)} images but {len(labels)} labels")
+    if unit:
+        return images.astype(np.float32) / 255.0, labels
     return images.astype(np.float32) / 127.5 - 1.0, labels
 
 

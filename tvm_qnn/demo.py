@@ -46,8 +46,7 @@ def trained_demo(images: int | None) -> int:
     from tvm_qnn.data import load_fashion_mnist
 
     threads = int(os.environ.get("TVM_NUM_THREADS", "0")) or len(os.sched_getaffinity(0))
-    x, y = load_fashion_mnist("test")
-    x = (x + 1.0) / 2.0  # the shipped models take [0, 1] images
+    x, y = load_fashion_mnist("test", unit=True)  # the shipped models take [0, 1] images
     if images:
         x, y = x[:images], y[:images]
     print(f"tvm_qnn demo: trained CNVs on Fashion-MNIST ({len(x)} test images), batch 1, "
