@@ -62,3 +62,38 @@ def test_board_table_and_target_forms():
     assert {b.arch for b in BOARDS.values()} == {"aarch64", "armv7"}
     with pytest.raises(tvm_qnn.TvmQnnError, match="unknown ARM board 'pi9'"):
         ArmTarget("pi9")
+
+
+@needs_cross
+def test_rpc_device_runs_the_library(cnn, tmp_path):
+    from tvm_qnn.target.arm.device import EmulatedRPCDevice, run_remote
+
+    art = tvm_qnn.compile(cnn, target="arm_cpu")
+    path = art.export_library(tmp_path / "cnn_rpc.so")
+    feeds = random_input(cnn, seed=2)
+    with EmulatedRPCDevice("rasp4b") as device:
+        (out,) = run_remote(path, [feeds["image"]], "rasp4b", device.tracker_port)
+    np.testing.assert_array_equal(out, run_reference(cnn, feeds)[0])
+
+
+@needs_cross
+def test_cli_device_start_registers_and_stops():
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    exe = os.path.join(os.path.dirname(sys.executable), "tvm-qnn")
+    proc = subprocess.Popen([exe, "device", "start", "--target", "arm_cpu:rasp5"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert re.fullmatch(r"device: key=rasp5 tracker=127\.0\.0\.1:\d+ ready.*\n", line), line
+        from tvm import rpc
+
+        port = int(re.search(r":(\d+) ready", line).group(1))
+        summary = rpc.connect_tracker("127.0.0.1", port).summary()
+        assert "rasp5" in str(summary["server_info"])
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0

@@ -5,6 +5,7 @@
     tvm-qnn compile MODEL --target x86 -o m.so  compile and export a shared library
     tvm-qnn train --precision w2a2 ...          quantization-aware training (python -m
                                                 tvm_qnn.train --help for the options)
+    tvm-qnn device start --target arm_cpu       an RPC device (tracker + emulated board)
     tvm-qnn demo                                the README's main job
 
 Each command ends with one line a script can grep (``summary:``, ``compiled:``); ``-v`` shows
@@ -63,6 +64,29 @@ def _cmd_demo(args) -> int:
     return demo.main([])
 
 
+def _cmd_device(args) -> int:
+    import time
+
+    from .target import ArmTarget, resolve_target
+    from .target.arm.device import EmulatedRPCDevice
+
+    backend = resolve_target(args.target)
+    if not isinstance(backend, ArmTarget) or backend.emulator() is None:
+        raise TvmQnnError(f"--target {args.target}: emulated devices exist for aarch64 boards")
+    key = args.key or backend.board_name
+    dev = EmulatedRPCDevice(key, tracker_port=args.tracker_port).start()
+    print(f"device: key={key} tracker=127.0.0.1:{dev.tracker_port} ready (Ctrl-C stops it)",
+          flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        dev.stop()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``tvm-qnn`` (exposed for the docs and tests)."""
     parser = argparse.ArgumentParser(prog="tvm-qnn", description=__doc__.split("\n")[0])
@@ -85,6 +109,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     # Listed for --help; main() hands its arguments to tvm_qnn.train untouched.
     sub.add_parser("train", help="train a CNV with the {-1,+1} encoding (tvm-qnn train --help)")
+
+    p = sub.add_parser("device", help="run an emulated board as a TVM RPC device")
+    p.add_argument("action", choices=["start"])
+    p.add_argument("--target", default="arm_cpu", help="an aarch64 arm_cpu[:board] target")
+    p.add_argument("--key", default=None, help="device key (default: the board name)")
+    p.add_argument("--tracker-port", type=int, default=None,
+                   help="use the tracker on this loopback port (default: start one)")
+    p.set_defaults(func=_cmd_device)
 
     p = sub.add_parser("demo", help="compile and run the embedded demo model")
     p.set_defaults(func=_cmd_demo)
