@@ -2,8 +2,8 @@
 """ScheduleBitserial: apply the target's schedule to every bit-serial layer PrimFunc.
 
 Runs after legalization and fusion (the bit-serial PrimFuncs are opaque to FuseOps, so they
-reach this pass as the rewrite built them). A PrimFunc that a tuning database already
-scheduled is left alone.
+reach this pass as the rewrite built them). A PrimFunc marked ``tvm_qnn.scheduled`` (already
+scheduled by this pass) is left alone.
 """
 
 from __future__ import annotations
@@ -43,10 +43,4 @@ class ScheduleBitserial:
         return mod
 
 
-def is_bitserial(func) -> bool:
-    """True for a PrimFunc built by RewriteBitserial."""
-    return isinstance(func, tvm.tirx.PrimFunc) and func.attrs is not None and \
-        KERNEL_ATTR in func.attrs
-
-
-__all__ = ["ScheduleBitserial", "is_bitserial"]
+__all__ = ["ScheduleBitserial"]
