@@ -11,7 +11,7 @@ widening adds (NEON).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from tvm import s_tir, tirx
 
@@ -25,6 +25,18 @@ class CpuKnobs:
     ow_tile: int = 4  # output positions per register tile (conv)
     row_tile: int = 1  # batch rows per register tile (dense)
     parallel: bool = True
+    # Below this many xor-popcounts a layer runs on one core: starting the thread pool costs
+    # more than it saves (measured: the demo CNN's 28x28 layers were slower on 2 threads).
+    min_parallel_popcounts: int = 1 << 20
+
+
+def _parallel_worth_it(sch: s_tir.Schedule, knobs: CpuKnobs) -> bool:
+    """``knobs.parallel``, unless the layer's branch work is below the threshold."""
+    block = sch.get(sch.get_sblock(bs.BRANCH_BLOCK))
+    work = 1
+    for iv in block.iter_vars:
+        work *= int(iv.dom.extent)
+    return knobs.parallel and work >= knobs.min_parallel_popcounts
 
 
 def _has_block(sch: s_tir.Schedule, name: str) -> bool:
@@ -56,6 +68,7 @@ def _largest_divisor_at_most(n: int, cap: int) -> int:
 
 def schedule_conv2d(sch: s_tir.Schedule, knobs: CpuKnobs = CpuKnobs()) -> s_tir.Schedule:
     """Schedule a bit-serial conv2d layer PrimFunc in place (and return ``sch``)."""
+    knobs = replace(knobs, parallel=_parallel_worth_it(sch, knobs))
     epi = sch.get_sblock(bs.EPILOGUE_BLOCK)
     branch = sch.get_sblock(bs.BRANCH_BLOCK)
     oc_inner = int(sch.get(branch).writes[0].source.shape[4])
@@ -87,6 +100,7 @@ def schedule_conv2d(sch: s_tir.Schedule, knobs: CpuKnobs = CpuKnobs()) -> s_tir.
 
 def schedule_dense(sch: s_tir.Schedule, knobs: CpuKnobs = CpuKnobs()) -> s_tir.Schedule:
     """Schedule a bit-serial dense layer PrimFunc in place (and return ``sch``)."""
+    knobs = replace(knobs, parallel=_parallel_worth_it(sch, knobs))
     epi = sch.get_sblock(bs.EPILOGUE_BLOCK)
     branch = sch.get_sblock(bs.BRANCH_BLOCK)
     oc_inner = int(sch.get(branch).writes[0].source.shape[2])
