@@ -97,3 +97,32 @@ def test_cli_device_start_registers_and_stops():
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=60) == 0
+
+
+@needs_cross
+def test_layer_matrix_bit_exact_in_one_emulated_process(tmp_path):
+    from tvm_qnn.target.arm.emulator import EmulatedDevice
+    from tvm_qnn.testing.layers import LayerKernel, random_layer
+    from tvm_qnn.topi.layer import reference_output
+
+    configs = [dict(kind="conv2d", act_bits=b, weight_bits=b, in_channels=70, out_channels=16)
+               for b in (1, 2, 3, 4)]
+    configs += [dict(kind="conv2d", act_bits=2, weight_bits=1, in_channels=8, out_channels=8,
+                     groups=8, strides=(2, 2)),  # depthwise, strided
+                dict(kind="conv2d", act_bits=8, weight_bits=8, in_channels=3, out_channels=8,
+                     act_signed=True),  # an 8-bit first layer (im2col packing)
+                dict(kind="conv2d", act_bits=3, weight_bits=2, in_channels=20, out_channels=24,
+                     dilation=(2, 1), pads=(2, 1, 2, 1), relu=False, pow2_scales=False),
+                dict(kind="dense", act_bits=1, weight_bits=1, in_channels=300, out_channels=40,
+                     batch=3),
+                dict(kind="dense", act_bits=4, weight_bits=2, in_channels=100, out_channels=10,
+                     out_quant=False)]
+    cases, refs = [], []
+    for i, cfg in enumerate(configs):
+        layer, xq = random_layer(size=(9, 7), seed=i, **cfg)
+        kernel = LayerKernel(layer, target="arm_cpu")
+        cases.append((kernel.export(tmp_path / f"k{i}.so"), kernel.arguments(xq),
+                      layer.output_shape, layer.out_dtype))
+        refs.append(reference_output(layer, xq))
+    for got, want in zip(EmulatedDevice().run_kernels(cases), refs, strict=True):
+        np.testing.assert_array_equal(got, want)

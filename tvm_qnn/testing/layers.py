@@ -35,12 +35,25 @@ class LayerKernel:
         func = te.create_prim_func([data, weight, *params, out])
         if scheduled:
             func = backend.schedule(layer.kind, func)
+        self.backend = backend
         self.module = tvm.compile(func, backend.tvm_target).mod
         self.device = tvm.cpu()
+        if not backend.runs_here():
+            return  # cross-compiled: export() it and run it on the device
         self._args = [tvm.runtime.tensor(self.plan.packed_weight, self.device)]
         self._args += [tvm.runtime.tensor(a, self.device) for a in self._params]
         self._out = tvm.runtime.tensor(np.zeros(layer.output_shape, layer.out_dtype),
                                        self.device)
+
+    def export(self, path) -> str:
+        """Write the kernel as a shared library for its target (cross-linked if needed)."""
+        self.backend.export_library(self.module, str(path))
+        return str(path)
+
+    def arguments(self, xq: np.ndarray) -> list[np.ndarray]:
+        """The kernel's inputs for codes ``xq``: data, packed weights, epilogue params."""
+        return [np.ascontiguousarray(xq, self.layer.input_dtype), self.plan.packed_weight,
+                *self._params]
 
     def __call__(self, xq: np.ndarray) -> np.ndarray:
         x = tvm.runtime.tensor(np.ascontiguousarray(xq, self.layer.input_dtype), self.device)

@@ -45,6 +45,19 @@ np.savez(sys.argv[3], **{f"out{i}": o.numpy() for i, o in enumerate(outs)})
 """
 
 
+# Runs a batch of single-kernel libraries in one emulated process (one ~15 s start for all).
+_KERNEL_RUNNER = """
+import sys, json, numpy as np, tvm
+for case in json.load(open(sys.argv[1])):
+    lib = tvm.runtime.load_module(case["library"])
+    feeds = np.load(case["inputs"])
+    args = [tvm.runtime.tensor(feeds[f"in{i}"]) for i in range(len(feeds.files))]
+    out = tvm.runtime.tensor(np.zeros(case["shape"], case["dtype"]))
+    lib(*args, out)
+    np.save(case["output"], out.numpy())
+"""
+
+
 def _say(msg: str) -> None:
     print(f"tvm_qnn emulator: {msg}", file=sys.stderr, flush=True)
 
@@ -121,6 +134,26 @@ class EmulatedDevice:
         if proc.returncode != 0:
             raise TvmQnnError(f"the emulated aarch64 run failed: {proc.stderr.strip()[-1500:]}")
         return proc
+
+    def run_kernels(self, cases: list[tuple[str, list[np.ndarray], tuple, str]]
+                    ) -> list[np.ndarray]:
+        """Run single-PrimFunc libraries ``(library, inputs, out_shape, out_dtype)`` in one
+        emulated process (destination-passing: the output is the last argument)."""
+        import json
+
+        with tempfile.TemporaryDirectory(prefix="tvm_qnn_emu_") as tmp:
+            plan = []
+            for i, (library, inputs, shape, dtype) in enumerate(cases):
+                feeds = Path(tmp) / f"in{i}.npz"
+                np.savez(feeds, **{f"in{j}": a for j, a in enumerate(inputs)})
+                plan.append({"library": str(library), "inputs": str(feeds),
+                             "output": str(Path(tmp) / f"out{i}.npy"),
+                             "shape": list(shape), "dtype": dtype})
+            (Path(tmp) / "plan.json").write_text(json.dumps(plan))
+            runner = Path(tmp) / "runner.py"
+            runner.write_text(_KERNEL_RUNNER)
+            self.python([str(runner), str(Path(tmp) / "plan.json")])
+            return [np.load(p["output"]) for p in plan]
 
     def run_library(self, library: str | os.PathLike, inputs: list[np.ndarray]
                     ) -> list[np.ndarray]:
