@@ -53,3 +53,16 @@ def test_random_demo_is_bit_exact():
                           capture_output=True, text=True, timeout=900, check=True)
     assert "demo: bitexact=3/3" in proc.stdout
     assert "weights are RANDOM" in proc.stdout
+
+
+def test_shipped_w1a1_runs_on_the_emulated_arm_device():
+    import shutil
+
+    if shutil.which("qemu-aarch64") is None or shutil.which("aarch64-linux-gnu-gcc") is None:
+        pytest.skip("qemu-user / gcc-aarch64-linux-gnu are not installed (make sysdeps)")
+    x, _ = _fashion_test()
+    path = os.path.join(MODELS, "CNV_1W1A.onnx")
+    arm = tvm_qnn.compile(path, target="arm_cpu")
+    host = tvm_qnn.compile(path, target="x86")
+    for i in range(2):
+        np.testing.assert_array_equal(arm.run(x[i:i + 1]), host.run(x[i:i + 1]))
