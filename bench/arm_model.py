@@ -43,8 +43,15 @@ def _mca(asm: str, mcpu: str) -> float:
 
 
 def _hot_loop(asm: str) -> str:
-    blocks = re.split(r"\n(?=\.LBB\d+_\d+:)", asm)
-    body = max(blocks, key=lambda b: len(_CNT.findall(b)))
+    """The innermost loop with the most vector ``cnt``: from its label to its back-edge."""
+    loops = []
+    for label in re.finditer(r"^(\.LBB\d+_\d+):", asm, re.M):
+        back = re.search(rf"^\s+b(?:\.\w+)?\s+{re.escape(label.group(1))}\s*$",
+                         asm[label.end():], re.M)
+        body = asm[label.end():label.end() + back.end()] if back else ""
+        if body and not re.search(r"^\.LBB\d+_\d+:", body, re.M):  # innermost only
+            loops.append(body)
+    body = max(loops, key=lambda b: len(_CNT.findall(b)))
     # Keep instructions only: no labels or assembler directives.
     return "\n".join(line for line in body.splitlines()
                      if line.startswith("\t") and not line.lstrip().startswith("."))

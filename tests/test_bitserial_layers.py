@@ -5,26 +5,59 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from tvm import s_tir, tirx
 
+from tvm_qnn.target.cpu_schedule import CpuKnobs
+from tvm_qnn.target.x86 import X86Target
 from tvm_qnn.testing.layers import LayerKernel, random_layer
+from tvm_qnn.topi import bitserial as bs
 from tvm_qnn.topi.layer import plan_layer, reference_output
 from tvm_qnn.topi.weights import decompose_weights
 
+# The NEON layout (byte words, uint8 chunk sums, 64-channel weight vectors) is plain TIR, so
+# it runs here on x86 too: every layout is checked on the host, ARM code under qemu.
+LAYOUTS = {
+    "words64": lambda: X86Target(),
+    "bytes": lambda: X86Target(knobs=CpuKnobs(ow_tile=2, oc_block=64, word_bits=8)),
+}
 
-def _check(layer, xq):
-    out = LayerKernel(layer)(xq)
+
+def _check(layer, xq, layout="words64"):
+    kernel = LayerKernel(layer, target=LAYOUTS[layout]())
+    out = kernel(xq)
     ref = reference_output(layer, xq)
     np.testing.assert_array_equal(out, ref)
     return ref
 
 
+@pytest.mark.parametrize("layout", list(LAYOUTS))
 @pytest.mark.parametrize("bits", [1, 2, 3, 4])
 @pytest.mark.parametrize("kind,in_channels", [("conv2d", 70), ("conv2d", 3), ("dense", 70)])
-def test_w_a_bits_exact(kind, in_channels, bits):
+def test_w_a_bits_exact(kind, in_channels, bits, layout):
     layer, xq = random_layer(kind, act_bits=bits, weight_bits=bits, in_channels=in_channels,
                              out_channels=32, size=(9, 9), seed=bits)
-    ref = _check(layer, xq)
+    ref = _check(layer, xq, layout)
     assert len(np.unique(ref)) > 2, "degenerate test: the output codes barely vary"
+
+
+@pytest.mark.parametrize("kind,in_channels,bits,chunk,acc", [
+    ("conv2d", 296, 1, 1, "uint16"),  # 37 byte words: a prime, so chunks of one word
+    ("conv2d", 512, 4, 16, "uint32"),  # 225 * 4608 > 2^16: 32-bit accumulators
+    ("dense", 4096, 2, 16, "uint16"),
+    ("dense", 200, 8, 25, "uint32"),
+])
+def test_byte_word_chunks_and_accumulators(kind, in_channels, bits, chunk, acc):
+    layer, xq = random_layer(kind, act_bits=bits, weight_bits=bits, in_channels=in_channels,
+                             out_channels=64, size=(3, 3), batch=2, seed=in_channels)
+    kernel = LayerKernel(layer, target=LAYOUTS["bytes"]())
+    sch = s_tir.Schedule(kernel.func)  # the scheduled func: reductions split into init/update
+    chunk_block = sch.get(sch.get_sblock(bs.CHUNK_BLOCK + "_update"))
+    red = {iv.var.name: int(iv.dom.extent) for iv in chunk_block.iter_vars
+           if iv.iter_type == tirx.IterVar.CommReduce}
+    assert red == {"v_rwi": chunk}
+    branch = sch.get(sch.get_sblock(bs.BRANCH_BLOCK + "_update"))
+    assert str(branch.writes[0].source.dtype) == acc
+    np.testing.assert_array_equal(kernel(xq), reference_output(layer, xq))
 
 
 @pytest.mark.parametrize("act_bits,weight_bits", [(8, 8), (1, 2), (2, 1), (5, 3)])
@@ -63,9 +96,10 @@ def test_float_output_and_arbitrary_scales():
     weight_zero_point=st.integers(-3, 3), relu=st.booleans(), out_quant=st.booleans(),
     pow2=st.booleans(), seed=st.integers(0, 2**16),
 )
+@pytest.mark.parametrize("layout", list(LAYOUTS))
 def test_conv2d_property(act_bits, weight_bits, act_signed, weight_signed, per_channel,
                          groups_mult, cg, size, kernel, strides, pads, dilation,
-                         weight_zero_point, relu, out_quant, pow2, seed):
+                         weight_zero_point, relu, out_quant, pow2, seed, layout):
     groups, mult = groups_mult
     eff = [(k - 1) * d + 1 for k, d in zip(kernel, dilation, strict=True)]
     assume(size[0] + pads[0] + pads[2] >= eff[0] and size[1] + pads[1] + pads[3] >= eff[1])
@@ -75,7 +109,7 @@ def test_conv2d_property(act_bits, weight_bits, act_signed, weight_signed, per_c
         dilation=dilation, groups=groups, act_signed=act_signed, weight_signed=weight_signed,
         per_channel=per_channel, weight_zero_point=weight_zero_point, relu=relu,
         out_quant=out_quant, pow2_scales=pow2, seed=seed)
-    _check(layer, xq)
+    _check(layer, xq, layout)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -83,13 +117,14 @@ def test_conv2d_property(act_bits, weight_bits, act_signed, weight_signed, per_c
        k=st.integers(1, 200), oc=st.integers(1, 40), act_signed=st.booleans(),
        weight_signed=st.booleans(), act_zero_point=st.integers(-5, 5), relu=st.booleans(),
        pow2=st.booleans(), seed=st.integers(0, 2**16))
+@pytest.mark.parametrize("layout", list(LAYOUTS))
 def test_dense_property(act_bits, weight_bits, batch, k, oc, act_signed, weight_signed,
-                        act_zero_point, relu, pow2, seed):
+                        act_zero_point, relu, pow2, seed, layout):
     layer, xq = random_layer("dense", act_bits=act_bits, weight_bits=weight_bits, batch=batch,
                              in_channels=k, out_channels=oc, act_signed=act_signed,
                              weight_signed=weight_signed, act_zero_point=act_zero_point,
                              relu=relu, pow2_scales=pow2, seed=seed)
-    _check(layer, xq)
+    _check(layer, xq, layout)
 
 
 def test_bipolar_weights_are_one_plane_and_skip_the_activation_sum():

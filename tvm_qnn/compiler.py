@@ -28,7 +28,7 @@ def build_pipeline(backend) -> tvm.transform.Pass:
                 cpu_pipeline.library_dispatch_passes(target)
                 # Before any constant folding: FoldConstant would turn the quantized
                 # weight chains into plain float constants.
-                + [RewriteBitserial(backend.oc_block), LegalizeQuantize()]
+                + [RewriteBitserial(backend.oc_block, backend.word_bits), LegalizeQuantize()]
                 + cpu_pipeline.legalize_passes(target)[1:]  # TVM's LegalizeOps is done above
                 + [ScheduleBitserial(backend)]
                 + cpu_pipeline.dataflow_lower_passes(target)

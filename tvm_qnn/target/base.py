@@ -16,6 +16,8 @@ class QnnTarget(abc.ABC):
     name: str = ""
     #: output channels per packed weight vector (the weight layout's inner dimension)
     oc_block: int = 16
+    #: bits per packed word of the bit-planes (64: popcount on 64-bit lanes; 8: byte lanes)
+    word_bits: int = 64
 
     @property
     @abc.abstractmethod

@@ -24,6 +24,9 @@ class CpuKnobs:
 
     ow_tile: int = 4  # output positions per register tile (conv)
     row_tile: int = 1  # batch rows per register tile (dense)
+    # Layout (decided when the weights are packed); None: the target's default.
+    oc_block: int | None = None  # output channels per weight vector (power of two)
+    word_bits: int | None = None  # 64: popcount on 64-bit lanes; 8: byte lanes (NEON cnt)
     parallel: bool = True
     # Below this many xor-popcounts a layer runs on one core: starting the thread pool costs
     # more than it saves (measured: the demo CNN's 28x28 layers were slower on 2 threads).
@@ -85,6 +88,7 @@ def schedule_conv2d(sch: s_tir.Schedule, knobs: CpuKnobs = CpuKnobs()) -> s_tir.
     loops = sch.get_loops(branch)
     tile_ow, tile_oc, reduction = loops[-n_red - 2], loops[-n_red - 1], loops[-n_red:]
     sch.reorder(*reduction, tile_ow, tile_oc)
+    _schedule_chunks(sch, branch, reduction[-1])
     sch.vectorize(tile_oc)
     sch.unroll(tile_ow)
     sch.vectorize(oci)
@@ -94,7 +98,7 @@ def schedule_conv2d(sch: s_tir.Schedule, knobs: CpuKnobs = CpuKnobs()) -> s_tir.
         sch.parallel(fused)
     _schedule_producers(sch, knobs)
     # Last: parallel() needs the reduction block whole (init not yet split off).
-    sch.decompose_reduction(branch, reduction[0])
+    _decompose_reductions(sch, branch, reduction[0])
     return sch
 
 
@@ -115,6 +119,7 @@ def schedule_dense(sch: s_tir.Schedule, knobs: CpuKnobs = CpuKnobs()) -> s_tir.S
     loops = sch.get_loops(branch)
     tile_r, tile_oc, reduction = loops[-6], loops[-4], loops[-3:]
     sch.reorder(*reduction, tile_r, tile_oc)
+    _schedule_chunks(sch, branch, reduction[-1])
     sch.vectorize(tile_oc)
     sch.unroll(tile_r)
     sch.vectorize(oci)
@@ -122,8 +127,45 @@ def schedule_dense(sch: s_tir.Schedule, knobs: CpuKnobs = CpuKnobs()) -> s_tir.S
     if knobs.parallel:
         sch.parallel(fused)
     _schedule_producers(sch, knobs)
-    sch.decompose_reduction(branch, reduction[0])
+    _decompose_reductions(sch, branch, reduction[0])
     return sch
+
+
+def _schedule_chunks(sch: s_tir.Schedule, branch, word_loop) -> None:
+    """Byte words: sum each chunk of popcounts in uint8 lanes inside the word loop.
+
+    The chunk block is computed at ``word_loop`` (the branch block's outer word loop), its
+    own reduction outermost and the register tile (positions × output channels) inside it,
+    the channels as one vector: NEON ``cnt`` + byte ``add`` per 128 bits, no widening.
+    """
+    if not _has_block(sch, bs.CHUNK_BLOCK):
+        return
+    chunk = sch.get_sblock(bs.CHUNK_BLOCK)
+    rank = sum(1 for iv in sch.get(branch).iter_vars if iv.iter_type == tirx.IterVar.DataPar)
+    depth = next(k for k, lp in enumerate(sch.get_loops(branch))
+                 if sch.get(lp).same_as(sch.get(word_loop)))
+    sch.compute_at(chunk, word_loop, preserve_unit_loops=True)
+    sch.set_scope(chunk, 0, "local")
+    # One loop per block var: the branch's output dims, (i, j, taps, word chunk), the words.
+    own = sch.get_loops(chunk)[depth + 1:]
+    tile, words = own[:rank], own[-1]
+    sch.reorder(words, *own[:-1])
+    sch.vectorize(tile[-1])
+    for loop in own[:-2]:
+        sch.unroll(loop)
+
+
+def _decompose_reductions(sch: s_tir.Schedule, branch, first_reduction) -> None:
+    """Split the init statements off the reduction blocks (last: ``parallel`` needs them)."""
+    if _has_block(sch, bs.CHUNK_BLOCK):
+        chunk = sch.get_sblock(bs.CHUNK_BLOCK)
+        # The words loop: the chunk's outermost loop of its own (not shared with the branches).
+        shared = [sch.get(lp) for lp in sch.get_loops(branch)]
+        words = next(lp for lp in sch.get_loops(chunk)
+                     if not any(sch.get(lp).same_as(x) for x in shared))
+        init = sch.decompose_reduction(chunk, words)
+        sch.vectorize(sch.get_loops(init)[-1])
+    sch.decompose_reduction(branch, first_reduction)
 
 
 def _schedule_producers(sch: s_tir.Schedule, knobs: CpuKnobs) -> None:

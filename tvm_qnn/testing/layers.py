@@ -18,6 +18,8 @@ class LayerKernel:
     ----------
     plan : LayerPlan
         Packed weights and epilogue constants the kernel was built with.
+    func : tvm.tirx.PrimFunc
+        The (scheduled) PrimFunc the module was built from.
     module : tvm.runtime.Module
         The compiled module (``inspect_source("asm")`` shows the generated code).
     """
@@ -25,9 +27,10 @@ class LayerKernel:
     def __init__(self, layer: QuantizedLayer, target="x86", scheduled: bool = True):
         backend = resolve_target(target)
         self.layer = layer
-        self.plan = plan_layer(layer, backend.oc_block)
+        self.plan = plan_layer(layer, backend.oc_block, backend.word_bits)
         data = te.placeholder(layer.input_shape, layer.input_dtype, "data")
-        weight = te.placeholder(self.plan.packed_weight.shape, "uint64", "weight")
+        weight = te.placeholder(self.plan.packed_weight.shape,
+                                str(self.plan.packed_weight.dtype), "weight")
         self._params = [arr for _, arr in self.plan.epilogue.tensor_params()]
         params = [te.placeholder(a.shape, str(a.dtype), name)
                   for name, a in self.plan.epilogue.tensor_params()]
@@ -36,6 +39,7 @@ class LayerKernel:
         if scheduled:
             func = backend.schedule(layer.kind, func)
         self.backend = backend
+        self.func = func
         self.module = tvm.compile(func, backend.tvm_target).mod
         self.device = tvm.cpu()
         if not backend.runs_here():

@@ -32,19 +32,33 @@ from dataclasses import dataclass
 import numpy as np
 from tvm import te, tirx
 
-WORD_BITS = 64
-WORD_DTYPE = "uint64"
+WORD_BITS = 64  # x86 words; NEON kernels use bytes (word_bits=8)
+# Byte words (NEON): a byte popcount is at most 8, so 31 of them still fit a uint8 lane.
+BYTE_CHUNK = 31
 
 # Block names the target schedules look for.
 PACK_BLOCK = "bitpack"
 BRANCH_BLOCK = "branch_popcount"
+CHUNK_BLOCK = "branch_chunk"  # byte words: popcounts summed in uint8 lanes, a chunk at a time
 ROWSUM_BLOCK = "act_popcount"
 EPILOGUE_BLOCK = "epilogue"
 
 
-def words_for(length: int) -> int:
-    """Number of 64-bit words that hold ``length`` bits."""
-    return (length + WORD_BITS - 1) // WORD_BITS
+def words_for(length: int, word_bits: int = WORD_BITS) -> int:
+    """Number of ``word_bits``-bit words that hold ``length`` bits."""
+    return (length + word_bits - 1) // word_bits
+
+
+def _count_dtype(word_dtype: str) -> str:
+    """Integer type wide enough to sum popcounts of ``word_dtype`` words."""
+    return "uint64" if word_dtype == "uint64" else "uint32"
+
+
+def _weighted_popcount(x, shift):
+    """``popcount(x) << shift`` in a type that does not overflow when summed."""
+    count = tirx.popcount(x)
+    dtype = _count_dtype(str(count.ty))
+    return tirx.shift_left(count.astype(dtype), shift.astype(dtype))
 
 
 @dataclass(frozen=True)
@@ -142,20 +156,21 @@ def _epilogue_value(epi: Epilogue, get, oc, p, su):
 
 def pack_bitplanes_nchw(data: te.Tensor, lo: int, bits: int, groups: int,
                         pads: tuple[int, int, int, int] = (0, 0, 0, 0),
-                        pad_code: int = 0) -> te.Tensor:
+                        pad_code: int = 0, word_bits: int = WORD_BITS) -> te.Tensor:
     """Pack integer NCHW codes into bit-planes along channels.
 
-    Returns ``[N, G, bits, H + top + bottom, W + left + right, words(C / G)]`` of uint64 where
-    bit ``b`` of word ``w`` of plane ``i`` is bit ``i`` of ``u = x - lo`` at channel
-    ``g * C/G + 64 w + b``. Padded positions hold the bits of ``pad_code``; bits past the
-    group's channel count are 0.
+    Returns ``[N, G, bits, H + top + bottom, W + left + right, words(C / G)]`` of
+    ``uint{word_bits}`` where bit ``b`` of word ``w`` of plane ``i`` is bit ``i`` of
+    ``u = x - lo`` at channel ``g * C/G + word_bits * w + b``. Padded positions hold the bits
+    of ``pad_code``; bits past the group's channel count are 0.
     """
     n, c, h, w = (int(s) for s in data.shape)
     cg = c // groups
-    cw = words_for(cg)
+    cw = words_for(cg, word_bits)
+    dtype = f"uint{word_bits}"
     top, left, bottom, right = pads
     hp, wp = h + top + bottom, w + left + right
-    b = te.reduce_axis((0, WORD_BITS), name="b")
+    b = te.reduce_axis((0, word_bits), name="b")
 
     def code(nn, ch, yy, xx):
         inside = tirx.all(yy >= top, yy < top + h, xx >= left, xx < left + w)
@@ -165,13 +180,13 @@ def pack_bitplanes_nchw(data: te.Tensor, lo: int, bits: int, groups: int,
         return value
 
     def bit(nn, g, i, yy, xx, word, bb):
-        ch_in_group = word * WORD_BITS + bb
+        ch_in_group = word * word_bits + bb
         # Clamped so the masked-off tail never indexes past C.
         value = code(nn, g * cg + tirx.min(ch_in_group, cg - 1), yy, xx)
-        plane = tirx.bitwise_and(tirx.shift_right(value, i), 1).astype(WORD_DTYPE)
-        if cg % WORD_BITS:
-            plane = tirx.if_then_else(ch_in_group < cg, plane, tirx.const(0, WORD_DTYPE))
-        return tirx.shift_left(plane, bb.astype(WORD_DTYPE))
+        plane = tirx.bitwise_and(tirx.shift_right(value, i), 1).astype(dtype)
+        if cg % word_bits:
+            plane = tirx.if_then_else(ch_in_group < cg, plane, tirx.const(0, dtype))
+        return tirx.shift_left(plane, bb.astype(dtype))
 
     return te.compute(
         (n, groups, bits, hp, wp, cw),
@@ -183,11 +198,13 @@ def pack_bitplanes_nchw(data: te.Tensor, lo: int, bits: int, groups: int,
 def pack_bitplanes_im2col(data: te.Tensor, lo: int, bits: int, groups: int,
                           kernel: tuple[int, int], strides: tuple[int, int],
                           dilation: tuple[int, int], pads: tuple[int, int, int, int],
-                          pad_code: int, out_size: tuple[int, int]) -> te.Tensor:
+                          pad_code: int, out_size: tuple[int, int],
+                          word_bits: int = WORD_BITS) -> te.Tensor:
     """Pack each conv window (channels × taps) of NCHW codes into bit-planes.
 
-    Returns ``[N, G, bits, OH, OW, words(C/G * KH * KW)]`` uint64; reduction element
-    ``r = (c * KH + ky) * KW + kx`` is bit ``r % 64`` of word ``r // 64``. Used instead of
+    Returns ``[N, G, bits, OH, OW, words(C/G * KH * KW)]`` ``uint{word_bits}``; reduction
+    element ``r = (c * KH + ky) * KW + kx`` is bit ``r % word_bits`` of word
+    ``r // word_bits``. Used instead of
     :func:`pack_bitplanes_nchw` when the channels of a group fill words poorly (first layers,
     depthwise): fewer words per output, at the cost of packing each input KH·KW times.
     """
@@ -196,10 +213,11 @@ def pack_bitplanes_im2col(data: te.Tensor, lo: int, bits: int, groups: int,
     kh, kw = kernel
     length = cg * kh * kw
     top, left, _, _ = pads
-    b = te.reduce_axis((0, WORD_BITS), name="b")
+    dtype = f"uint{word_bits}"
+    b = te.reduce_axis((0, word_bits), name="b")
 
     def bit(nn, g, i, yy, xx, word, bb):
-        r = tirx.min(word * WORD_BITS + bb, length - 1)
+        r = tirx.min(word * word_bits + bb, length - 1)
         ch, ky, kx = r // (kh * kw), (r // kw) % kh, r % kw
         iy = yy * strides[0] + ky * dilation[0] - top
         ix = xx * strides[1] + kx * dilation[1] - left
@@ -207,41 +225,84 @@ def pack_bitplanes_im2col(data: te.Tensor, lo: int, bits: int, groups: int,
         value = data[nn, g * cg + ch, tirx.max(tirx.min(iy, h - 1), 0),
                      tirx.max(tirx.min(ix, w - 1), 0)].astype("int32") - lo
         value = tirx.if_then_else(inside, value, tirx.const(pad_code, "int32"))
-        plane = tirx.bitwise_and(tirx.shift_right(value, i), 1).astype(WORD_DTYPE)
-        if length % WORD_BITS:
-            plane = tirx.if_then_else(word * WORD_BITS + bb < length, plane,
-                                      tirx.const(0, WORD_DTYPE))
-        return tirx.shift_left(plane, bb.astype(WORD_DTYPE))
+        plane = tirx.bitwise_and(tirx.shift_right(value, i), 1).astype(dtype)
+        if length % word_bits:
+            plane = tirx.if_then_else(word * word_bits + bb < length, plane,
+                                      tirx.const(0, dtype))
+        return tirx.shift_left(plane, bb.astype(dtype))
 
     return te.compute(
-        (n, groups, bits) + tuple(out_size) + (words_for(length),),
+        (n, groups, bits) + tuple(out_size) + (words_for(length, word_bits),),
         lambda nn, g, i, yy, xx, word: te.sum(bit(nn, g, i, yy, xx, word, b), axis=b),
         name=PACK_BLOCK,
     )
 
 
-def pack_bitplanes_rows(data: te.Tensor, lo: int, bits: int) -> te.Tensor:
-    """Pack integer ``[B, K]`` codes into ``[B, bits, words(K)]`` uint64 bit-planes."""
+def pack_bitplanes_rows(data: te.Tensor, lo: int, bits: int,
+                        word_bits: int = WORD_BITS) -> te.Tensor:
+    """Pack integer ``[B, K]`` codes into ``[B, bits, words(K)]`` ``uint{word_bits}`` planes."""
     rows, k = (int(s) for s in data.shape)
-    kw = words_for(k)
-    b = te.reduce_axis((0, WORD_BITS), name="b")
+    kw = words_for(k, word_bits)
+    dtype = f"uint{word_bits}"
+    b = te.reduce_axis((0, word_bits), name="b")
 
     def bit(r, i, word, bb):
-        col = word * WORD_BITS + bb
+        col = word * word_bits + bb
         value = data[r, tirx.min(col, k - 1)].astype("int32") - lo
-        plane = tirx.bitwise_and(tirx.shift_right(value, i), 1).astype(WORD_DTYPE)
-        if k % WORD_BITS:
-            plane = tirx.if_then_else(col < k, plane, tirx.const(0, WORD_DTYPE))
-        return tirx.shift_left(plane, bb.astype(WORD_DTYPE))
+        plane = tirx.bitwise_and(tirx.shift_right(value, i), 1).astype(dtype)
+        if k % word_bits:
+            plane = tirx.if_then_else(col < k, plane, tirx.const(0, dtype))
+        return tirx.shift_left(plane, bb.astype(dtype))
 
     return te.compute((rows, bits, kw), lambda r, i, word: te.sum(bit(r, i, word, b), axis=b),
                       name=PACK_BLOCK)
 
 
-def _branch_product(a, w, i, j):
-    """One term of P: the popcount of ``a xor w`` weighted by ``2^(i+j)``."""
-    pc = tirx.popcount(tirx.bitwise_xor(a, w))
-    return tirx.shift_left(pc, (i + j).astype(WORD_DTYPE))
+def _branch_popcounts(shape: tuple[int, ...], m_bits: int, k_bits: int,
+                      taps: tuple[int, ...], n_words: int, operands, dtype: str) -> te.Tensor:
+    """``P[idx] = sum_{i, j, taps, word} 2^(i+j) popcount(a xor w)``: the M·K branches.
+
+    ``operands(idx, i, j, taps, word)`` returns the activation and weight words. uint64 words
+    (x86) are summed directly. Byte words (NEON) are summed in two steps: chunks of at most
+    :data:`BYTE_CHUNK` words in uint8 lanes (``cnt`` + byte ``add``, no widening), then the
+    chunks shifted by ``i + j`` into a uint16 accumulator when the largest possible ``P``
+    fits 16 bits, else uint32.
+    """
+    names = ["i", "j"] + [f"r{k}" for k in range(len(taps))]
+    if dtype == "uint64":
+        axes = [te.reduce_axis((0, e), name=nm) for nm, e in zip(names, (m_bits, k_bits) + taps,
+                                                                strict=True)]
+        rw = te.reduce_axis((0, n_words), name="rw")
+
+        def direct(*idx):
+            a, w = operands(idx, axes[0], axes[1], axes[2:], rw)
+            return te.sum(_weighted_popcount(tirx.bitwise_xor(a, w), axes[0] + axes[1]),
+                          axis=[*axes, rw])
+
+        return te.compute(shape, direct, name=BRANCH_BLOCK)
+
+    chunk = max(f for f in range(1, min(n_words, BYTE_CHUNK) + 1) if n_words % f == 0)
+    rank = len(shape)
+
+    def partial(*args):
+        idx, (i, j), tap_vals, wo = args[:rank], args[rank:rank + 2], args[rank + 2:-1], args[-1]
+        rwi = te.reduce_axis((0, chunk), name="rwi")
+        a, w = operands(idx, i, j, tap_vals, wo * chunk + rwi)
+        return te.sum(tirx.popcount(tirx.bitwise_xor(a, w)), axis=rwi)
+
+    chunks = te.compute(shape + (m_bits, k_bits) + taps + (n_words // chunk,), partial,
+                        name=CHUNK_BLOCK)
+    worst = ((1 << m_bits) - 1) * ((1 << k_bits) - 1) * n_words * 8 * int(np.prod(taps))
+    acc = "uint16" if worst <= 0xFFFF else "uint32"
+    axes = [te.reduce_axis((0, e), name=nm) for nm, e in zip(names, (m_bits, k_bits) + taps,
+                                                            strict=True)]
+    rwo = te.reduce_axis((0, n_words // chunk), name="rwo")
+
+    def total(*idx):
+        part = chunks[(*idx, *axes, rwo)].astype(acc)
+        return te.sum(tirx.shift_left(part, (axes[0] + axes[1]).astype(acc)), axis=[*axes, rwo])
+
+    return te.compute(shape, total, name=BRANCH_BLOCK)
 
 
 def _conv_epilogue(p: te.Tensor, rowsum, epi: Epilogue, params, out_channels: int,
@@ -276,20 +337,16 @@ def bitserial_conv2d_nchw(packed: te.Tensor, weight: te.Tensor, epi: Epilogue, *
     sh, sw = strides
     dh, dw = dilation
     ocg = out_channels // groups
-    i = te.reduce_axis((0, m_bits), name="i")
-    j = te.reduce_axis((0, k_bits), name="j")
-    ry = te.reduce_axis((0, kh), name="ry")
-    rx = te.reduce_axis((0, kw), name="rx")
-    rw = te.reduce_axis((0, cw), name="rw")
 
-    def branches(nn, ob, yy, xx, oi):
+    def operands(idx, i, j, taps, rw):
+        nn, ob, yy, xx, oi = idx
+        ry, rx = taps
         g = (ob * oc_inner + oi) // ocg
-        a = packed[nn, g, i, yy * sh + ry * dh, xx * sw + rx * dw, rw]
-        return te.sum(_branch_product(a, weight[ob, j, ry, rx, rw, oi], i, j),
-                      axis=[i, j, ry, rx, rw])
+        return (packed[nn, g, i, yy * sh + ry * dh, xx * sw + rx * dw, rw],
+                weight[ob, j, ry, rx, rw, oi])
 
-    p = te.compute((n, out_channels // oc_inner) + tuple(out_size) + (oc_inner,), branches,
-                   name=BRANCH_BLOCK)
+    p = _branch_popcounts((n, out_channels // oc_inner) + tuple(out_size) + (oc_inner,),
+                          m_bits, k_bits, (kh, kw), cw, operands, str(packed.dtype))
     return _conv_epilogue(p, rowsum, epi, params, out_channels, groups)
 
 
@@ -302,17 +359,14 @@ def bitserial_conv2d_im2col(packed: te.Tensor, weight: te.Tensor, epi: Epilogue,
     n, groups, m_bits, oh, ow, kwords = (int(s) for s in packed.shape)
     _, k_bits, _, oc_inner = (int(s) for s in weight.shape)
     ocg = out_channels // groups
-    i = te.reduce_axis((0, m_bits), name="i")
-    j = te.reduce_axis((0, k_bits), name="j")
-    rw = te.reduce_axis((0, kwords), name="rw")
 
-    def branches(nn, ob, yy, xx, oi):
+    def operands(idx, i, j, _taps, rw):
+        nn, ob, yy, xx, oi = idx
         g = (ob * oc_inner + oi) // ocg
-        return te.sum(_branch_product(packed[nn, g, i, yy, xx, rw], weight[ob, j, rw, oi], i, j),
-                      axis=[i, j, rw])
+        return packed[nn, g, i, yy, xx, rw], weight[ob, j, rw, oi]
 
-    p = te.compute((n, out_channels // oc_inner, oh, ow, oc_inner), branches,
-                   name=BRANCH_BLOCK)
+    p = _branch_popcounts((n, out_channels // oc_inner, oh, ow, oc_inner), m_bits, k_bits, (),
+                          kwords, operands, str(packed.dtype))
     return _conv_epilogue(p, rowsum, epi, params, out_channels, groups)
 
 
@@ -329,8 +383,7 @@ def window_popcount(packed: te.Tensor, kernel: tuple[int, int], strides: tuple[i
     def total(nn, g, yy, xx):
         a = packed[nn, g, i, yy * strides[0] + ry * dilation[0], xx * strides[1] + rx * dilation[1],
                    rw]
-        return te.sum(tirx.shift_left(tirx.popcount(a), i.astype(WORD_DTYPE)),
-                      axis=[i, ry, rx, rw])
+        return te.sum(_weighted_popcount(a, i), axis=[i, ry, rx, rw])
 
     return te.compute((n, groups) + tuple(out_size), total, name=ROWSUM_BLOCK)
 
@@ -342,8 +395,8 @@ def patch_popcount(packed: te.Tensor) -> te.Tensor:
     rw = te.reduce_axis((0, kwords), name="rw")
     return te.compute(
         (n, groups, oh, ow),
-        lambda nn, g, yy, xx: te.sum(tirx.shift_left(tirx.popcount(packed[nn, g, i, yy, xx, rw]),
-                                                     i.astype(WORD_DTYPE)), axis=[i, rw]),
+        lambda nn, g, yy, xx: te.sum(_weighted_popcount(packed[nn, g, i, yy, xx, rw], i),
+                                     axis=[i, rw]),
         name=ROWSUM_BLOCK,
     )
 
@@ -355,8 +408,7 @@ def row_popcount(packed: te.Tensor) -> te.Tensor:
     rw = te.reduce_axis((0, kw), name="rw")
     return te.compute(
         (rows,),
-        lambda r: te.sum(tirx.shift_left(tirx.popcount(packed[r, i, rw]), i.astype(WORD_DTYPE)),
-                         axis=[i, rw]),
+        lambda r: te.sum(_weighted_popcount(packed[r, i, rw], i), axis=[i, rw]),
         name=ROWSUM_BLOCK,
     )
 
@@ -369,15 +421,13 @@ def bitserial_dense(packed: te.Tensor, weight: te.Tensor, epi: Epilogue, *params
     """
     rows, m_bits, kw = (int(s) for s in packed.shape)
     _, k_bits, _, oc_inner = (int(s) for s in weight.shape)
-    i = te.reduce_axis((0, m_bits), name="i")
-    j = te.reduce_axis((0, k_bits), name="j")
-    rw = te.reduce_axis((0, kw), name="rw")
-    p = te.compute(
-        (rows, out_features // oc_inner, oc_inner),
-        lambda r, ob, oi: te.sum(_branch_product(packed[r, i, rw], weight[ob, j, rw, oi], i, j),
-                                 axis=[i, j, rw]),
-        name=BRANCH_BLOCK,
-    )
+
+    def operands(idx, i, j, _taps, rw):
+        r, ob, oi = idx
+        return packed[r, i, rw], weight[ob, j, rw, oi]
+
+    p = _branch_popcounts((rows, out_features // oc_inner, oc_inner), m_bits, k_bits, (), kw,
+                          operands, str(packed.dtype))
     names = [name for name, _ in epi.tensor_params()]
     get = _param_getter(epi, dict(zip(names, params, strict=True)))
 

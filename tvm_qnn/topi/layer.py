@@ -89,6 +89,7 @@ class LayerPlan:
     epilogue: bs.Epilogue
     pad_code: int
     conv_layout: str = "channels"  # conv2d: "channels" or "im2col" (see conv_packing)
+    word_bits: int = 64  # bits per packed word: 64 (x86) or 8 (NEON byte lanes)
 
     @property
     def branches(self) -> int:
@@ -110,8 +111,11 @@ def conv_packing(cg: int, kh: int, kw: int, branches: int) -> str:
     return "im2col" if saving >= 4 and branches >= 16 else "channels"
 
 
-def plan_layer(layer: QuantizedLayer, oc_block: int = 16) -> LayerPlan:
-    """Derive the bit-serial form of ``layer``: planes, packed weights, epilogue constants."""
+def plan_layer(layer: QuantizedLayer, oc_block: int = 16, word_bits: int = 64) -> LayerPlan:
+    """Derive the bit-serial form of ``layer``: planes, packed weights, epilogue constants.
+
+    ``oc_block`` output channels share one vector of weight words of ``word_bits`` bits.
+    """
     if not 1 <= layer.act_bits <= MAX_BITS:
         raise ValueError(f"layer {layer.name}: act_bits={layer.act_bits}, "
                          f"supported 1..{MAX_BITS}")
@@ -128,11 +132,11 @@ def plan_layer(layer: QuantizedLayer, oc_block: int = 16) -> LayerPlan:
         layout = conv_packing(*planes.codes.shape[1:], layer.act_bits * planes.bits)
     if layout == "im2col":
         flat = planes.codes.reshape(planes.codes.shape[0], -1)  # (c, ky, kx) order
-        packed = pack_dense_weights(flat, planes.bits, block)
+        packed = pack_dense_weights(flat, planes.bits, block, word_bits)
     elif layer.kind == "conv2d":
-        packed = pack_conv_weights(planes.codes, planes.bits, block)
+        packed = pack_conv_weights(planes.codes, planes.bits, block, word_bits)
     else:
-        packed = pack_dense_weights(planes.codes, planes.bits, block)
+        packed = pack_dense_weights(planes.codes, planes.bits, block, word_bits)
 
     c_x = (1 << layer.act_bits) - 1
     c_w = (1 << planes.bits) - 1
@@ -164,7 +168,8 @@ def plan_layer(layer: QuantizedLayer, oc_block: int = 16) -> LayerPlan:
         qmin=layer.qmin,
         qmax=layer.qmax,
     )
-    return LayerPlan(layer, planes.bits, block, packed, epi, pad_code=zx, conv_layout=layout)
+    return LayerPlan(layer, planes.bits, block, packed, epi, pad_code=zx, conv_layout=layout,
+                     word_bits=word_bits)
 
 
 def layer_compute(plan: LayerPlan, data: te.Tensor, weight: te.Tensor,
@@ -173,9 +178,9 @@ def layer_compute(plan: LayerPlan, data: te.Tensor, weight: te.Tensor,
 
     ``params`` are the tensors of ``plan.epilogue.tensor_params()``, in order.
     """
-    layer, epi = plan.layer, plan.epilogue
+    layer, epi, word_bits = plan.layer, plan.epilogue, plan.word_bits
     if layer.kind == "dense":
-        packed = bs.pack_bitplanes_rows(data, layer.act_lo, layer.act_bits)
+        packed = bs.pack_bitplanes_rows(data, layer.act_lo, layer.act_bits, word_bits)
         rowsum = bs.row_popcount(packed) if epi.needs_rowsum else None
         return bs.bitserial_dense(packed, weight, epi, *params,
                                   out_features=layer.out_channels, rowsum=rowsum)
@@ -184,12 +189,12 @@ def layer_compute(plan: LayerPlan, data: te.Tensor, weight: te.Tensor,
     if plan.conv_layout == "im2col":
         packed = bs.pack_bitplanes_im2col(data, layer.act_lo, layer.act_bits, layer.groups,
                                           kernel, layer.strides, layer.dilation, layer.pads,
-                                          plan.pad_code, out_size)
+                                          plan.pad_code, out_size, word_bits)
         rowsum = bs.patch_popcount(packed) if epi.needs_rowsum else None
         return bs.bitserial_conv2d_im2col(packed, weight, epi, *params,
                                           out_channels=layer.out_channels, rowsum=rowsum)
     packed = bs.pack_bitplanes_nchw(data, layer.act_lo, layer.act_bits, layer.groups,
-                                    layer.pads, plan.pad_code)
+                                    layer.pads, plan.pad_code, word_bits)
     rowsum = None
     if epi.needs_rowsum:
         rowsum = bs.window_popcount(packed, kernel, layer.strides, layer.dilation, out_size)

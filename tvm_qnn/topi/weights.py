@@ -44,18 +44,19 @@ def decompose_weights(q: np.ndarray) -> WeightPlanes:
     return WeightPlanes(codes=u.reshape(q.shape), lo=lo, step=step, bits=bits)
 
 
-def pack_rows(u: np.ndarray, bits: int) -> np.ndarray:
-    """Pack the last axis of unsigned codes into ``bits`` planes of uint64 words.
+def pack_rows(u: np.ndarray, bits: int, word_bits: int = WORD_BITS) -> np.ndarray:
+    """Pack the last axis of unsigned codes into ``bits`` planes of ``uint{word_bits}`` words.
 
     ``u[..., L]`` → ``[..., bits, words(L)]``; bit ``b`` of word ``w`` of plane ``j`` is bit
-    ``j`` of ``u[..., 64 w + b]``; bits past ``L`` are 0.
+    ``j`` of ``u[..., word_bits * w + b]``; bits past ``L`` are 0.
     """
     length = u.shape[-1]
-    padded = words_for(length) * WORD_BITS
+    padded = words_for(length, word_bits) * word_bits
     planes = (u[..., None, :] >> np.arange(bits)[:, None]) & 1
     planes = np.pad(planes, [(0, 0)] * (planes.ndim - 1) + [(0, padded - length)])
     packed = np.packbits(planes.astype(np.uint8), axis=-1, bitorder="little")
-    return np.ascontiguousarray(packed).view("<u8").astype(np.uint64)
+    dtype = np.dtype(f"uint{word_bits}").newbyteorder("<")
+    return np.ascontiguousarray(packed).view(dtype).astype(f"uint{word_bits}")
 
 
 def choose_oc_block(out_channels_per_group: int, preferred: int) -> int:
@@ -66,18 +67,20 @@ def choose_oc_block(out_channels_per_group: int, preferred: int) -> int:
     return block
 
 
-def pack_conv_weights(u: np.ndarray, bits: int, oc_block: int) -> np.ndarray:
-    """``u[OC, Cg, KH, KW]`` → ``[OC / OCi, K, KH, KW, Cw, OCi]`` uint64 (the conv layout)."""
+def pack_conv_weights(u: np.ndarray, bits: int, oc_block: int,
+                      word_bits: int = WORD_BITS) -> np.ndarray:
+    """``u[OC, Cg, KH, KW]`` → ``[OC / OCi, K, KH, KW, Cw, OCi]`` words (the conv layout)."""
     oc, _, kh, kw = u.shape
-    rows = pack_rows(np.transpose(u, (0, 2, 3, 1)), bits)  # [OC, KH, KW, K, Cw]
+    rows = pack_rows(np.transpose(u, (0, 2, 3, 1)), bits, word_bits)  # [OC, KH, KW, K, Cw]
     cw = rows.shape[-1]
     rows = rows.reshape(oc // oc_block, oc_block, kh, kw, bits, cw)
     return np.ascontiguousarray(np.transpose(rows, (0, 4, 2, 3, 5, 1)))
 
 
-def pack_dense_weights(u: np.ndarray, bits: int, oc_block: int) -> np.ndarray:
-    """``u[OC, K]`` → ``[OC / OCi, K_bits, Kw, OCi]`` uint64 (the dense layout)."""
+def pack_dense_weights(u: np.ndarray, bits: int, oc_block: int,
+                       word_bits: int = WORD_BITS) -> np.ndarray:
+    """``u[OC, K]`` → ``[OC / OCi, K_bits, Kw, OCi]`` words (the dense layout)."""
     oc = u.shape[0]
-    rows = pack_rows(u, bits)  # [OC, K_bits, Kw]
+    rows = pack_rows(u, bits, word_bits)  # [OC, K_bits, Kw]
     rows = rows.reshape(oc // oc_block, oc_block, bits, rows.shape[-1])
     return np.ascontiguousarray(np.transpose(rows, (0, 2, 3, 1)))

@@ -370,10 +370,11 @@ def find_layers(func: relax.Function) -> list[LayerMatch]:
 
 @mutator
 class _Rewriter(PyExprMutator):
-    def __init__(self, mod, oc_block: int):
+    def __init__(self, mod, oc_block: int, word_bits: int):
         super().__init__(mod)
         self.mod = mod
         self.oc_block = oc_block
+        self.word_bits = word_bits
         self.plans: dict[relax.Var, LayerMatch] = {}
         self.skip: set = set()
 
@@ -401,7 +402,7 @@ class _Rewriter(PyExprMutator):
         if match is None:
             super().visit_var_binding_(binding)
             return
-        plan = plan_layer(match.layer, self.oc_block)
+        plan = plan_layer(match.layer, self.oc_block, self.word_bits)
         data = self.visit_expr(match.data)
         if tuple(int(s) for s in match.data.ty.shape.values) != match.layer.input_shape:
             data = self.builder_.emit(relax.op.reshape(data, match.layer.input_shape))
@@ -437,11 +438,14 @@ class RewriteBitserial:
         Output channels per vector of packed weights (the inner dimension of the weight
         layout): 16 for AVX-512, 8 for AVX2 / NEON. Reduced to a divisor of the channels per
         group when needed.
+    word_bits : int
+        Bits per packed word: 64 (x86: 64-bit popcount lanes) or 8 (NEON: byte lanes).
     """
 
-    def __init__(self, oc_block: int = 16):
+    def __init__(self, oc_block: int = 16, word_bits: int = 64):
         self.oc_block = oc_block
+        self.word_bits = word_bits
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:  # noqa: D102
-        mod = _Rewriter(mod, self.oc_block).transform()
+        mod = _Rewriter(mod, self.oc_block, self.word_bits).transform()
         return relax.transform.DeadCodeElimination()(mod)

@@ -48,15 +48,22 @@ class ArmTarget(QnnTarget):
     """An ARM board from :data:`BOARDS` (NEON popcount kernels)."""
 
     name = "arm_cpu"
-    # 8 uint64 lanes = four 128-bit q registers per accumulator row.
-    oc_block = 8
+    # Defaults from the llvm-mca model of the cortex-a72/a53 (``python -m bench.arm_model``):
+    # byte words, because ``cnt`` counts bytes: ``eor`` + ``cnt`` + a byte ``add`` per 128
+    # bits, widened once per chunk of words instead of three widening adds after every
+    # ``cnt`` with 64-bit lanes; 64 output channels (four q registers) per broadcast
+    # activation byte and 2 positions per register tile, so the ``ld1r`` broadcasts (which
+    # use an ASIMD pipe too) cost one uop in 13.
+    default_knobs = CpuKnobs(ow_tile=2, row_tile=1, oc_block=64, word_bits=8)
 
     def __init__(self, board: str = "rasp4b", knobs: CpuKnobs | None = None):
         if board not in BOARDS:
             raise TvmQnnError(f"unknown ARM board {board!r}: one of {sorted(BOARDS)}")
         self.board_name = board
         self.board = BOARDS[board]
-        self.knobs = knobs or CpuKnobs()
+        self.knobs = knobs or self.default_knobs
+        self.oc_block = self.knobs.oc_block or 64
+        self.word_bits = self.knobs.word_bits or 8
 
     @property
     def alias(self) -> str:

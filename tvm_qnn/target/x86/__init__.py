@@ -40,7 +40,8 @@ class X86Target(QnnTarget):
         flags = host_cpu_flags() if mcpu is None else frozenset()
         self.has_vpopcntdq = "avx512_vpopcntdq" in flags or self._mcpu_has_vpopcnt(self.mcpu)
         # 16 uint64 lanes = two zmm per tile row with VPOPCNTDQ; 8 (two ymm) on AVX2.
-        self.oc_block = 16 if self.has_vpopcntdq else 8
+        self.oc_block = self.knobs.oc_block or (16 if self.has_vpopcntdq else 8)
+        self.word_bits = self.knobs.word_bits or 64
 
     @staticmethod
     def _mcpu_has_vpopcnt(mcpu: str) -> bool:
