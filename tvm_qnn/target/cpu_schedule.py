@@ -148,10 +148,11 @@ def _schedule_chunks(sch: s_tir.Schedule, branch, word_loop) -> None:
     sch.set_scope(chunk, 0, "local")
     # One loop per block var: the branch's output dims, (i, j, taps, word chunk), the words.
     own = sch.get_loops(chunk)[depth + 1:]
-    tile, words = own[:rank], own[-1]
-    sch.reorder(words, *own[:-1])
-    sch.vectorize(tile[-1])
-    for loop in own[:-2]:
+    vector, words = own[rank - 1], own[-1]  # the output channels; the words of a chunk
+    others = own[:rank - 1] + own[rank:-1]
+    sch.reorder(words, *others, vector)
+    sch.vectorize(vector)
+    for loop in others:
         sch.unroll(loop)
 
 
