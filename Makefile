@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.tvm_qnn-installed
 
 # Debian packages the project uses (installed when missing; needs root and apt-get).
-SYSTEM_PACKAGES := dataset-fashion-mnist qemu-user gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf
+SYSTEM_PACKAGES := dataset-fashion-mnist qemu-user gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf llvm-19
 
 .PHONY: demo test venv sysdeps data clean
 

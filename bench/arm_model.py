@@ -50,14 +50,20 @@ _CNT = re.compile(r"\bcnt\s+v\d+\.16b")
 _FMLA = re.compile(r"\bfmla\s+v\d+\.4s")
 
 
-def _mca(asm: str, mcpu: str) -> float:
-    """Cycles per iteration of ``asm`` (a loop body) on ``mcpu`` according to llvm-mca."""
+def _mca(asm: str, mcpu: str, resources_only: bool = False) -> float:
+    """Cycles per iteration of ``asm`` (a loop body) on ``mcpu`` according to llvm-mca.
+
+    ``resources_only``: llvm-mca's block reciprocal throughput instead, the issue bound of
+    the instructions with every dependency ignored.
+    """
     tool = shutil.which("llvm-mca-19") or shutil.which("llvm-mca")
     if tool is None:
         raise SystemExit("llvm-mca not found: apt-get install llvm-19 (make sysdeps)")
     out = subprocess.run([tool, "-mtriple=aarch64-linux-gnu", f"-mcpu={MCA_CPU.get(mcpu, mcpu)}",
                           "-iterations=200"], input=asm, capture_output=True, text=True,
                          check=True).stdout
+    if resources_only:
+        return float(re.search(r"Block RThroughput:\s+([\d.]+)", out).group(1))
     cycles = int(re.search(r"Total Cycles:\s+(\d+)", out).group(1))
     return cycles / 200
 
@@ -78,12 +84,12 @@ def _hot_loop(asm: str, pattern: re.Pattern | str = _CNT) -> str:
 
 
 def _throughput(ops: list[str], mcpu: str) -> float:
-    """Groups of ``ops`` per cycle on ``mcpu``, independent of each other (llvm-mca)."""
+    """Groups of ``ops`` per cycle on ``mcpu`` at the issue bound (llvm-mca resources)."""
     body = []
     for k in range(24):
         for op in ops:
             body.append("\t" + op.format(d=k % 20, s=20 + k % 8))
-    return 24 / _mca("\n".join(body), mcpu)
+    return 24 / _mca("\n".join(body), mcpu, resources_only=True)
 
 
 def _macs(layer_name: str) -> int:

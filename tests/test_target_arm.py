@@ -65,15 +65,18 @@ def test_board_table_and_target_forms():
 
 
 @needs_cross
-def test_rpc_device_runs_the_library(cnn, tmp_path):
-    from tvm_qnn.target.arm.device import EmulatedRPCDevice, run_remote
+def test_rpc_device_runs_the_artifact(cnn):
+    from tvm_qnn.target.arm.device import EmulatedRPCDevice, RemoteDevice
 
     art = tvm_qnn.compile(cnn, target="arm_cpu")
-    path = art.export_library(tmp_path / "cnn_rpc.so")
     feeds = random_input(cnn, seed=2)
     with EmulatedRPCDevice("rasp4b") as device:
-        (out,) = run_remote(path, [feeds["image"]], "rasp4b", device.tracker_port)
+        spec = f"rasp4b@127.0.0.1:{device.tracker_port}"
+        assert RemoteDevice.parse(spec) == device.remote
+        out = art.run_on(spec, feeds)
     np.testing.assert_array_equal(out, run_reference(cnn, feeds)[0])
+    with pytest.raises(tvm_qnn.TvmQnnError, match="KEY@HOST:PORT"):
+        RemoteDevice.parse("rasp4b")
 
 
 @needs_cross

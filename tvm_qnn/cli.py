@@ -6,6 +6,8 @@
     tvm-qnn train --precision w2a2 ...          quantization-aware training (python -m
                                                 tvm_qnn.train --help for the options)
     tvm-qnn device start --target arm_cpu       an RPC device (tracker + emulated board)
+    tvm-qnn bench --target arm_cpu:rasp4b       the benchmark suite (x86: measured against
+                                                PyTorch; arm_cpu: the llvm-mca model)
     tvm-qnn demo                                the README's main job
 
 Each command ends with one line a script can grep (``summary:``, ``compiled:``); ``-v`` shows
@@ -87,6 +89,20 @@ def _cmd_device(args) -> int:
     return 0
 
 
+def _run_bench(argv: list[str]) -> int:
+    """``tvm-qnn bench``: the ``bench/`` suite of the source checkout this package runs from."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "bench" / "__main__.py").is_file():
+        raise SystemExit("tvm-qnn bench: the benchmark suite ships with the source checkout "
+                         f"(bench/ is not next to {root / 'tvm_qnn'}); run it from a clone")
+    sys.path.insert(0, str(root))
+    from bench.__main__ import main as bench_main
+
+    return bench_main(argv)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``tvm-qnn`` (exposed for the docs and tests)."""
     parser = argparse.ArgumentParser(prog="tvm-qnn", description=__doc__.split("\n")[0])
@@ -107,8 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="static shape of an input with symbolic dimensions")
     p.set_defaults(func=_cmd_compile)
 
-    # Listed for --help; main() hands its arguments to tvm_qnn.train untouched.
+    # Listed for --help; main() hands their arguments to tvm_qnn.train / bench untouched.
     sub.add_parser("train", help="train a CNV with the {-1,+1} encoding (tvm-qnn train --help)")
+    sub.add_parser("bench", help="the benchmark suite, from a source checkout "
+                                 "(tvm-qnn bench --target x86|arm_cpu[:board] --help)")
 
     p = sub.add_parser("device", help="run an emulated board as a TVM RPC device")
     p.add_argument("action", choices=["start"])
@@ -130,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         from . import train
 
         return train.main(argv[1:])
+    if argv[:1] == ["bench"]:
+        return _run_bench(argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(name)s: %(message)s")

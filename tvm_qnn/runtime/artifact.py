@@ -93,7 +93,7 @@ class Artifact:
         architecture (``arm_cpu``) runs on the target's emulated device.
         """
         if self._vm is None:
-            outs = self._emulator().run_library(self._emulated_library(),
+            outs = self._emulator().run_library(self._exported_library(),
                                                 [a.numpy() for a in self._arguments(args,
                                                                                     kwargs)])
             return outs[0] if len(outs) == 1 else outs
@@ -107,7 +107,24 @@ class Artifact:
                               "emulated device; export it and run it on the board")
         return emulator
 
-    def _emulated_library(self) -> str:
+    def run_on(self, device, *args, **kwargs):
+        """Run the model on a device registered with a TVM RPC tracker.
+
+        ``device`` is a :class:`~tvm_qnn.target.arm.device.RemoteDevice` or its spec
+        ``"KEY@HOST:PORT"``: a board running TVM's ``rpc_server`` with ``--tracker``, or the
+        emulated board of ``tvm-qnn device start``. The library is exported for the target,
+        uploaded and run by the device's Relax VM; inputs as for :meth:`run`.
+        """
+        from ..target.arm.device import RemoteDevice, run_remote
+
+        if isinstance(device, str):
+            device = RemoteDevice.parse(device)
+        arrays = [a.numpy() for a in self._arguments(args, kwargs)]
+        outs = run_remote(self._exported_library(), arrays, device.key, device.tracker_port,
+                          device.tracker_host)
+        return outs[0] if len(outs) == 1 else outs
+
+    def _exported_library(self) -> str:
         if self._library is None:
             folder = tempfile.mkdtemp(prefix="tvm_qnn_lib_")
             self._library = os.path.join(folder, "model.so")

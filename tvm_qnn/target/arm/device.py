@@ -20,6 +20,7 @@ import stat
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +65,13 @@ class EmulatedRPCDevice:
         self.device = EmulatedDevice().ensure()
         self.tracker_port = tracker_port
         self._procs: list[subprocess.Popen] = []
+
+    @property
+    def remote(self) -> RemoteDevice:
+        """This device as the tracker knows it (for ``Artifact.run_on``)."""
+        if self.tracker_port is None:
+            raise TvmQnnError("the device is not started")
+        return RemoteDevice(self.key, self.tracker_port)
 
     def start(self, timeout: float = 180) -> EmulatedRPCDevice:
         """Start the tracker (unless given) and the emulated server; wait until registered."""
@@ -132,6 +140,27 @@ class EmulatedRPCDevice:
         self.stop()
 
 
+@dataclass(frozen=True)
+class RemoteDevice:
+    """A device registered with a TVM RPC tracker: a board running
+    ``python -m tvm.exec.rpc_server --tracker HOST:PORT --key KEY``, or ``tvm-qnn device start``.
+    """
+
+    key: str
+    tracker_port: int
+    tracker_host: str = LOOPBACK
+
+    @classmethod
+    def parse(cls, spec: str) -> RemoteDevice:
+        """``KEY@HOST:PORT`` (or ``KEY@PORT`` on loopback) → a RemoteDevice."""
+        key, _, where = spec.partition("@")
+        host, _, port = where.rpartition(":")
+        if not key or not port.isdigit():
+            raise TvmQnnError(f"device {spec!r}: expected KEY@HOST:PORT "
+                              "(e.g. rasp4b@127.0.0.1:9190)")
+        return cls(key, int(port), host or LOOPBACK)
+
+
 def run_remote(library: str | os.PathLike, inputs: list[np.ndarray], key: str,
                tracker_port: int, tracker_host: str = LOOPBACK,
                timeout: float = 600) -> list[np.ndarray]:
@@ -151,4 +180,4 @@ def run_remote(library: str | os.PathLike, inputs: list[np.ndarray], key: str,
     return [o.numpy() for o in outs]
 
 
-__all__ = ["EmulatedRPCDevice", "run_remote"]
+__all__ = ["EmulatedRPCDevice", "RemoteDevice", "run_remote"]

@@ -1,0 +1,39 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The benchmark suite: ``python -m bench --target T [options]`` (or ``tvm-qnn bench``).
+
+``--target x86`` (default) times the layer suite on this CPU against PyTorch fp32 measured in
+the same run (:mod:`bench.bench_layers`); ``--target arm_cpu[:board]`` prints the llvm-mca
+model of the same layers for the board (:mod:`bench.arm_model`) — a model, never a time,
+since no ARM board is reachable from here. Other options go to the module that runs.
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Dispatch on ``--target``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    target = "x86"
+    if "--target" in argv:
+        k = argv.index("--target")
+        if k + 1 >= len(argv):
+            raise SystemExit("--target needs a value: x86 or arm_cpu[:board]")
+        target = argv[k + 1]
+        del argv[k:k + 2]
+    if target.startswith("arm_cpu"):
+        from . import arm_model
+
+        board = target.partition(":")[2] or "rasp4b"
+        return arm_model.main(["--boards", board, *argv])
+    if target != "x86":
+        raise SystemExit(f"--target {target}: the suite runs on x86 (measured) or "
+                         "arm_cpu[:board] (modelled)")
+    from . import bench_layers
+
+    return bench_layers.main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
