@@ -10,7 +10,9 @@ from .compiler import compile  # noqa: A004 - the product's entry point is named
 from .errors import TvmQnnError, UnsupportedModelError
 from .runtime import Artifact, load
 from .summary import summary
+from .tuning import tune, tune_report
 
 __version__ = "0.1.0"
 
-__all__ = ["Artifact", "TvmQnnError", "UnsupportedModelError", "compile", "load", "summary"]
+__all__ = ["Artifact", "TvmQnnError", "UnsupportedModelError", "compile", "load", "summary",
+           "tune", "tune_report"]

@@ -13,30 +13,45 @@ from .frontend import load_model
 from .runtime import Artifact, TensorInfo
 from .target import resolve_target
 from .transform import LegalizeQuantize, RewriteBitserial, ScheduleBitserial, find_layers
+from .tuning.database import open_database
 
 logger = logging.getLogger("tvm_qnn")
 
 
-def build_pipeline(backend) -> tvm.transform.Pass:
-    """The Relax pipeline of tvm_qnn for ``backend`` (TVM's CPU pipeline plus our passes)."""
+def _before_scheduling(backend) -> list[tvm.transform.Pass]:
+    target = backend.tvm_target
+    # RewriteBitserial before any constant folding: FoldConstant would turn the quantized
+    # weight chains into plain float constants.
+    return (cpu_pipeline.library_dispatch_passes(target)
+            + [RewriteBitserial(backend.oc_block, backend.word_bits), LegalizeQuantize()]
+            + cpu_pipeline.legalize_passes(target)[1:])  # TVM's LegalizeOps is done above
+
+
+def build_pipeline(backend, database=None) -> tvm.transform.Pass:
+    """The Relax pipeline of tvm_qnn for ``backend`` (TVM's CPU pipeline plus our passes).
+
+    ``database``: tuning records (:func:`tvm_qnn.tune`) that override the default templates.
+    """
     target = backend.tvm_target
 
     @tvm.transform.module_pass(opt_level=0, name="TvmQnnPipeline")
     def _pipeline(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         with target:
             seq = tvm.transform.Sequential(
-                cpu_pipeline.library_dispatch_passes(target)
-                # Before any constant folding: FoldConstant would turn the quantized
-                # weight chains into plain float constants.
-                + [RewriteBitserial(backend.oc_block, backend.word_bits), LegalizeQuantize()]
-                + cpu_pipeline.legalize_passes(target)[1:]  # TVM's LegalizeOps is done above
-                + [ScheduleBitserial(backend)]
+                _before_scheduling(backend)
+                + [ScheduleBitserial(backend, database)]
                 + cpu_pipeline.dataflow_lower_passes(target)
                 + cpu_pipeline.finalize_passes(target)
             )
             return seq(mod)
 
     return _pipeline
+
+
+def lower_for_tuning(mod: tvm.IRModule, backend) -> tvm.IRModule:
+    """``mod`` as the pipeline hands it to the schedules: the tuning tasks live here."""
+    with backend.tvm_target:
+        return tvm.transform.Sequential(_before_scheduling(backend))(mod)
 
 
 def layer_report(mod: tvm.IRModule) -> list[dict]:
@@ -57,7 +72,7 @@ def layer_report(mod: tvm.IRModule) -> list[dict]:
 
 
 def compile(model, target="x86", *, shapes: dict | None = None,  # noqa: A001
-            example_inputs=None, strict: bool = False) -> Artifact:
+            example_inputs=None, strict: bool = False, tuning_db=None) -> Artifact:
     """Compile a quantized model into multi-branch bit-serial code.
 
     Parameters
@@ -98,8 +113,9 @@ def compile(model, target="x86", *, shapes: dict | None = None,  # noqa: A001
     inputs = [TensorInfo(p.name, tuple(int(s) for s in p.ty.shape.values), str(p.ty.dtype))
               for p in params]
     logger.info("compiling for %s", backend.describe())
-    exe = tvm.compile(mod, backend.tvm_target, relax_pipeline=build_pipeline(backend))
+    database = open_database(tuning_db) if tuning_db is not None else None
+    exe = tvm.compile(mod, backend.tvm_target, relax_pipeline=build_pipeline(backend, database))
     return Artifact(exe, inputs, backend.describe(), report, backend=backend)
 
 
-__all__ = ["build_pipeline", "compile", "layer_report"]
+__all__ = ["build_pipeline", "compile", "layer_report", "lower_for_tuning"]

@@ -28,6 +28,13 @@ class QnnTarget(abc.ABC):
     def schedule(self, kind: str, func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc:
         """Schedule one bit-serial layer PrimFunc (``kind`` is ``conv2d`` or ``dense``)."""
 
+    def schedule_space(self, kind: str):
+        """The tuning template of ``kind``: ``f(sch)`` scheduling with sampled knobs.
+
+        MetaSchedule searches the decisions of its sampling instructions (tvm_qnn.tune).
+        """
+        raise NotImplementedError(f"{self.name}: no tuning template")
+
     def describe(self) -> str:
         """One line for logs: the alias and what it resolved to."""
         return f"{self.name} ({self.tvm_target})"

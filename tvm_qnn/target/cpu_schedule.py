@@ -16,13 +16,15 @@ from dataclasses import dataclass, replace
 from tvm import s_tir, tirx
 
 from ..topi import bitserial as bs
+from .base import QnnTarget
 
 
 @dataclass(frozen=True)
 class CpuKnobs:
     """Schedule knobs of one layer (the tuning issue searches these)."""
 
-    ow_tile: int = 4  # output positions per register tile (conv)
+    ow_tile: int = 4  # output columns per register tile (conv)
+    oh_tile: int = 1  # output rows per register tile (conv)
     row_tile: int = 1  # batch rows per register tile (dense)
     # Layout (decided when the weights are packed); None: the target's default.
     oc_block: int | None = None  # output channels per weight vector (power of two)
@@ -69,31 +71,53 @@ def _largest_divisor_at_most(n: int, cap: int) -> int:
     return 1
 
 
-def schedule_conv2d(sch: s_tir.Schedule, knobs: CpuKnobs = CpuKnobs()) -> s_tir.Schedule:
-    """Schedule a bit-serial conv2d layer PrimFunc in place (and return ``sch``)."""
+def _tile_split(sch: s_tir.Schedule, loop, tile: int, sample: bool, max_tile: int):
+    """Split ``loop`` into (outer, register tile): the knob's largest divisor, or sampled.
+
+    With ``sample`` the factors come from ``sample_perfect_tile``, so MetaSchedule's tile-size
+    mutator explores them (the tuning template).
+    """
+    if sample:
+        factors = sch.sample_perfect_tile(loop, n=2, max_innermost_factor=max_tile)
+    else:
+        extent = int(sch.get(loop).extent)
+        factors = [None, _largest_divisor_at_most(extent, tile)]
+    return sch.split(loop, factors)
+
+
+def schedule_conv2d(sch: s_tir.Schedule, knobs: CpuKnobs = CpuKnobs(),
+                    sample: bool = False) -> s_tir.Schedule:
+    """Schedule a bit-serial conv2d layer PrimFunc in place (and return ``sch``).
+
+    ``sample``: leave the register tile (rows × columns) to ``sample_perfect_tile`` decisions,
+    the design space MetaSchedule searches.
+    """
     knobs = replace(knobs, parallel=_parallel_worth_it(sch, knobs))
     epi = sch.get_sblock(bs.EPILOGUE_BLOCK)
     branch = sch.get_sblock(bs.BRANCH_BLOCK)
     oc_inner = int(sch.get(branch).writes[0].source.shape[4])
     n, oc, oh, ow = sch.get_loops(epi)
-    ow_extent = int(sch.get(ow).extent)
     ocb, oci = sch.split(oc, [None, oc_inner])
-    owo, owi = sch.split(ow, [None, _largest_divisor_at_most(ow_extent, knobs.ow_tile)])
-    sch.reorder(n, ocb, oh, owo, owi, oci)
+    oho, ohi = _tile_split(sch, oh, knobs.oh_tile, sample, max_tile=4)
+    owo, owi = _tile_split(sch, ow, knobs.ow_tile, sample, max_tile=8)
+    sch.reorder(n, ocb, oho, owo, ohi, owi, oci)
     # Unit loops kept so the loop list has a fixed shape whatever the tile sizes:
-    # [n, ocb, oh, owo | n', ob', oh', ow', oi' | i, j, (ry, rx,) rw].
+    # [n, ocb, oho, owo | n', ob', oh', ow', oi' | i, j, (ry, rx,) rw].
     n_red = _reduction_loops(sch, branch)
     sch.compute_at(branch, owo, preserve_unit_loops=True)
     sch.set_scope(branch, 0, "local")
     loops = sch.get_loops(branch)
-    tile_ow, tile_oc, reduction = loops[-n_red - 2], loops[-n_red - 1], loops[-n_red:]
-    sch.reorder(*reduction, tile_ow, tile_oc)
+    tile_oh, tile_ow, tile_oc = loops[-n_red - 3:-n_red]
+    reduction = loops[-n_red:]
+    sch.reorder(*reduction, tile_oh, tile_ow, tile_oc)
     _schedule_chunks(sch, branch, reduction[-1])
     sch.vectorize(tile_oc)
     sch.unroll(tile_ow)
+    sch.unroll(tile_oh)
     sch.vectorize(oci)
     sch.unroll(owi)
-    fused = sch.fuse(n, ocb, oh)
+    sch.unroll(ohi)
+    fused = sch.fuse(n, ocb, oho)
     if knobs.parallel:
         sch.parallel(fused)
     _schedule_producers(sch, knobs)
@@ -102,15 +126,18 @@ def schedule_conv2d(sch: s_tir.Schedule, knobs: CpuKnobs = CpuKnobs()) -> s_tir.
     return sch
 
 
-def schedule_dense(sch: s_tir.Schedule, knobs: CpuKnobs = CpuKnobs()) -> s_tir.Schedule:
-    """Schedule a bit-serial dense layer PrimFunc in place (and return ``sch``)."""
+def schedule_dense(sch: s_tir.Schedule, knobs: CpuKnobs = CpuKnobs(),
+                   sample: bool = False) -> s_tir.Schedule:
+    """Schedule a bit-serial dense layer PrimFunc in place (and return ``sch``).
+
+    ``sample``: leave the register tile of batch rows to a ``sample_perfect_tile`` decision.
+    """
     knobs = replace(knobs, parallel=_parallel_worth_it(sch, knobs))
     epi = sch.get_sblock(bs.EPILOGUE_BLOCK)
     branch = sch.get_sblock(bs.BRANCH_BLOCK)
     oc_inner = int(sch.get(branch).writes[0].source.shape[2])
     r, oc = sch.get_loops(epi)
-    rows = int(sch.get(r).extent)
-    ro, ri = sch.split(r, [None, _largest_divisor_at_most(rows, knobs.row_tile)])
+    ro, ri = _tile_split(sch, r, knobs.row_tile, sample, max_tile=4)
     ocb, oci = sch.split(oc, [None, oc_inner])
     sch.reorder(ocb, ro, ri, oci)
     # [ocb, ro | r', ob', oi' | i, j, rw] with unit loops kept.
@@ -185,3 +212,22 @@ def _schedule_producers(sch: s_tir.Schedule, knobs: CpuKnobs) -> None:
             sch.parallel(fused)
         if name == bs.PACK_BLOCK:
             sch.unroll(loops[-1])
+
+
+class CpuTarget(QnnTarget):
+    """An LLVM CPU target scheduled by this module (x86, ARM); ``self.knobs`` are its knobs."""
+
+    knobs: CpuKnobs
+
+    def template(self, kind: str, sample: bool = False):
+        """``f(sch)``: the schedule of ``kind`` with this target's knobs (or sampled tiles)."""
+        fn = schedule_conv2d if kind == "conv2d" else schedule_dense
+        return lambda sch: fn(sch, self.knobs, sample=sample)
+
+    def schedule(self, kind, func):
+        sch = s_tir.Schedule(func)
+        self.template(kind)(sch)
+        return sch.mod["main"]
+
+    def schedule_space(self, kind):
+        return self.template(kind, sample=True)

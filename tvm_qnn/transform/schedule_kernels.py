@@ -3,14 +3,19 @@
 
 Runs after legalization and fusion (the bit-serial PrimFuncs are opaque to FuseOps, so they
 reach this pass as the rewrite built them). A PrimFunc marked ``tvm_qnn.scheduled`` (already
-scheduled by this pass) is left alone.
+scheduled by this pass) is left alone. With a tuning database, a layer whose workload has a
+tuning record gets the tuned schedule instead of the target's default template (logged).
 """
 
 from __future__ import annotations
 
+import logging
+
 import tvm
 
 from .rewrite_bitserial import KERNEL_ATTR
+
+logger = logging.getLogger("tvm_qnn")
 
 SCHEDULED_ATTR = "tvm_qnn.scheduled"
 
@@ -23,10 +28,26 @@ class ScheduleBitserial:
     ----------
     backend : tvm_qnn.target.QnnTarget
         The target whose schedules are applied.
+    database : tvm.s_tir.meta_schedule.Database, optional
+        Tuning records (``tvm_qnn.tune``) to take schedules from when they have the layer.
     """
 
-    def __init__(self, backend):
+    def __init__(self, backend, database=None):
         self.backend = backend
+        self.database = database
+
+    def _tuned(self, func: tvm.tirx.PrimFunc):
+        """The tuned schedule of ``func`` from the database, or None."""
+        if self.database is None:
+            return None
+        from ..tuning.tasks import workload
+
+        sch = self.database.query_schedule(workload(func), self.backend.tvm_target, "main")
+        if sch is None:
+            return None
+        # The scheduled function owns renewed buffers: keep it, with the layer's attributes.
+        tuned = sch.mod["main"].without_attr("global_symbol")
+        return tuned.with_attrs({k: v for k, v in func.attrs.items()})
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:  # noqa: D102
         updates = {}
@@ -36,7 +57,14 @@ class ScheduleBitserial:
             kind = func.attrs.get(KERNEL_ATTR)
             if kind is None or func.attrs.get(SCHEDULED_ATTR):
                 continue
-            scheduled = self.backend.schedule(str(kind), func)
+            layer = func.attrs.get("tvm_qnn.layer", gvar.name_hint)
+            scheduled = self._tuned(func)
+            if scheduled is None:
+                scheduled = self.backend.schedule(str(kind), func)
+                if self.database is not None:
+                    logger.info("%s: no tuning record, default template", layer)
+            else:
+                logger.info("%s: tuned schedule from the database", layer)
             updates[gvar] = scheduled.with_attr(SCHEDULED_ATTR, True)
         for gvar, func in updates.items():
             mod[gvar] = func

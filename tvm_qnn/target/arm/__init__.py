@@ -15,8 +15,7 @@ from dataclasses import dataclass
 import tvm
 
 from ...errors import TvmQnnError
-from ..base import QnnTarget
-from ..cpu_schedule import CpuKnobs, schedule_conv2d, schedule_dense
+from ..cpu_schedule import CpuKnobs, CpuTarget
 from .emulator import EmulatedDevice
 
 __all__ = ["BOARDS", "ArmBoard", "ArmTarget", "EmulatedDevice"]
@@ -44,7 +43,7 @@ _TRIPLES = {"aarch64": "aarch64-linux-gnu", "armv7": "armv7l-linux-gnueabihf"}
 _COMPILERS = {"aarch64": "aarch64-linux-gnu-gcc", "armv7": "arm-linux-gnueabihf-gcc"}
 
 
-class ArmTarget(QnnTarget):
+class ArmTarget(CpuTarget):
     """An ARM board from :data:`BOARDS` (NEON popcount kernels)."""
 
     name = "arm_cpu"
@@ -79,9 +78,6 @@ class ArmTarget(QnnTarget):
             spec.update(mattr=["+neon", "+vfp4", "+thumb2"], **{"mfloat-abi": "hard"})
         return tvm.target.Target(spec)
 
-    def schedule(self, kind, func):
-        fn = schedule_conv2d if kind == "conv2d" else schedule_dense
-        return self._apply(func, fn, self.knobs)
 
     @property
     def cross_compiler(self) -> str:

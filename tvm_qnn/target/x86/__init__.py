@@ -8,8 +8,7 @@ import os
 
 import tvm
 
-from ..base import QnnTarget
-from ..cpu_schedule import CpuKnobs, schedule_conv2d, schedule_dense
+from ..cpu_schedule import CpuKnobs, CpuTarget
 
 __all__ = ["X86Target", "host_cpu_flags"]
 
@@ -27,7 +26,7 @@ def host_cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
-class X86Target(QnnTarget):
+class X86Target(CpuTarget):
     """This host's x86 CPU (or an explicit ``mcpu``)."""
 
     name = "x86"
@@ -54,9 +53,6 @@ class X86Target(QnnTarget):
         return tvm.target.Target({"kind": "llvm", "mcpu": self.mcpu,
                                   "num-cores": self.num_cores})
 
-    def schedule(self, kind, func):
-        fn = schedule_conv2d if kind == "conv2d" else schedule_dense
-        return self._apply(func, fn, self.knobs)
 
     def describe(self) -> str:
         isa = "AVX-512 VPOPCNTDQ" if self.has_vpopcntdq else "AVX2"

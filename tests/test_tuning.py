@@ -1,0 +1,81 @@
+# SPDX-License-Identifier: Apache-2.0
+"""tvm_qnn.tune: tasks, the JSON database, resuming, and compile(tuning_db=...)."""
+
+import logging
+
+import numpy as np
+import pytest
+from tvm import s_tir
+from tvm.s_tir import meta_schedule as ms
+
+import tvm_qnn
+from tvm_qnn.compiler import lower_for_tuning
+from tvm_qnn.frontend import load_model
+from tvm_qnn.target import X86Target
+from tvm_qnn.target.cpu_schedule import CpuKnobs
+from tvm_qnn.testing.onnx_models import make_cnn_model, make_conv_model, random_input
+from tvm_qnn.tuning import extract_tasks, open_database
+
+
+@pytest.fixture(scope="module")
+def conv():
+    # 16 channels of 12x12: small enough to build fast, with several tile choices.
+    return make_conv_model("qcdq", in_ch=16, out_ch=16, size=(12, 12), act_bits=2,
+                           weight_bits=2)
+
+
+def test_tasks_are_deduplicated_by_workload():
+    model = make_cnn_model()
+    tasks = extract_tasks(lower_for_tuning(load_model(model), X86Target()))
+    assert [t.kind for t in tasks] == ["conv2d", "conv2d", "conv2d", "dense"]
+    twice = make_conv_model("qdq", in_ch=8, out_ch=8)
+    mod = lower_for_tuning(load_model(twice), X86Target())
+    (task,) = extract_tasks(mod)
+    assert task.layers and task.bits == "W2A8"
+
+
+def test_tune_records_and_resumes(conv, tmp_path):
+    work = tmp_path / "db"
+    db = tvm_qnn.tune(conv, "x86", trials=3, work_dir=work, seed=0)
+    (task,) = extract_tasks(lower_for_tuning(load_model(conv), X86Target()))
+    first = db.get_top_k(db.commit_workload(task.mod), 100)
+    assert 1 <= len(first) <= 3  # the default template is measured first
+    assert all(float(s) < 1 for r in first for s in r.run_secs)
+    # Same budget again: nothing to do, nothing re-measured (the file is unchanged).
+    records = (work / "database_tuning_record.json").read_text()
+    db2 = tvm_qnn.tune(conv, "x86", trials=3, work_dir=work, seed=0)
+    assert (work / "database_tuning_record.json").read_text() == records
+    assert len(db2.get_top_k(db2.commit_workload(task.mod), 100)) == len(first)
+    # The tuned model is still bit-exact.
+    feeds = random_input(conv, seed=1)
+    want = tvm_qnn.compile(conv, "x86").run(feeds)
+    np.testing.assert_array_equal(tvm_qnn.compile(conv, "x86", tuning_db=work).run(feeds), want)
+    rows = tvm_qnn.tune_report(conv, "x86", work)
+    assert rows[0].trials == len(first) and rows[0].best_ms > 0 and rows[0].default_ms > 0
+
+
+def test_database_record_changes_the_generated_code(conv, tmp_path, caplog):
+    """A record with other tile decisions than the default must reach the compiled code."""
+    target = X86Target()
+    (task,) = extract_tasks(lower_for_tuning(load_model(conv), target))
+    other = X86Target(knobs=CpuKnobs(ow_tile=1, oh_tile=2))
+    sch = s_tir.Schedule(task.mod)
+    other.template(task.kind)(sch)
+    db = open_database(tmp_path / "db", create=True)
+    db.commit_tuning_record(ms.database.TuningRecord(
+        sch.trace, db.commit_workload(task.mod), [1e-6], target.tvm_target,
+        ms.arg_info.ArgInfo.from_prim_func(task.mod["main"])))
+    feeds = random_input(conv, seed=2)
+    default = tvm_qnn.compile(conv, "x86")
+    with caplog.at_level(logging.INFO, logger="tvm_qnn"):
+        tuned = tvm_qnn.compile(conv, "x86", tuning_db=tmp_path / "db")
+    assert "tuned schedule from the database" in caplog.text
+    assert tuned.assembly() != default.assembly()
+    np.testing.assert_array_equal(tuned.run(feeds), default.run(feeds))
+
+
+def test_missing_database_is_a_clear_error(conv, tmp_path):
+    with pytest.raises(tvm_qnn.TvmQnnError, match="no such directory"):
+        tvm_qnn.compile(conv, "x86", tuning_db=tmp_path / "nope")
+    with pytest.raises(tvm_qnn.TvmQnnError, match="trials=0"):
+        tvm_qnn.tune(conv, "x86", trials=0, work_dir=tmp_path / "db")

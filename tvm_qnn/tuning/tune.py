@@ -1,0 +1,248 @@
+# SPDX-License-Identifier: Apache-2.0
+"""``tvm_qnn.tune``: MetaSchedule + XGBoost over the bit-serial schedule templates.
+
+Each distinct layer kernel is a task. Its design space is the target's own template with the
+register-tile knobs left to ``sample_perfect_tile`` decisions (``QnnTarget.schedule_space``),
+so the evolutionary search, guided by the XGBoost cost model, explores exactly our knob space.
+Records go to MetaSchedule's JSON database in ``work_dir``; a second call on the same
+directory skips tasks that already have their trials and spends only the rest on the others.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import tvm
+from tvm.ir.utils import derived_object
+from tvm.s_tir import meta_schedule as ms
+
+from ..errors import TvmQnnError
+from .database import open_database
+from .tasks import Task, extract_tasks
+
+logger = logging.getLogger("tvm_qnn")
+
+
+@dataclass
+class TaskResult:
+    """One row of the final table of :func:`tune`."""
+
+    task: str
+    kind: str
+    bits: str
+    trials: int  # records in the database
+    best_ms: float | None  # the tuned schedule, timed here
+    default_ms: float | None  # the default template, timed the same way
+
+    @property
+    def speedup(self) -> float | None:
+        """Default time / tuned time."""
+        if self.best_ms and self.default_ms:
+            return self.default_ms / self.best_ms
+        return None
+
+
+@derived_object
+class _Progress(ms.measure_callback.PyMeasureCallback):
+    """A tqdm bar per task; failed candidates are logged and skipped, never fatal."""
+
+    def __init__(self, tasks: list[Task], budgets: list[int]):
+        from tqdm import tqdm
+
+        self.bars = [tqdm(total=b, desc=f"tuning {t.name}", unit="trial", leave=True)
+                     for t, b in zip(tasks, budgets, strict=True)]
+        self.failed = 0
+
+    def apply(self, task_scheduler, task_id, measure_candidates, builder_results,
+              runner_results):
+        for build, run in zip(builder_results, runner_results, strict=True):
+            error = build.error_msg or run.error_msg
+            if error:
+                self.failed += 1
+                logger.warning("a candidate failed (skipped): %s", str(error).splitlines()[-1])
+        self.bars[task_id].update(len(runner_results))
+
+    def close(self):
+        for bar in self.bars:
+            bar.close()
+
+
+def _records(db: ms.database.Database, mod: tvm.IRModule, limit: int = 1 << 20) -> list:
+    if not db.has_workload(mod):
+        return []
+    return [r for r in db.get_top_k(db.commit_workload(mod), limit) if r.run_secs]
+
+
+def _time(func: tvm.tirx.PrimFunc, target, number: int = 20, repeat: int = 3) -> float:
+    """Median seconds of ``func`` on random arguments (TVM's time evaluator, this host)."""
+    lib = tvm.compile(func, target).mod
+    dev = tvm.cpu()
+    rng = np.random.default_rng(0)
+    args = []
+    for info in ms.arg_info.ArgInfo.from_prim_func(func):
+        shape = tuple(int(s) for s in info.shape)
+        dtype = str(info.dtype)
+        if "float" in dtype:
+            arr = rng.random(shape, dtype=np.float32).astype(dtype)
+        else:
+            info = np.iinfo(dtype)
+            arr = rng.integers(max(info.min, -100), min(info.max, 100), shape).astype(dtype)
+        args.append(tvm.runtime.tensor(arr, dev))
+    timer = lib.time_evaluator(lib.entry_name, dev, number=number, repeat=repeat)
+    return float(np.median(timer(*args).results))
+
+
+def _build(mod: tvm.IRModule, target, _params):
+    """MetaSchedule's default build without its ``import tvm.s_tir.tensor_intrin``.
+
+    That import registers every tensor intrinsic of every target and costs ~20 s in each
+    fresh builder process (the builder pool restarts for every batch): most of a trial.
+    """
+    from tvm.driver import build
+
+    return build(mod, target=target)
+
+
+def _builder() -> ms.builder.Builder:
+    return ms.builder.LocalBuilder(f_build=_build)
+
+
+def _measure_default(task: Task, backend, db, runner) -> None:
+    """Measure the default template with the tuning runner and record it in ``db``.
+
+    The search then starts from it, and what the database calls best is never slower than
+    what compile would use without tuning (both timed by the same runner).
+    """
+    from tvm import s_tir
+
+    sch = s_tir.Schedule(task.mod)
+    backend.template(task.kind)(sch)
+    (built,) = _builder().build([ms.builder.BuilderInput(sch.mod, backend.tvm_target)])
+    if built.error_msg:
+        logger.warning("%s: the default template failed to build: %s", task.name,
+                       built.error_msg.splitlines()[-1])
+        return
+    args_info = ms.arg_info.ArgInfo.from_prim_func(task.mod["main"])
+    (future,) = runner.run([ms.runner.RunnerInput(built.artifact_path, "cpu", args_info)])
+    result = future.result()
+    if result.error_msg:
+        logger.warning("%s: the default template failed to run: %s", task.name,
+                       result.error_msg.splitlines()[-1])
+        return
+    db.commit_tuning_record(ms.database.TuningRecord(
+        sch.trace, db.commit_workload(task.mod), result.run_secs, backend.tvm_target,
+        args_info))
+
+
+def _context(task: Task, backend, seed: int | None) -> ms.TuneContext:
+    space = ms.space_generator.ScheduleFn(
+        backend.schedule_space(task.kind), sch_rules=[], postprocs=[],
+        mutator_probs={ms.mutator.MutateTileSize(): 1.0})
+    # A small population: the template's space is small, and the default (512 samples,
+    # 50 unmeasured before each round) costs a minute per task for nothing.
+    strategy = ms.search_strategy.EvolutionarySearch(
+        population_size=64, init_min_unmeasured=8, genetic_num_iters=2, max_fail_count=3)
+    return ms.TuneContext(task.mod, target=backend.tvm_target, space_generator=space,
+                          search_strategy=strategy, task_name=task.name,
+                          rand_state=-1 if seed is None else seed, num_threads=1)
+
+
+def tune(model, target="x86", *, trials: int = 64, work_dir: str | os.PathLike = "tvm_qnn_tuning",
+         runner=None, shapes: dict | None = None, example_inputs=None,
+         seed: int | None = None) -> ms.database.Database:
+    """Tune the bit-serial layers of ``model`` for ``target``; return the tuning database.
+
+    Parameters
+    ----------
+    model, shapes, example_inputs
+        As for :func:`tvm_qnn.compile`.
+    target : str, dict, tvm.target.Target or QnnTarget
+        The device to tune for (``"x86"``: this CPU).
+    trials : int
+        Measured candidates per distinct layer kernel, at most (the search stops earlier when
+        the template has no unmeasured candidate left).
+    work_dir : path
+        Where the JSON database (and MetaSchedule's logs) live. Tuning again with the same
+        directory resumes: tasks with ``trials`` records are skipped, others get the rest.
+    runner : tvm.s_tir.meta_schedule.Runner, optional
+        How candidates are timed; default: this CPU (``LocalRunner``).
+    seed : int, optional
+        Seed of the search, for reproducible runs.
+
+    Returns
+    -------
+    tvm.s_tir.meta_schedule.Database
+        Pass it (or ``work_dir``) to ``tvm_qnn.compile(..., tuning_db=...)``;
+        :func:`tune_report` gives the table of tuned vs default times.
+    """
+    from ..compiler import lower_for_tuning
+    from ..frontend import load_model
+    from ..target import resolve_target
+
+    if trials < 1:
+        raise TvmQnnError(f"trials={trials}: at least 1")
+    backend = resolve_target(target)
+    tasks = extract_tasks(lower_for_tuning(load_model(model, shapes, example_inputs), backend))
+    if not tasks:
+        raise TvmQnnError("the model has no bit-serial layer to tune")
+    work_dir = os.fspath(work_dir)
+    db = open_database(work_dir, create=True)
+    runner = runner or ms.runner.LocalRunner(
+        evaluator_config=ms.runner.EvaluatorConfig(number=10, repeat=3, min_repeat_ms=0))
+    pending, budgets = [], []
+    for task in tasks:
+        done = len(_records(db, task.mod))
+        if done == 0:
+            _measure_default(task, backend, db, runner)
+            done = len(_records(db, task.mod))
+        if done >= trials:
+            logger.info("%s: %d trials in the database, skipped", task.name, done)
+        else:
+            pending.append(task)
+            budgets.append(trials - done)
+    if not pending:
+        return db
+    # One MetaSchedule run for all tasks: its builder and runner worker pools start once.
+    progress = _Progress(pending, budgets)
+    try:
+        ms.tune_tasks(tasks=[_context(t, backend, seed) for t in pending],
+                      task_weights=[float(len(t.layers)) for t in pending], work_dir=work_dir,
+                      max_trials_global=sum(budgets), max_trials_per_task=max(budgets),
+                      num_trials_per_iter=min(16, max(budgets)), database=db,
+                      builder=_builder(), runner=runner,
+                      cost_model="xgb", task_scheduler="round-robin",
+                      measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"),
+                                         progress])
+    finally:
+        progress.close()
+    return db
+
+
+def tune_report(model, target="x86", tuning_db="tvm_qnn_tuning", *, shapes=None,
+                example_inputs=None, time_kernels: bool = True) -> list[TaskResult]:
+    """One row per task: trials in the database, tuned and default kernel time (this host)."""
+    from ..compiler import lower_for_tuning
+    from ..frontend import load_model
+    from ..target import resolve_target
+
+    backend = resolve_target(target)
+    db = open_database(tuning_db)
+    tasks = extract_tasks(lower_for_tuning(load_model(model, shapes, example_inputs), backend))
+    rows = []
+    for task in tasks:
+        best = default = None
+        sch = db.query_schedule(task.mod, backend.tvm_target, "main")
+        if time_kernels and backend.runs_here():
+            default = _time(backend.schedule(task.kind, task.mod["main"]), backend.tvm_target)
+            if sch is not None:
+                best = _time(sch.mod["main"], backend.tvm_target)
+        rows.append(TaskResult(task.name, task.kind, task.bits, len(_records(db, task.mod)),
+                               None if best is None else best * 1e3,
+                               None if default is None else default * 1e3))
+    return rows
+
+
+__all__ = ["TaskResult", "tune", "tune_report"]
