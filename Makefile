@@ -6,11 +6,13 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.tvm_qnn-installed
 
 # Debian packages the project uses (installed when missing; needs root and apt-get).
-SYSTEM_PACKAGES := dataset-fashion-mnist qemu-user gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf llvm-19
+# g++ and cmake build the accelerator simulator during the pip install, so they come first.
+SYSTEM_PACKAGES := g++ cmake dataset-fashion-mnist qemu-user gcc-aarch64-linux-gnu \
+	gcc-arm-linux-gnueabihf llvm-19
 
 .PHONY: demo test venv sysdeps data clean
 
-venv: $(STAMP) sysdeps
+venv: sysdeps $(STAMP)
 
 sysdeps:
 	@missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -22,7 +24,7 @@ sysdeps:
 
 data: sysdeps
 
-$(STAMP): pyproject.toml CMakeLists.txt
+$(STAMP): pyproject.toml CMakeLists.txt | sysdeps
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[test]"
