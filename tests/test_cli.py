@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""``tvm-qnn summary`` / ``tvm-qnn compile``: tables, greppable result lines, exit codes."""
+"""``tvm-qnn summary`` / ``compile`` / ``tune``: tables, greppable result lines, exit codes."""
 
 import os
 import re
@@ -46,3 +46,17 @@ def test_console_script_and_verbose_log(tmp_path):
     proc = subprocess.run([exe, "-v", "summary", _model(tmp_path)], capture_output=True,
                           text=True, timeout=300, check=True)
     assert "summary: 4/4" in proc.stdout
+
+
+def test_tune_then_compile_with_the_database(tmp_path, capsys):
+    # One trial: the default template measured and recorded, the search itself skipped.
+    db = tmp_path / "db"
+    assert cli.main(["tune", _model(tmp_path), "--trials", "1", "--work-dir", str(db)]) == 0
+    out = capsys.readouterr().out
+    assert re.search(rf"^tuned: {re.escape(str(db))} tasks=4 seconds=[\d.]+$", out, re.M)
+    assert re.search(r"^conv1\s+conv2d\s+W2A2\s+1\s+[\d.]+\s+[\d.]+\s+[\d.]+$", out, re.M)
+    assert cli.main(["compile", _model(tmp_path), "-o", str(tmp_path / "t.so"),
+                     "--tuning-db", str(db)]) == 0
+    assert cli.main(["compile", _model(tmp_path), "-o", str(tmp_path / "u.so"),
+                     "--tuning-db", str(tmp_path / "none")]) == 2
+    assert "no such directory" in capsys.readouterr().err

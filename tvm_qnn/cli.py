@@ -6,6 +6,8 @@
     tvm-qnn train --precision w2a2 ...          quantization-aware training (python -m
                                                 tvm_qnn.train --help for the options)
     tvm-qnn device start --target arm_cpu       an RPC device (tracker + emulated board)
+    tvm-qnn tune MODEL --target x86 --trials 64 --work-dir db   tune, then
+                                                `tvm-qnn compile MODEL --tuning-db db`
     tvm-qnn bench --target arm_cpu:rasp4b       the benchmark suite (x86: measured against
                                                 PyTorch; arm_cpu: the llvm-mca model)
     tvm-qnn demo                                the README's main job
@@ -52,10 +54,31 @@ def _cmd_compile(args) -> int:
     from .compiler import compile as qnn_compile
 
     start = time.perf_counter()
-    art = qnn_compile(args.model, target=args.target, shapes=_shapes(args.shape))
+    art = qnn_compile(args.model, target=args.target, shapes=_shapes(args.shape),
+                      tuning_db=args.tuning_db)
     art.export_library(args.output)
     n = sum(1 for r in art.layers if r["bitserial"])
     print(f"compiled: {args.output} target={art.target} bitserial_layers={n}/{len(art.layers)} "
+          f"seconds={time.perf_counter() - start:.1f}")
+    return 0
+
+
+def _cmd_tune(args) -> int:
+    from .tuning import tune, tune_report
+
+    start = time.perf_counter()
+    tune(args.model, target=args.target, trials=args.trials, work_dir=args.work_dir,
+         shapes=_shapes(args.shape))
+    rows = tune_report(args.model, target=args.target, tuning_db=args.work_dir,
+                       shapes=_shapes(args.shape))
+    print(f"{'task':<24} {'kind':<7} {'bits':<5} {'trials':>6} {'tuned ms':>9} "
+          f"{'default ms':>10} {'speed-up':>8}")
+    for r in rows:
+        def fmt(v, spec):
+            return format(v, spec) if v is not None else "-"
+        print(f"{r.task:<24} {r.kind:<7} {r.bits:<5} {r.trials:>6} {fmt(r.best_ms, '9.4f')} "
+              f"{fmt(r.default_ms, '10.4f')} {fmt(r.speedup, '8.2f')}")
+    print(f"tuned: {args.work_dir} tasks={len(rows)} "
           f"seconds={time.perf_counter() - start:.1f}")
     return 0
 
@@ -121,7 +144,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="path of the .so to write")
     p.add_argument("--shape", action="append", metavar="NAME=D0,D1,...",
                    help="static shape of an input with symbolic dimensions")
+    p.add_argument("--tuning-db", default=None, help="the work dir of `tvm-qnn tune`")
     p.set_defaults(func=_cmd_compile)
+
+    p = sub.add_parser("tune", help="tune the bit-serial layers (MetaSchedule + XGBoost)")
+    p.add_argument("model", help="quantized ONNX model")
+    p.add_argument("--target", default="x86", help="x86 (default): tuned on this CPU")
+    p.add_argument("--trials", type=int, default=64, help="trials per distinct layer kernel")
+    p.add_argument("--work-dir", default="tvm_qnn_tuning", help="the JSON database (resumable)")
+    p.add_argument("--shape", action="append", metavar="NAME=D0,D1,...",
+                   help="static shape of an input with symbolic dimensions")
+    p.set_defaults(func=_cmd_tune)
 
     # Listed for --help; main() hands their arguments to tvm_qnn.train / bench untouched.
     sub.add_parser("train", help="train a CNV with the {-1,+1} encoding (tvm-qnn train --help)")
