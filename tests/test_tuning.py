@@ -79,3 +79,26 @@ def test_missing_database_is_a_clear_error(conv, tmp_path):
         tvm_qnn.compile(conv, "x86", tuning_db=tmp_path / "nope")
     with pytest.raises(tvm_qnn.TvmQnnError, match="trials=0"):
         tvm_qnn.tune(conv, "x86", trials=0, work_dir=tmp_path / "db")
+
+
+def test_rpc_runner_survives_a_dead_server_and_resumes(conv, tmp_path, caplog):
+    """Tuning through a TVM tracker on loopback; the server dies; a re-run finishes the job."""
+    from tvm_qnn.runtime.rpc import RPCDevice
+    from tvm_qnn.tuning.tune import _records
+
+    work = tmp_path / "db"
+    (task,) = extract_tasks(lower_for_tuning(load_model(conv), X86Target()))
+    with RPCDevice("qnn-tuning-test") as device:
+        db = tvm_qnn.tune(conv, "x86", trials=2, work_dir=work, runner=device.remote, seed=0)
+        measured = len(_records(db, task.mod))
+        assert measured >= 1
+        device.stop_server()  # the board dies
+        with caplog.at_level(logging.WARNING, logger="tvm_qnn"):
+            db = tvm_qnn.tune(conv, "x86", trials=4, work_dir=work, runner=device.remote,
+                              timeout=4, seed=1)
+        assert "failed" in caplog.text  # reported, not fatal, and nothing counted as measured
+        assert len(_records(db, task.mod)) == measured
+        device.start_server()  # back: the re-run measures what is missing
+        spec = f"qnn-tuning-test@127.0.0.1:{device.tracker_port}"
+        db = tvm_qnn.tune(conv, "x86", trials=4, work_dir=work, runner=spec, seed=2)
+        assert len(_records(db, task.mod)) > measured

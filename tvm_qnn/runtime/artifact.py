@@ -115,7 +115,7 @@ class Artifact:
         emulated board of ``tvm-qnn device start``. The library is exported for the target,
         uploaded and run by the device's Relax VM; inputs as for :meth:`run`.
         """
-        from ..target.arm.device import RemoteDevice, run_remote
+        from .rpc import RemoteDevice, run_remote
 
         if isinstance(device, str):
             device = RemoteDevice.parse(device)

@@ -71,9 +71,37 @@ class _Progress(ms.measure_callback.PyMeasureCallback):
 
 
 def _records(db: ms.database.Database, mod: tvm.IRModule, limit: int = 1 << 20) -> list:
+    """The measured records of ``mod`` (failed candidates, stored as 1e10 s, left out)."""
     if not db.has_workload(mod):
         return []
-    return [r for r in db.get_top_k(db.commit_workload(mod), limit) if r.run_secs]
+    return [r for r in db.get_top_k(db.commit_workload(mod), limit)
+            if r.run_secs and max(float(s) for s in r.run_secs) < 1e9]
+
+
+def _runner(runner, timeout: float) -> ms.runner.Runner:
+    """A MetaSchedule runner: this CPU by default, or a device behind a TVM RPC tracker."""
+    from ..runtime.rpc import RemoteDevice
+
+    evaluator = ms.runner.EvaluatorConfig(number=10, repeat=3, min_repeat_ms=0)
+    if runner is None or runner == "local":
+        return ms.runner.LocalRunner(evaluator_config=evaluator, timeout_sec=timeout)
+    if isinstance(runner, str):
+        runner = RemoteDevice.parse(runner)
+    if isinstance(runner, RemoteDevice):
+        # A candidate whose session cannot start (server gone) or that hangs is killed after
+        # ``timeout`` and recorded as failed: tuning goes on, a re-run measures it again.
+        from tvm.support.popen_pool import PopenPoolExecutor
+
+        config = ms.runner.RPCConfig(tracker_host=runner.tracker_host,
+                                     tracker_port=runner.tracker_port,
+                                     tracker_key=runner.key, session_timeout_sec=int(timeout))
+        rpc_runner = ms.runner.RPCRunner(config, evaluator_config=evaluator)
+        # RPCRunner's worker pool has no timeout: with the server gone, the tracker request
+        # blocks forever and so would tuning. A pool that kills the worker after ``timeout``
+        # turns that into a failed candidate.
+        rpc_runner.pool = PopenPoolExecutor(max_workers=1, timeout=timeout)
+        return rpc_runner
+    return runner
 
 
 def _time(func: tvm.tirx.PrimFunc, target, number: int = 20, repeat: int = 3) -> float:
@@ -151,7 +179,7 @@ def _context(task: Task, backend, seed: int | None) -> ms.TuneContext:
 
 
 def tune(model, target="x86", *, trials: int = 64, work_dir: str | os.PathLike = "tvm_qnn_tuning",
-         runner=None, shapes: dict | None = None, example_inputs=None,
+         runner=None, timeout: float = 30, shapes: dict | None = None, example_inputs=None,
          seed: int | None = None) -> ms.database.Database:
     """Tune the bit-serial layers of ``model`` for ``target``; return the tuning database.
 
@@ -167,8 +195,12 @@ def tune(model, target="x86", *, trials: int = 64, work_dir: str | os.PathLike =
     work_dir : path
         Where the JSON database (and MetaSchedule's logs) live. Tuning again with the same
         directory resumes: tasks with ``trials`` records are skipped, others get the rest.
-    runner : tvm.s_tir.meta_schedule.Runner, optional
-        How candidates are timed; default: this CPU (``LocalRunner``).
+    runner : "local", "KEY@HOST:PORT", RemoteDevice or tvm.s_tir.meta_schedule.Runner
+        Where candidates are timed: this CPU (default), or a device registered with a TVM RPC
+        tracker (a board running ``tvm.exec.rpc_server --tracker``; ``RPCDevice`` on
+        loopback). Candidates that fail or time out are logged and recorded as failed.
+    timeout : float
+        Seconds a candidate (and an RPC session) may take before it counts as failed.
     seed : int, optional
         Seed of the search, for reproducible runs.
 
@@ -190,8 +222,7 @@ def tune(model, target="x86", *, trials: int = 64, work_dir: str | os.PathLike =
         raise TvmQnnError("the model has no bit-serial layer to tune")
     work_dir = os.fspath(work_dir)
     db = open_database(work_dir, create=True)
-    runner = runner or ms.runner.LocalRunner(
-        evaluator_config=ms.runner.EvaluatorConfig(number=10, repeat=3, min_repeat_ms=0))
+    runner = _runner(runner, timeout)
     pending, budgets = [], []
     for task in tasks:
         done = len(_records(db, task.mod))

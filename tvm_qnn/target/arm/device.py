@@ -1,55 +1,23 @@
 # SPDX-License-Identifier: Apache-2.0
-"""The emulated board as a TVM RPC device: a tracker and an RPC server on loopback.
+"""The emulated aarch64 board as a TVM RPC device (``tvm-qnn device start``).
 
-This is what a user does with a real Raspberry Pi (``python -m tvm.exec.rpc_server --tracker
-HOST:9190 --key rasp4b`` on the Pi), done here on the emulated aarch64 device. One trick: the
-RPC server starts its workers with ``sys.executable``, which under ``qemu-aarch64`` (no binfmt)
-must be a host script that runs qemu with the aarch64 Python; the server is started with
-``sys.executable`` pointing at such a wrapper.
-
-To use a real board instead: run the tracker here (``python -m tvm.exec.rpc_tracker --host
-0.0.0.0 --port 9190``), the server on the Pi with ``--tracker <this host>:9190 --key rasp4b``,
-and pass the same ``tracker``/``key`` to :func:`run_remote`.
+The server runs under qemu-user; TVM's server spawns its workers with ``sys.executable``, which
+without binfmt must be a host script that execs qemu-aarch64 with the aarch64 Python, so the
+server is started with ``sys.executable`` pointing at such a wrapper. Everything else is the
+host's :class:`~tvm_qnn.runtime.rpc.RPCDevice`.
 """
 
 from __future__ import annotations
 
 import os
-import socket
 import stat
-import subprocess
-import sys
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from ...errors import TvmQnnError
+from ...runtime.rpc import LOOPBACK, RemoteDevice, RPCDevice, run_remote
 from .emulator import EmulatedDevice
 
-LOOPBACK = "127.0.0.1"
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind((LOOPBACK, 0))
-        return s.getsockname()[1]
-
-
-def _wait_for_port(port: int, proc: subprocess.Popen, what: str, timeout: float) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise TvmQnnError(f"the {what} exited: {proc.stderr.read() if proc.stderr else ''}")
-        with socket.socket() as s:
-            if s.connect_ex((LOOPBACK, port)) == 0:
-                return
-        time.sleep(0.3)
-    raise TvmQnnError(f"the {what} did not listen on {LOOPBACK}:{port} within {timeout:.0f} s")
-
-
-class EmulatedRPCDevice:
+class EmulatedRPCDevice(RPCDevice):
     """Tracker + RPC server of the emulated aarch64 device (loopback only); a context manager.
 
     Parameters
@@ -60,42 +28,18 @@ class EmulatedRPCDevice:
         Use a tracker already listening on this loopback port instead of starting one.
     """
 
+    what = "emulated RPC server"
+
     def __init__(self, key: str = "rasp4b", tracker_port: int | None = None):
-        self.key = key
+        super().__init__(key, tracker_port)
         self.device = EmulatedDevice().ensure()
-        self.tracker_port = tracker_port
-        self._procs: list[subprocess.Popen] = []
 
-    @property
-    def remote(self) -> RemoteDevice:
-        """This device as the tracker knows it (for ``Artifact.run_on``)."""
-        if self.tracker_port is None:
-            raise TvmQnnError("the device is not started")
-        return RemoteDevice(self.key, self.tracker_port)
+    def _server_executable(self) -> str:
+        return str(self._wrapper())
 
-    def start(self, timeout: float = 180) -> EmulatedRPCDevice:
-        """Start the tracker (unless given) and the emulated server; wait until registered."""
-        if self.tracker_port is None:
-            self.tracker_port = _free_port()
-            tracker = subprocess.Popen(
-                [sys.executable, "-m", "tvm.exec.rpc_tracker", "--host", LOOPBACK,
-                 "--port", str(self.tracker_port), "--port-end", str(self.tracker_port + 1)],
-                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-            self._procs.append(tracker)
-            _wait_for_port(self.tracker_port, tracker, "RPC tracker", 60)
-        wrapper = self._wrapper()
-        server_port = _free_port()
-        code = ("import sys, runpy; sys.executable = %r; sys.argv = ['rpc_server', '--host', %r,"
-                " '--port', '%d', '--port-end', '%d', '--tracker', '%s:%d', '--key', %r];"
-                " runpy.run_module('tvm.exec.rpc_server', run_name='__main__')"
-                % (str(wrapper), LOOPBACK, server_port, server_port + 1, LOOPBACK,
-                   self.tracker_port, self.key))
+    def _server_command(self, code):
         env = dict(os.environ, PYTHONPATH=str(self.device.site), TVM_NUM_THREADS="1")
-        server = subprocess.Popen([str(wrapper), "-c", code], env=env,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        self._procs.append(server)
-        self._wait_registered(server, timeout)
-        return self
+        return [str(self._wrapper()), "-c", code], env
 
     def _wrapper(self) -> Path:
         path = self.device.home / "python-aarch64"
@@ -108,76 +52,5 @@ class EmulatedRPCDevice:
             os.replace(tmp, path)
         return path
 
-    def _wait_registered(self, server: subprocess.Popen, timeout: float) -> None:
-        from tvm import rpc
 
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if server.poll() is not None:
-                raise TvmQnnError(f"the emulated RPC server exited: {server.stderr.read()}")
-            summary = rpc.connect_tracker(LOOPBACK, self.tracker_port).summary()
-            if any(self.key in str(s) for s in summary.get("server_info", [])):
-                return
-            time.sleep(1.0)
-        raise TvmQnnError(f"the emulated RPC server did not register key {self.key!r} with the "
-                          f"tracker within {timeout:.0f} s")
-
-    def stop(self) -> None:
-        """Stop the server and the tracker this object started."""
-        for proc in reversed(self._procs):
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-        self._procs.clear()
-
-    def __enter__(self) -> EmulatedRPCDevice:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-
-@dataclass(frozen=True)
-class RemoteDevice:
-    """A device registered with a TVM RPC tracker: a board running
-    ``python -m tvm.exec.rpc_server --tracker HOST:PORT --key KEY``, or ``tvm-qnn device start``.
-    """
-
-    key: str
-    tracker_port: int
-    tracker_host: str = LOOPBACK
-
-    @classmethod
-    def parse(cls, spec: str) -> RemoteDevice:
-        """``KEY@HOST:PORT`` (or ``KEY@PORT`` on loopback) → a RemoteDevice."""
-        key, _, where = spec.partition("@")
-        host, _, port = where.rpartition(":")
-        if not key or not port.isdigit():
-            raise TvmQnnError(f"device {spec!r}: expected KEY@HOST:PORT "
-                              "(e.g. rasp4b@127.0.0.1:9190)")
-        return cls(key, int(port), host or LOOPBACK)
-
-
-def run_remote(library: str | os.PathLike, inputs: list[np.ndarray], key: str,
-               tracker_port: int, tracker_host: str = LOOPBACK,
-               timeout: float = 600) -> list[np.ndarray]:
-    """Run ``main`` of an exported library on a device registered with a tracker."""
-    from tvm import relax, rpc
-
-    remote = rpc.connect_tracker(tracker_host, tracker_port).request(
-        key, priority=1, session_timeout=timeout)
-    remote.upload(str(library))
-    module = remote.load_module(os.path.basename(str(library)))
-    vm = relax.VirtualMachine(module, remote.cpu())
-    import tvm
-
-    args = [tvm.runtime.tensor(np.ascontiguousarray(a), remote.cpu()) for a in inputs]
-    out = vm["main"](*args)
-    outs = [out] if hasattr(out, "numpy") else list(out)
-    return [o.numpy() for o in outs]
-
-
-__all__ = ["EmulatedRPCDevice", "RemoteDevice", "run_remote"]
+__all__ = ["LOOPBACK", "EmulatedRPCDevice", "RemoteDevice", "run_remote"]
