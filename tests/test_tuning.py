@@ -102,3 +102,24 @@ def test_rpc_runner_survives_a_dead_server_and_resumes(conv, tmp_path, caplog):
         spec = f"qnn-tuning-test@127.0.0.1:{device.tracker_port}"
         db = tvm_qnn.tune(conv, "x86", trials=4, work_dir=work, runner=spec, seed=2)
         assert len(_records(db, task.mod)) > measured
+
+
+def test_a_write_cut_short_loses_one_record_not_the_database(conv, tmp_path, caplog):
+    work = tmp_path / "db"
+    db = open_database(work, create=True)
+    (task,) = extract_tasks(lower_for_tuning(load_model(conv), X86Target()))
+    args_info = ms.arg_info.ArgInfo.from_prim_func(task.mod["main"])
+    for tile in (1, 2, 3):
+        sch = s_tir.Schedule(task.mod)
+        X86Target(knobs=CpuKnobs(ow_tile=tile)).template(task.kind)(sch)
+        db.commit_tuning_record(ms.database.TuningRecord(
+            sch.trace, db.commit_workload(task.mod), [1e-5 * tile], X86Target().tvm_target,
+            args_info))
+    records = work / "database_tuning_record.json"
+    text = records.read_text()
+    records.write_text(text[:-25])  # the process died while appending the last record
+    with caplog.at_level(logging.WARNING, logger="tvm_qnn"):
+        db = open_database(work)
+    assert "dropped 1 unreadable line" in caplog.text
+    assert len(db.get_all_tuning_records()) == 2
+    assert (work / "database_tuning_record.json.corrupt").read_text() == text[:-25]

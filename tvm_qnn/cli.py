@@ -68,7 +68,7 @@ def _cmd_tune(args) -> int:
 
     start = time.perf_counter()
     tune(args.model, target=args.target, trials=args.trials, work_dir=args.work_dir,
-         shapes=_shapes(args.shape))
+         runner=args.runner, timeout=args.timeout, shapes=_shapes(args.shape))
     rows = tune_report(args.model, target=args.target, tuning_db=args.work_dir,
                        shapes=_shapes(args.shape))
     print(f"{'task':<24} {'kind':<7} {'bits':<5} {'trials':>6} {'tuned ms':>9} "
@@ -152,6 +152,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", default="x86", help="x86 (default): tuned on this CPU")
     p.add_argument("--trials", type=int, default=64, help="trials per distinct layer kernel")
     p.add_argument("--work-dir", default="tvm_qnn_tuning", help="the JSON database (resumable)")
+    p.add_argument("--runner", default="local",
+                   help="local (this CPU, default) or KEY@HOST:PORT of a TVM RPC tracker")
+    p.add_argument("--timeout", type=float, default=30,
+                   help="seconds before a candidate (or RPC session) counts as failed")
     p.add_argument("--shape", action="append", metavar="NAME=D0,D1,...",
                    help="static shape of an input with symbolic dimensions")
     p.set_defaults(func=_cmd_tune)
