@@ -6,7 +6,6 @@ from __future__ import annotations
 import abc
 
 import tvm
-from tvm import s_tir
 
 
 class QnnTarget(abc.ABC):
@@ -63,9 +62,3 @@ class QnnTarget(abc.ABC):
             module.export_library(path, fcompile=cc.cross_compiler(self.cross_compiler))
         else:
             module.export_library(path)
-
-    @staticmethod
-    def _apply(func, schedule_fn, knobs) -> tvm.tirx.PrimFunc:
-        sch = s_tir.Schedule(func)
-        schedule_fn(sch, knobs)
-        return sch.mod["main"]

@@ -54,14 +54,12 @@ class _Progress(ms.measure_callback.PyMeasureCallback):
 
         self.bars = [tqdm(total=b, desc=f"tuning {t.name}", unit="trial", leave=True)
                      for t, b in zip(tasks, budgets, strict=True)]
-        self.failed = 0
 
     def apply(self, task_scheduler, task_id, measure_candidates, builder_results,
               runner_results):
         for build, run in zip(builder_results, runner_results, strict=True):
             error = build.error_msg or run.error_msg
             if error:
-                self.failed += 1
                 logger.warning("a candidate failed (skipped): %s", str(error).splitlines()[-1])
         self.bars[task_id].update(len(runner_results))
 

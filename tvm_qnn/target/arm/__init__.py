@@ -78,7 +78,6 @@ class ArmTarget(CpuTarget):
             spec.update(mattr=["+neon", "+vfp4", "+thumb2"], **{"mfloat-abi": "hard"})
         return tvm.target.Target(spec)
 
-
     @property
     def cross_compiler(self) -> str:
         """The gcc that links libraries for the board."""
