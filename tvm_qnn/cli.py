@@ -10,6 +10,8 @@
                                                 `tvm-qnn compile MODEL --tuning-db db`
     tvm-qnn bench --target arm_cpu:rasp4b       the benchmark suite (x86: measured against
                                                 PyTorch; arm_cpu: the llvm-mca model)
+    tvm-qnn sim [MODEL] [--config cfg.json]     the accelerator's cycle model per layer (the
+                                                layer suite, or a model's layers)
     tvm-qnn demo                                the README's main job
 
 Each command ends with one line a script can grep (``summary:``, ``compiled:``); ``-v`` shows
@@ -81,6 +83,85 @@ def _cmd_tune(args) -> int:
     print(f"tuned: {args.work_dir} tasks={len(rows)} "
           f"seconds={time.perf_counter() - start:.1f}")
     return 0
+
+
+def _as_list(out):
+    return out if isinstance(out, list) else [out]
+
+
+def _sim_row(name: str, bits: str, r: dict) -> str:
+    if r.get("device") != "accel":
+        return f"{name:<12} {bits:<5} on the host CPU: {r.get('reason', '')}"
+    exact = {True: "yes", False: "NO", None: "-"}[r.get("exact")]
+    return (f"{name:<12} {bits:<5} {r['cycles']:>10} {r['time_us'] / 1e3:>8.3f} "
+            f"{r['utilization']:>6.1%} {r['efficiency']:>6.1%} {r['gops']:>7.1f} "
+            f"{r['dram_bytes'] / 1e6:>8.3f} {exact:>5}")
+
+
+def _cmd_sim(args) -> int:
+    import json
+
+    import numpy as np
+
+    from .accel import AccelConfig
+    from .target.accel.lower import NotOffloadable
+    from .target.accel.report import simulate_layer
+    from .testing.suite import suite_layer
+
+    config = AccelConfig.load(args.config)
+    peak = config.peak_bit_macs_per_cycle * config.clock_mhz / 1e3
+    print(f"accelerator {config.name}: {config.block_out}x{config.block_in} bit-plane GEMM, "
+          f"{config.clock_mhz:g} MHz, peak {peak:g} G binary MAC/s (cycle model of the C++ "
+          "simulator, not a board measurement)")
+    print(f"{'layer':<12} {'bits':<5} {'cycles':>10} {'ms':>8} {'util':>6} {'effic':>6} "
+          f"{'GOPS':>7} {'DRAM MB':>8} {'exact':>5}")
+    rows = []
+    if args.model:
+        from .compiler import compile as qnn_compile
+
+        art = qnn_compile(args.model, target=f"accel:{args.config}" if args.config else "accel",
+                          shapes=_shapes(args.shape))
+        rng = np.random.default_rng(0)
+        feeds = []
+        for info in art.inputs:
+            if np.issubdtype(np.dtype(info.dtype), np.floating):
+                feeds.append(rng.random(info.shape).astype(info.dtype))
+            else:
+                lim = np.iinfo(info.dtype)
+                feeds.append(rng.integers(lim.min, int(lim.max) + 1, info.shape, info.dtype))
+        for r in art.profile(*feeds):
+            r.setdefault("bits", "")
+            rows.append(r)
+        # The whole model against the CPU kernels (themselves checked against ONNX).
+        cpu = qnn_compile(args.model, target="x86", shapes=_shapes(args.shape))
+        model_exact = all(np.array_equal(a, b) for a, b in
+                          zip(_as_list(art.run(*feeds)), _as_list(cpu.run(*feeds)), strict=True))
+        for r in rows:
+            if r.get("device") == "accel":
+                r["exact"] = model_exact  # of the whole model's output
+            print(_sim_row(r["name"], r["bits"], r), flush=True)
+    else:
+        for name in args.layers:
+            for spec in args.bits:
+                w, _, a = spec.partition("x")
+                layer, codes = suite_layer(name, int(w), int(a))
+                try:
+                    r = simulate_layer(layer, codes, config)
+                except NotOffloadable as err:
+                    r = {"device": "cpu", "reason": str(err)}
+                r.update(name=name, bits=f"W{w}A{a}")
+                rows.append(r)
+                print(_sim_row(name, r["bits"], r), flush=True)
+    accel = [r for r in rows if r.get("device") == "accel"]
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump({"config": json.loads(config.to_json()), "layers": rows}, f, indent=1)
+    convs = [r["utilization"] for r in accel if r["kind"] == "conv2d"]
+    wrong = sum(1 for r in accel if r.get("exact") is False)
+    print(f"sim: layers={len(rows)} accel={len(accel)} "
+          f"min_conv_utilization={min(convs) if convs else float('nan'):.3f} "
+          f"cycles={sum(r['cycles'] for r in accel)} not_exact={wrong}")
+    return 1 if wrong else 0
 
 
 def _cmd_demo(args) -> int:
@@ -172,6 +253,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tracker-port", type=int, default=None,
                    help="use the tracker on this loopback port (default: start one)")
     p.set_defaults(func=_cmd_device)
+
+    p = sub.add_parser("sim", help="the accelerator's cycles, utilization and GOPS per layer")
+    p.add_argument("model", nargs="?", help="a quantized model (default: the layer suite)")
+    p.add_argument("--config", default=None, help="accelerator config.json (default: built in)")
+    p.add_argument("--layers", nargs="+", default=["conv56", "conv28", "conv14", "conv7",
+                                                   "dense1", "dense64"],
+                   help="suite layers (conv56 conv28 conv14 conv7 dense1 dense64)")
+    p.add_argument("--bits", nargs="+", default=["1x1", "2x2", "1x2"],
+                   help="weight x activation bits, e.g. 1x1 2x2 1x2")
+    p.add_argument("--json", default=None, help="write the rows here")
+    p.add_argument("--shape", action="append", metavar="NAME=D0,D1,...",
+                   help="static shape of an input with symbolic dimensions")
+    p.set_defaults(func=_cmd_sim)
 
     p = sub.add_parser("demo", help="compile and run the embedded demo model")
     p.set_defaults(func=_cmd_demo)

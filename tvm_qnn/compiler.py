@@ -18,19 +18,21 @@ from .tuning.database import open_database
 logger = logging.getLogger("tvm_qnn")
 
 
-def _before_scheduling(backend) -> list[tvm.transform.Pass]:
+def _before_scheduling(backend, offload=None) -> list[tvm.transform.Pass]:
     target = backend.tvm_target
     # RewriteBitserial before any constant folding: FoldConstant would turn the quantized
-    # weight chains into plain float constants.
+    # weight chains into plain float constants. An accelerator takes its layers first.
     return (cpu_pipeline.library_dispatch_passes(target)
+            + ([offload] if offload is not None else [])
             + [RewriteBitserial(backend.oc_block, backend.word_bits), LegalizeQuantize()]
             + cpu_pipeline.legalize_passes(target)[1:])  # TVM's LegalizeOps is done above
 
 
-def build_pipeline(backend, database=None) -> tvm.transform.Pass:
+def build_pipeline(backend, database=None, offload=None) -> tvm.transform.Pass:
     """The Relax pipeline of tvm_qnn for ``backend`` (TVM's CPU pipeline plus our passes).
 
     ``database``: tuning records (:func:`tvm_qnn.tune`) that override the default templates.
+    ``offload``: the backend's :meth:`~tvm_qnn.target.QnnTarget.offload_pass`, if any.
     """
     target = backend.tvm_target
 
@@ -38,7 +40,7 @@ def build_pipeline(backend, database=None) -> tvm.transform.Pass:
     def _pipeline(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         with target:
             seq = tvm.transform.Sequential(
-                _before_scheduling(backend)
+                _before_scheduling(backend, offload)
                 + [ScheduleBitserial(backend, database)]
                 + cpu_pipeline.dataflow_lower_passes(target)
                 + cpu_pipeline.finalize_passes(target)
@@ -82,7 +84,9 @@ def compile(model, target="x86", *, shapes: dict | None = None,  # noqa: A001
         ``tvm_qnn.nn`` model (``nn.Module`` with ``example_inputs``, or a
         ``torch.export.ExportedProgram`` of ``tvm_qnn.nn.freeze(model)``), or a Relax module.
     target : str, dict, tvm.target.Target or QnnTarget
-        ``"x86"`` (this host: AVX-512 VPOPCNTDQ if present, else AVX2), a TVM target or dict.
+        ``"x86"`` (this host: AVX-512 VPOPCNTDQ if present, else AVX2), ``"arm_cpu[:board]"``,
+        ``"accel[:config.json]"`` (the simulated bit-serial accelerator, host x86), a TVM
+        target or dict.
     shapes : dict, optional
         Static shapes for inputs with symbolic dimensions.
     example_inputs : tuple of torch.Tensor, optional
@@ -90,12 +94,15 @@ def compile(model, target="x86", *, shapes: dict | None = None,  # noqa: A001
     strict : bool
         Raise :class:`UnsupportedModelError` (naming the layer and the reason) when a
         conv2d/dense cannot be made bit-serial, instead of compiling it as TVM would.
+    tuning_db : Database or path, optional
+        Tuning records (:func:`tvm_qnn.tune`) for the CPU kernels.
 
     Returns
     -------
     Artifact
-        ``run``, ``benchmark``, ``export_library``; ``layers`` tells which layers went
-        bit-serial and why the others did not.
+        ``run``, ``benchmark``, ``export_library`` (``profile`` for the accelerator);
+        ``layers`` tells which layers went bit-serial (and, for the accelerator, which ran
+        there) and why the others did not.
     """
     backend = resolve_target(target)
     mod = load_model(model, shapes, example_inputs)
@@ -114,8 +121,19 @@ def compile(model, target="x86", *, shapes: dict | None = None,  # noqa: A001
               for p in params]
     logger.info("compiling for %s", backend.describe())
     database = open_database(tuning_db) if tuning_db is not None else None
-    exe = tvm.compile(mod, backend.tvm_target, relax_pipeline=build_pipeline(backend, database))
-    return Artifact(exe, inputs, backend.describe(), report, backend=backend)
+    offload = backend.offload_pass()
+    exe = tvm.compile(mod, backend.tvm_target,
+                      relax_pipeline=build_pipeline(backend, database, offload))
+    accel_layers = None
+    if offload is not None:
+        accel_layers = offload.layers
+        for row in report:
+            if row["name"] in offload.layers:
+                row["device"] = "accel"
+            elif row["bitserial"]:
+                row.update(device="cpu", offload_reason=offload.reasons.get(row["name"], ""))
+    return Artifact(exe, inputs, backend.describe(), report, backend=backend,
+                    accel_layers=accel_layers)
 
 
 __all__ = ["build_pipeline", "compile", "layer_report", "lower_for_tuning"]

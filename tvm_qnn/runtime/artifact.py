@@ -52,7 +52,7 @@ class Artifact:
     """
 
     def __init__(self, module, inputs: list[TensorInfo], target: str, layers: list[dict],
-                 device=None, backend=None, library: str | None = None):
+                 device=None, backend=None, library: str | None = None, accel_layers=None):
         self.module = module
         self.inputs = inputs
         self.target = target
@@ -60,6 +60,7 @@ class Artifact:
         self.device = device or tvm.cpu()
         self.backend = backend
         self._library = library  # a file of the code, for runs on an emulated device
+        self.accel_layers = accel_layers or {}  # name -> AccelLayer (target "accel")
         native = backend is None or backend.runs_here()
         self._vm = relax.VirtualMachine(module, self.device) if native else None
 
@@ -99,6 +100,32 @@ class Artifact:
             return outs[0] if len(outs) == 1 else outs
         result = self._vm["main"](*self._arguments(args, kwargs))
         return _to_numpy(result)
+
+    def profile(self, *args, **kwargs) -> list[dict]:
+        """Run once on the simulated accelerator and report every conv2d/dense layer.
+
+        One dict per layer, in model order. Offloaded layers (``device="accel"``) carry the
+        cycle model: ``cycles``, ``time_us``, ``utilization`` (GEMM-core busy fraction, 0-1),
+        ``efficiency``, ``dram_bytes``, ``gops``; the others say where they ran and why
+        (``device="cpu"``, ``reason``). Inputs as for :meth:`run`.
+        """
+        if not self.accel_layers:
+            raise TvmQnnError(f"profile() reports the accelerator's cycle model, and this "
+                              f"model was compiled for {self.target} without offloaded "
+                              "layers: compile with target='accel'")
+        for layer in self.accel_layers.values():
+            layer.clear()
+        self.run(*args, **kwargs)
+        rows = []
+        for row in self.layers:
+            layer = self.accel_layers.get(row["name"])
+            if layer is not None:
+                rows.append(layer.profile())
+            else:
+                reason = row.get("offload_reason") or row.get("reason", "")
+                rows.append({"name": row["name"], "kind": row["kind"], "device": "cpu",
+                             "bitserial": row["bitserial"], "reason": reason})
+        return rows
 
     def _emulator(self):
         emulator = self.backend.emulator() if self.backend is not None else None

@@ -6,11 +6,12 @@ from __future__ import annotations
 import tvm
 
 from ..errors import TvmQnnError
+from .accel import AccelTarget
 from .arm import BOARDS, ArmTarget
 from .base import QnnTarget
 from .x86 import X86Target
 
-__all__ = ["ArmTarget", "BOARDS", "QnnTarget", "X86Target", "resolve_target"]
+__all__ = ["AccelTarget", "ArmTarget", "BOARDS", "QnnTarget", "X86Target", "resolve_target"]
 
 _ALIASES = {"x86": X86Target, "llvm": X86Target, "cpu": X86Target}
 
@@ -21,6 +22,8 @@ def resolve_target(target) -> QnnTarget:
         return target
     if isinstance(target, str) and target in _ALIASES:
         return _ALIASES[target]()
+    if isinstance(target, str) and (target == "accel" or target.startswith("accel:")):
+        return AccelTarget(target.partition(":")[2] or None)
     if isinstance(target, str) and (target == "arm_cpu" or target.startswith("arm_cpu:")):
         return ArmTarget(target.partition(":")[2] or "rasp4b")
     if isinstance(target, (dict, tvm.target.Target)):
@@ -36,5 +39,6 @@ def resolve_target(target) -> QnnTarget:
                 if board.arch == arch and board.mcpu == (mcpu or board.mcpu):
                     return ArmTarget(name)
     raise TvmQnnError(f"unknown target {target!r}: use one of {sorted(_ALIASES)}, 'arm_cpu', "
-                      f"'arm_cpu:<board>' (boards: {', '.join(BOARDS)}), a TVM Target or a "
+                      f"'arm_cpu:<board>' (boards: {', '.join(BOARDS)}), 'accel', "
+                      "'accel:<config.json>', a TVM Target or a "
                       "target dict")

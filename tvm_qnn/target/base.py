@@ -54,6 +54,11 @@ class QnnTarget(abc.ABC):
         """A device that runs the target's code on this host, or None."""
         return None
 
+    def offload_pass(self):
+        """A fresh Relax pass moving layers to an accelerator (run before the CPU rewrite), or
+        None for a plain CPU target."""
+        return None
+
     def export_library(self, module, path: str) -> None:
         """Write ``module`` as a shared library for the target."""
         if self.cross_compiler:

@@ -436,3 +436,29 @@ def bitserial_dense(packed: te.Tensor, weight: te.Tensor, epi: Epilogue, *params
         return _epilogue_value(epi, get, oc, p[r, oc // oc_inner, oc % oc_inner], su)
 
     return te.compute((rows, out_features), out, name=EPILOGUE_BLOCK)
+
+
+def epilogue_from_branches(p: te.Tensor, rowsum, epi: Epilogue, *params,
+                           out_channels: int) -> te.Tensor:
+    """Layer output from branch sums ``P`` computed elsewhere (the accelerator).
+
+    ``p`` is ``[N, OH, OW, OB, OBi]`` for a conv (NCHW output) or ``[B, OB, OBi]`` for a dense
+    layer, output blocks of ``OBi`` channels (the last block may be padding); ``rowsum`` as
+    for the CPU kernels (``[N, 1, OH, OW]`` / ``[B]``) or None.
+    """
+    names = [name for name, _ in epi.tensor_params()]
+    get = _param_getter(epi, dict(zip(names, params, strict=True)))
+    inner = int(p.shape[-1])
+    if len(p.shape) == 3:
+        def dense_out(r, oc):
+            su = rowsum[r] if rowsum is not None else None
+            return _epilogue_value(epi, get, oc, p[r, oc // inner, oc % inner], su)
+
+        return te.compute((int(p.shape[0]), out_channels), dense_out, name=EPILOGUE_BLOCK)
+    n, oh, ow = (int(s) for s in p.shape[:3])
+
+    def conv_out(nn, oc, yy, xx):
+        su = rowsum[nn, 0, yy, xx] if rowsum is not None else None
+        return _epilogue_value(epi, get, oc, p[nn, yy, xx, oc // inner, oc % inner], su)
+
+    return te.compute((n, out_channels, oh, ow), conv_out, name=EPILOGUE_BLOCK)

@@ -224,3 +224,23 @@ def reference_output(layer: QuantizedLayer, xq: np.ndarray) -> np.ndarray:
         layer.bias, layer.clamp_lo, layer.clamp_hi,
         layer.out_scale if quant else None, layer.out_zero_point, layer.qmin, layer.qmax)
     return out.astype(layer.out_dtype)
+
+
+def branch_epilogue_compute(plan: LayerPlan, p: te.Tensor, data: te.Tensor,
+                            *params: te.Tensor) -> te.Tensor:
+    """TE of the host half of an offloaded layer: branch sums ``p`` (from the accelerator) and
+    the input codes ``data`` (for the ``Su`` term, when the epilogue needs it) → output.
+
+    Uses the CPU kernels' packing, window popcount and epilogue, so the two paths agree
+    bit for bit by construction.
+    """
+    layer, epi = plan.layer, plan.epilogue
+    rowsum = None
+    if epi.needs_rowsum and layer.kind == "dense":
+        rowsum = bs.row_popcount(bs.pack_bitplanes_rows(data, layer.act_lo, layer.act_bits))
+    elif epi.needs_rowsum:
+        packed = bs.pack_bitplanes_nchw(data, layer.act_lo, layer.act_bits, 1, layer.pads,
+                                        plan.pad_code)
+        rowsum = bs.window_popcount(packed, tuple(int(s) for s in layer.weight.shape[2:]),
+                                    layer.strides, layer.dilation, layer.output_shape[2:])
+    return bs.epilogue_from_branches(p, rowsum, epi, *params, out_channels=layer.out_channels)

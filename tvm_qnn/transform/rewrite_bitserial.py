@@ -368,17 +368,30 @@ def find_layers(func: relax.Function) -> list[LayerMatch]:
     return found
 
 
-@mutator
-class _Rewriter(PyExprMutator):
-    def __init__(self, mod, oc_block: int, word_bits: int):
+class LayerRewriter(PyExprMutator):
+    """Replaces each matched quantized layer chain by what :meth:`rewrite_layer` builds.
+
+    Subclasses (one per lowering: the CPU kernels here, the accelerator's offload) implement
+    :meth:`rewrite_layer`; :meth:`takes` may decline a layer, which then stays as it is for a
+    later pass.
+    """
+
+    def __init__(self, mod):
         super().__init__(mod)
         self.mod = mod
-        self.oc_block = oc_block
-        self.word_bits = word_bits
         self.plans: dict[relax.Var, LayerMatch] = {}
         self.skip: set = set()
 
+    def takes(self, match: LayerMatch) -> bool:
+        """Whether this lowering handles the (matched) layer; the default takes all."""
+        return True
+
+    def rewrite_layer(self, match: LayerMatch, data: relax.Expr) -> relax.Expr:
+        """The expression computing ``match.end`` from the layer's input codes ``data``."""
+        raise NotImplementedError
+
     def transform(self) -> tvm.IRModule:
+        """Rewrite every Relax function of the module."""
         for gvar, func in self.mod.functions_items():
             if not isinstance(func, relax.Function):
                 continue
@@ -388,13 +401,15 @@ class _Rewriter(PyExprMutator):
                 if m.layer is None:
                     logger.info("%s (%s) stays as is: %s", m.name, m.kind, m.reason)
                     continue
+                if not self.takes(m):
+                    continue
                 self.plans[m.anchor] = m
                 self.skip.update(m.consumed)
             updated = self.visit_expr(func)
             self.builder_.update_func(gvar, updated)
         return self.builder_.get()
 
-    def visit_var_binding_(self, binding):
+    def visit_var_binding_(self, binding):  # noqa: D102
         var = binding.var
         if var in self.skip:
             return
@@ -402,13 +417,32 @@ class _Rewriter(PyExprMutator):
         if match is None:
             super().visit_var_binding_(binding)
             return
-        plan = plan_layer(match.layer, self.oc_block, self.word_bits)
         data = self.visit_expr(match.data)
         if tuple(int(s) for s in match.data.ty.shape.values) != match.layer.input_shape:
             data = self.builder_.emit(relax.op.reshape(data, match.layer.input_shape))
+        call = self.rewrite_layer(match, data)
+        # The chain's last var may be a dataflow block output: keep it one.
+        if isinstance(match.end, relax.DataflowVar):
+            new = self.builder_.emit(call, name_hint=match.end.name)
+        else:
+            new = self.builder_.emit_output(call, name_hint=match.end.name)
+        self.set_var_remap(match.end, new)
+
+
+@mutator
+class _CpuRewriter(LayerRewriter):
+    def __init__(self, mod, oc_block: int, word_bits: int):
+        super().__init__(mod)
+        self.oc_block = oc_block
+        self.word_bits = word_bits
+
+    def rewrite_layer(self, match, data):
+        plan = plan_layer(match.layer, self.oc_block, self.word_bits)
         params = [relax.const(arr) for _, arr in plan.epilogue.tensor_params()]
         kind = match.layer.kind
-        call = self.builder_.call_te(
+        logger.info("%s (%s): bit-serial W%dA%d, %d branches", match.name, kind,
+                    plan.weight_bits, match.layer.act_bits, plan.branches)
+        return self.builder_.call_te(
             functools.partial(layer_compute, plan),
             data,
             relax.const(plan.packed_weight),
@@ -418,14 +452,6 @@ class _Rewriter(PyExprMutator):
                             "tvm_qnn.layer": match.name,
                             "tvm_qnn.bits": f"W{plan.weight_bits}A{match.layer.act_bits}"},
         )
-        # The chain's last var may be a dataflow block output: keep it one.
-        if isinstance(match.end, relax.DataflowVar):
-            new = self.builder_.emit(call, name_hint=match.end.name)
-        else:
-            new = self.builder_.emit_output(call, name_hint=match.end.name)
-        logger.info("%s (%s): bit-serial W%dA%d, %d branches", match.name, kind,
-                    plan.weight_bits, match.layer.act_bits, plan.branches)
-        self.set_var_remap(match.end, new)
 
 
 @tvm.transform.module_pass(opt_level=0, name="RewriteBitserial")
@@ -447,5 +473,5 @@ class RewriteBitserial:
         self.word_bits = word_bits
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:  # noqa: D102
-        mod = _Rewriter(mod, self.oc_block, self.word_bits).transform()
+        mod = _CpuRewriter(mod, self.oc_block, self.word_bits).transform()
         return relax.transform.DeadCodeElimination()(mod)
