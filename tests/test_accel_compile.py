@@ -183,3 +183,22 @@ def test_other_config_from_json(tmp_path):
     x = np.zeros((1, 1, 28, 28), np.float32)
     cpu = tvm_qnn.compile(_shipped("CNV_1W1A.onnx"), target="x86")
     assert np.array_equal(art.run(x), cpu.run(x))
+
+
+def test_cli_sim_reports_suite_and_model(capsys, tmp_path):
+    from tvm_qnn.cli import main
+
+    out_json = tmp_path / "sim.json"
+    assert main(["sim", "--layers", "conv7", "--bits", "1x1", "--json", str(out_json)]) == 0
+    out = capsys.readouterr().out
+    (row,) = [line for line in out.splitlines() if line.startswith("conv7")]
+    fields = row.split()
+    assert fields[1] == "W1A1" and int(fields[2]) > 0 and fields[-1] == "yes"
+    summary = [line for line in out.splitlines() if line.startswith("sim:")][0]
+    assert float(summary.split("min_conv_utilization=")[1].split()[0]) >= 0.8
+    import json
+
+    assert json.loads(out_json.read_text())["layers"][0]["exact"] is True
+    assert main(["sim", _shipped("CNV_1W1A.onnx")]) == 0
+    out = capsys.readouterr().out
+    assert "conv_4" in out and "not_exact=0" in out and "accel=7" in out
