@@ -32,55 +32,20 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import shutil
-import subprocess
 import sys
 
 import tvm
 from tvm import s_tir, te
 
-from tvm_qnn.target import ArmTarget
+from tvm_qnn.target import BOARDS, ArmTarget
+from tvm_qnn.target.arm.mca import CNT as _CNT
+from tvm_qnn.target.arm.mca import hot_loop as _hot_loop
+from tvm_qnn.target.arm.mca import mca_cycles as _mca
+from tvm_qnn.testing.suite import LAYER_SUITE, suite_layer
 
-CLOCK_GHZ = {"rasp4b": 1.5, "rasp5": 2.4, "rasp3b-64": 1.2, "neoverse-n1": 2.6}
-MCA_CPU = {"cortex-a76": "neoverse-n1"}
-LAYERS = {"conv56": ("conv2d", 64, 64, 56), "conv28": ("conv2d", 128, 128, 28),
-          "conv14": ("conv2d", 256, 256, 14), "conv7": ("conv2d", 512, 512, 7),
-          "dense1": ("dense", 4096, 4096, 1)}
-_CNT = re.compile(r"\bcnt\s+v\d+\.16b")
+CLOCK_GHZ = {name: b.clock_ghz for name, b in BOARDS.items() if b.arch == "aarch64"}
+LAYERS = {k: v for k, v in LAYER_SUITE.items() if k != "dense64"}
 _FMLA = re.compile(r"\bfmla\s+v\d+\.4s")
-
-
-def _mca(asm: str, mcpu: str, resources_only: bool = False) -> float:
-    """Cycles per iteration of ``asm`` (a loop body) on ``mcpu`` according to llvm-mca.
-
-    ``resources_only``: llvm-mca's block reciprocal throughput instead, the issue bound of
-    the instructions with every dependency ignored.
-    """
-    tool = shutil.which("llvm-mca-19") or shutil.which("llvm-mca")
-    if tool is None:
-        raise SystemExit("llvm-mca not found: apt-get install llvm-19 (make sysdeps)")
-    out = subprocess.run([tool, "-mtriple=aarch64-linux-gnu", f"-mcpu={MCA_CPU.get(mcpu, mcpu)}",
-                          "-iterations=200"], input=asm, capture_output=True, text=True,
-                         check=True).stdout
-    if resources_only:
-        return float(re.search(r"Block RThroughput:\s+([\d.]+)", out).group(1))
-    cycles = int(re.search(r"Total Cycles:\s+(\d+)", out).group(1))
-    return cycles / 200
-
-
-def _hot_loop(asm: str, pattern: re.Pattern | str = _CNT) -> str:
-    """The innermost loop with the most ``pattern`` (vector ``cnt``): label to back-edge."""
-    loops = []
-    for label in re.finditer(r"^(\.LBB\d+_\d+):", asm, re.M):
-        back = re.search(rf"^\s+b(?:\.\w+)?\s+{re.escape(label.group(1))}\s*$",
-                         asm[label.end():], re.M)
-        body = asm[label.end():label.end() + back.end()] if back else ""
-        if body and not re.search(r"^\.LBB\d+_\d+:", body, re.M):  # innermost only
-            loops.append(body)
-    body = max(loops, key=lambda b: len(re.findall(pattern, b)))
-    # Keep instructions only: no labels or assembler directives.
-    return "\n".join(line for line in body.splitlines()
-                     if line.startswith("\t") and not line.lstrip().startswith("."))
 
 
 def _throughput(ops: list[str], mcpu: str) -> float:
@@ -159,15 +124,9 @@ def fp32_estimate(board: str, layer_name: str) -> dict:
 
 def estimate(board: str, layer_name: str, bits: int) -> dict:
     """The model of one layer at W{bits}A{bits} on ``board``."""
-    from tvm_qnn.testing.layers import LayerKernel, random_layer
+    from tvm_qnn.testing.layers import LayerKernel
 
-    kind, cin, cout, size = LAYERS[layer_name]
-    if kind == "conv2d":
-        layer, _ = random_layer("conv2d", act_bits=bits, weight_bits=bits, in_channels=cin,
-                                out_channels=cout, size=(size, size))
-    else:
-        layer, _ = random_layer("dense", act_bits=bits, weight_bits=bits, in_channels=cin,
-                                out_channels=cout, batch=size)
+    layer, _ = suite_layer(layer_name, bits, bits)
     macs = _macs(layer_name)
     target = ArmTarget(board)
     mcpu, clock = target.board.mcpu, CLOCK_GHZ[board]

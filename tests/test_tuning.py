@@ -2,6 +2,7 @@
 """tvm_qnn.tune: tasks, the JSON database, resuming, and compile(tuning_db=...)."""
 
 import logging
+import shutil
 
 import numpy as np
 import pytest
@@ -123,3 +124,29 @@ def test_a_write_cut_short_loses_one_record_not_the_database(conv, tmp_path, cap
     assert "dropped 1 unreadable line" in caplog.text
     assert len(db.get_all_tuning_records()) == 2
     assert (work / "database_tuning_record.json.corrupt").read_text() == text[:-25]
+
+
+@pytest.mark.skipif(shutil.which("llvm-mca-19") is None or shutil.which("qemu-aarch64") is None
+                    or shutil.which("aarch64-linux-gnu-gcc") is None,
+                    reason="llvm-19 / qemu-user / gcc-aarch64-linux-gnu missing "
+                           "(make sysdeps installs them)")
+def test_model_runner_tunes_a_board_we_do_not_have(conv, tmp_path):
+    """arm_cpu tuning scores candidates with llvm-mca; the tuned code runs bit-exact (qemu)."""
+    work = tmp_path / "rasp4b"
+    db = tvm_qnn.tune(conv, "arm_cpu:rasp4b", trials=3, work_dir=work, seed=0)
+    target = tvm_qnn.target.resolve_target("arm_cpu:rasp4b")
+    (task,) = extract_tasks(lower_for_tuning(load_model(conv), target))
+    records = db.get_top_k(db.commit_workload(task.mod), 100)
+    assert 1 <= len(records) <= 3
+    assert all(0 < float(s) < 1 for r in records for s in r.run_secs)  # modelled seconds
+    (row,) = tvm_qnn.tune_report(conv, "arm_cpu:rasp4b", work)
+    assert 0 < row.best_ms <= row.default_ms * 1.0001  # the default template is a record
+    feeds = random_input(conv, seed=2)
+    want = tvm_qnn.compile(conv, "x86").run(feeds)
+    art = tvm_qnn.compile(conv, "arm_cpu:rasp4b", tuning_db=work)
+    np.testing.assert_array_equal(art.run(feeds), want)
+
+
+def test_model_runner_is_for_arm_boards(conv, tmp_path):
+    with pytest.raises(tvm_qnn.TvmQnnError, match="scores aarch64 boards with llvm-mca"):
+        tvm_qnn.tune(conv, "x86", trials=1, work_dir=tmp_path / "x", runner="model")

@@ -76,11 +76,24 @@ def _records(db: ms.database.Database, mod: tvm.IRModule, limit: int = 1 << 20) 
             if r.run_secs and max(float(s) for s in r.run_secs) < 1e9]
 
 
-def _runner(runner, timeout: float) -> ms.runner.Runner:
-    """A MetaSchedule runner: this CPU by default, or a device behind a TVM RPC tracker."""
+def _runner(runner, timeout: float, backend=None, tasks=()) -> ms.runner.Runner:
+    """A MetaSchedule runner: this CPU by default, or a device behind a TVM RPC tracker, or
+    (``"model"``, the default for a board that is not this host) the llvm-mca model."""
     from ..runtime.rpc import RemoteDevice
 
     evaluator = ms.runner.EvaluatorConfig(number=10, repeat=3, min_repeat_ms=0)
+    if runner is None and backend is not None and not backend.runs_here():
+        runner = "model"
+    if runner == "model":
+        from .model_runner import ModelRunner, args_key, popcount_bytes
+
+        board = getattr(backend, "board", None)
+        if board is None or board.arch != "aarch64":
+            raise TvmQnnError(f"runner='model' scores aarch64 boards with llvm-mca; "
+                              f"{backend.describe() if backend else 'no target'} is not one")
+        work = {args_key(ms.arg_info.ArgInfo.from_prim_func(t.mod["main"])):
+                popcount_bytes(t.mod["main"]) for t in tasks}
+        return ModelRunner(board, work)
     if runner is None or runner == "local":
         return ms.runner.LocalRunner(evaluator_config=evaluator, timeout_sec=timeout)
     if isinstance(runner, str):
@@ -121,6 +134,23 @@ def _time(func: tvm.tirx.PrimFunc, target, number: int = 20, repeat: int = 3) ->
     return float(np.median(timer(*args).results))
 
 
+def _model_time(backend, task: Task):
+    """``f(func, target) -> seconds`` by the llvm-mca model of an aarch64 board, or None."""
+    board = getattr(backend, "board", None)
+    if board is None or board.arch != "aarch64":
+        return None
+    from ..target.arm.mca import kernel_seconds
+    from .model_runner import popcount_bytes
+
+    work = popcount_bytes(task.mod["main"])
+
+    def model(func, target):
+        asm = tvm.compile(func, target).mod.inspect_source("asm")
+        return kernel_seconds(asm, work, board.mcpu, board.clock_ghz)
+
+    return model
+
+
 def _build(mod: tvm.IRModule, target, _params):
     """MetaSchedule's default build without its ``import tvm.s_tir.tensor_intrin``.
 
@@ -132,7 +162,11 @@ def _build(mod: tvm.IRModule, target, _params):
     return build(mod, target=target)
 
 
-def _builder() -> ms.builder.Builder:
+def _builder(runner=None) -> ms.builder.Builder:
+    from .model_runner import ModelRunner, export_assembly
+
+    if isinstance(runner, ModelRunner):  # nothing runs: the model reads the assembly
+        return ms.builder.LocalBuilder(f_build=_build, f_export=export_assembly)
     return ms.builder.LocalBuilder(f_build=_build)
 
 
@@ -146,7 +180,7 @@ def _measure_default(task: Task, backend, db, runner) -> None:
 
     sch = s_tir.Schedule(task.mod)
     backend.template(task.kind)(sch)
-    (built,) = _builder().build([ms.builder.BuilderInput(sch.mod, backend.tvm_target)])
+    (built,) = _builder(runner).build([ms.builder.BuilderInput(sch.mod, backend.tvm_target)])
     if built.error_msg:
         logger.warning("%s: the default template failed to build: %s", task.name,
                        built.error_msg.splitlines()[-1])
@@ -154,6 +188,7 @@ def _measure_default(task: Task, backend, db, runner) -> None:
     args_info = ms.arg_info.ArgInfo.from_prim_func(task.mod["main"])
     (future,) = runner.run([ms.runner.RunnerInput(built.artifact_path, "cpu", args_info)])
     result = future.result()
+    ms.utils.remove_build_dir(built.artifact_path)  # the builder's own temporary directory
     if result.error_msg:
         logger.warning("%s: the default template failed to run: %s", task.name,
                        result.error_msg.splitlines()[-1])
@@ -193,10 +228,13 @@ def tune(model, target="x86", *, trials: int = 64, work_dir: str | os.PathLike =
     work_dir : path
         Where the JSON database (and MetaSchedule's logs) live. Tuning again with the same
         directory resumes: tasks with ``trials`` records are skipped, others get the rest.
-    runner : "local", "KEY@HOST:PORT", RemoteDevice or tvm.s_tir.meta_schedule.Runner
-        Where candidates are timed: this CPU (default), or a device registered with a TVM RPC
-        tracker (a board running ``tvm.exec.rpc_server --tracker``; ``RPCDevice`` on
-        loopback). Candidates that fail or time out are logged and recorded as failed.
+    runner : "local", "model", "KEY@HOST:PORT", RemoteDevice or tvm.s_tir.meta_schedule.Runner
+        Where candidates are timed: this CPU (default for a target that runs here), a device
+        registered with a TVM RPC tracker (a board running ``tvm.exec.rpc_server --tracker``;
+        ``RPCDevice`` on loopback), or ``"model"`` (default for an aarch64 board that is not
+        this host): the llvm-mca model of the board's core scores each candidate's
+        xor-popcount loop (:mod:`tvm_qnn.tuning.model_runner`). Candidates that fail or time
+        out are logged and recorded as failed.
     timeout : float
         Seconds a candidate (and an RPC session) may take before it counts as failed.
     seed : int, optional
@@ -220,7 +258,7 @@ def tune(model, target="x86", *, trials: int = 64, work_dir: str | os.PathLike =
         raise TvmQnnError("the model has no bit-serial layer to tune")
     work_dir = os.fspath(work_dir)
     db = open_database(work_dir, create=True)
-    runner = _runner(runner, timeout)
+    runner = _runner(runner, timeout, backend, tasks)
     pending, budgets = [], []
     for task in tasks:
         done = len(_records(db, task.mod))
@@ -241,7 +279,7 @@ def tune(model, target="x86", *, trials: int = 64, work_dir: str | os.PathLike =
                       task_weights=[float(len(t.layers)) for t in pending], work_dir=work_dir,
                       max_trials_global=sum(budgets), max_trials_per_task=max(budgets),
                       num_trials_per_iter=min(16, max(budgets)), database=db,
-                      builder=_builder(), runner=runner,
+                      builder=_builder(runner), runner=runner,
                       cost_model="xgb", task_scheduler="round-robin",
                       measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"),
                                          progress])
@@ -252,7 +290,11 @@ def tune(model, target="x86", *, trials: int = 64, work_dir: str | os.PathLike =
 
 def tune_report(model, target="x86", tuning_db="tvm_qnn_tuning", *, shapes=None,
                 example_inputs=None, time_kernels: bool = True) -> list[TaskResult]:
-    """One row per task: trials in the database, tuned and default kernel time (this host)."""
+    """One row per task: trials in the database, tuned and default kernel time.
+
+    Times are measured on this host, or for an aarch64 board that is not this host the
+    llvm-mca model of its xor-popcount loop (as the model runner scored them).
+    """
     from ..compiler import lower_for_tuning
     from ..frontend import load_model
     from ..target import resolve_target
@@ -264,10 +306,11 @@ def tune_report(model, target="x86", tuning_db="tvm_qnn_tuning", *, shapes=None,
     for task in tasks:
         best = default = None
         sch = db.query_schedule(task.mod, backend.tvm_target, "main")
-        if time_kernels and backend.runs_here():
-            default = _time(backend.schedule(task.kind, task.mod["main"]), backend.tvm_target)
+        timer = _time if backend.runs_here() else _model_time(backend, task)
+        if time_kernels and timer is not None:
+            default = timer(backend.schedule(task.kind, task.mod["main"]), backend.tvm_target)
             if sch is not None:
-                best = _time(sch.mod["main"], backend.tvm_target)
+                best = timer(sch.mod["main"], backend.tvm_target)
         rows.append(TaskResult(task.name, task.kind, task.bits, len(_records(db, task.mod)),
                                None if best is None else best * 1e3,
                                None if default is None else default * 1e3))

@@ -28,15 +28,16 @@ class ArmBoard:
     mcpu: str
     arch: str  # "aarch64" or "armv7"
     cores: int
+    clock_ghz: float  # for the llvm-mca speed model
 
 
 BOARDS = {
-    "rasp4b": ArmBoard("cortex-a72", "aarch64", 4),
-    "rasp5": ArmBoard("cortex-a76", "aarch64", 4),
-    "rasp3b-64": ArmBoard("cortex-a53", "aarch64", 4),
-    "neoverse-n1": ArmBoard("neoverse-n1", "aarch64", 4),
-    "rasp4b-32": ArmBoard("cortex-a72", "armv7", 4),
-    "rasp3b": ArmBoard("cortex-a53", "armv7", 4),
+    "rasp4b": ArmBoard("cortex-a72", "aarch64", 4, 1.5),
+    "rasp5": ArmBoard("cortex-a76", "aarch64", 4, 2.4),
+    "rasp3b-64": ArmBoard("cortex-a53", "aarch64", 4, 1.2),
+    "neoverse-n1": ArmBoard("neoverse-n1", "aarch64", 4, 2.6),
+    "rasp4b-32": ArmBoard("cortex-a72", "armv7", 4, 1.5),
+    "rasp3b": ArmBoard("cortex-a53", "armv7", 4, 1.2),
 }
 
 _TRIPLES = {"aarch64": "aarch64-linux-gnu", "armv7": "armv7l-linux-gnueabihf"}
