@@ -134,6 +134,17 @@ def _fenced(x):
     return tirx.call_llvm_pure_intrin("float32", "llvm.arithmetic.fence", x)
 
 
+def _round_half_even(x):
+    """ONNX QuantizeLinear's rounding, as ``llvm.roundeven``.
+
+    Same result as ``nearbyint`` in the default rounding mode, but it vectorizes next to the
+    fence above, where ``nearbyint`` made LLVM scalarize the whole epilogue (measured: the
+    conv56 epilogue took 0.25 ms of a 0.43 ms layer).
+    """
+    return tirx.call_llvm_pure_intrin(x.ty if hasattr(x, "ty") else "float32",
+                                      "llvm.roundeven", x)
+
+
 def _epilogue_value(epi: Epilogue, get, oc, p, su):
     """Integer branches → output value of one element (the fused requantize epilogue)."""
     acc2 = get("neg_d", oc) * p.astype("int64") + get("const2", oc)
@@ -149,7 +160,7 @@ def _epilogue_value(epi: Epilogue, get, oc, p, su):
         v = te.min(v, tirx.const(epi.clamp_hi, "float32"))
     if not epi.quantized:
         return v.astype(epi.out_dtype)
-    q = tirx.nearbyint(v / get("out_scale", oc)).astype("int32") + get("out_zero_point", oc)
+    q = _round_half_even(v / get("out_scale", oc)).astype("int32") + get("out_zero_point", oc)
     q = te.max(te.min(q, tirx.const(epi.qmax, "int32")), tirx.const(epi.qmin, "int32"))
     return q.astype(epi.out_dtype)
 
