@@ -84,6 +84,8 @@ class Epilogue:
     out_zero_point: np.ndarray | None = None
     qmin: int = 0
     qmax: int = 0
+    # Integer type of ``2 acc``: int32 when its bound fits (half the vector work of int64).
+    acc_dtype: str = "int64"
 
     @property
     def needs_rowsum(self) -> bool:
@@ -107,13 +109,19 @@ class Epilogue:
         for name in names:
             arr = getattr(self, name)
             if not np.all(arr == arr.flat[0]):
+                if name in _ACC_PARAMS:
+                    arr = arr.astype(self.acc_dtype)
                 out.append((name, arr))
         return out
 
 
+_ACC_PARAMS = ("neg_d", "coef_su", "const2")
+
+
 def _param_getter(epi: Epilogue, tensors: dict[str, te.Tensor]):
     """Return ``get(name, oc)``: a tensor load for varying params, an immediate otherwise."""
-    dtypes = {"neg_d": "int64", "coef_su": "int64", "const2": "int64", "mscale": "float32",
+    acc = epi.acc_dtype
+    dtypes = {"neg_d": acc, "coef_su": acc, "const2": acc, "mscale": "float32",
               "bias": "float32", "out_scale": "float32", "out_zero_point": "int32"}
 
     def get(name, oc):
@@ -147,10 +155,11 @@ def _round_half_even(x):
 
 def _epilogue_value(epi: Epilogue, get, oc, p, su):
     """Integer branches → output value of one element (the fused requantize epilogue)."""
-    acc2 = get("neg_d", oc) * p.astype("int64") + get("const2", oc)
+    dtype = epi.acc_dtype
+    acc2 = get("neg_d", oc) * p.astype(dtype) + get("const2", oc)
     if su is not None:
-        acc2 = acc2 + get("coef_su", oc) * su.astype("int64")
-    acc = tirx.shift_right(acc2, tirx.const(1, "int64"))
+        acc2 = acc2 + get("coef_su", oc) * su.astype(dtype)
+    acc = tirx.shift_right(acc2, tirx.const(1, dtype))
     if not epi.quantized and "int" in epi.out_dtype:
         return acc.astype(epi.out_dtype)  # the raw accumulator (ConvInteger)
     v = _fenced(acc.astype("float32") * get("mscale", oc)) + get("bias", oc)

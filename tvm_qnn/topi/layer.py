@@ -111,6 +111,16 @@ def conv_packing(cg: int, kh: int, kw: int, branches: int) -> str:
     return "im2col" if saving >= 4 and branches >= 16 else "channels"
 
 
+def _acc_dtype(d, const2, coef_su, n_taps: int, c_x: int, c_w: int) -> str:
+    """int32 if every term of ``2 acc = -d P + coef_su Su + const2`` (and every partial sum)
+    stays inside int32 for any input, else int64."""
+    max_p, max_su = n_taps * c_x * c_w, n_taps * c_x
+    bound = (np.abs(np.asarray(d, np.int64)).max() * max_p
+             + np.abs(np.asarray(coef_su, np.int64)).max() * max_su
+             + np.abs(np.asarray(const2, np.int64)).max())
+    return "int32" if bound < 2**31 else "int64"
+
+
 def plan_layer(layer: QuantizedLayer, oc_block: int = 16, word_bits: int = 64) -> LayerPlan:
     """Derive the bit-serial form of ``layer``: planes, packed weights, epilogue constants.
 
@@ -167,6 +177,7 @@ def plan_layer(layer: QuantizedLayer, oc_block: int = 16, word_bits: int = 64) -
                         else per_oc(layer.out_zero_point, np.int32)),
         qmin=layer.qmin,
         qmax=layer.qmax,
+        acc_dtype=_acc_dtype(d, const2, d * c_w + 2 * e_w, n_taps, c_x, c_w),
     )
     return LayerPlan(layer, planes.bits, block, packed, epi, pad_code=zx, conv_layout=layout,
                      word_bits=word_bits)
