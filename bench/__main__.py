@@ -1,10 +1,15 @@
 # SPDX-License-Identifier: Apache-2.0
 """The benchmark suite: ``python -m bench --target T [options]`` (or ``tvm-qnn bench``).
 
-``--target x86`` (default) times the layer suite on this CPU against PyTorch fp32 measured in
-the same run (:mod:`bench.bench_layers`); ``--target arm_cpu[:board]`` prints the llvm-mca
-model of the same layers for the board (:mod:`bench.arm_model`) — a model, never a time,
-since no ARM board is reachable from here. Other options go to the module that runs.
+``--target x86`` (default) measures on this CPU (:mod:`bench.bench_layers`): the layer suite
+(conv3x3 56²·64 … 7²·512, dense 1×4096 and 64×4096) at ``--bits`` ``WxA`` and ``--threads``,
+each case next to its peers timed in the same run (:mod:`bench.peers`: PyTorch fp32, PyTorch
+int8 with its fastest quantized engine, onnxruntime int8 on a fused QDQ model) and the
+popcount roofline of a probe kernel (:mod:`bench.roofline`); ``--models`` adds the shipped
+trained CNVs end to end; ``--json`` and ``--png`` write the results. ``--target
+arm_cpu[:board]`` prints the llvm-mca model of the same layers for the board
+(:mod:`bench.arm_model`) — a model, never a time, since no ARM board is reachable from here.
+Other options go to the module that runs.
 """
 
 from __future__ import annotations

@@ -1,99 +1,298 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Layer benchmark: tvm_qnn bit-serial layers vs PyTorch fp32, measured in the same run.
+"""The x86 benchmark suite: tvm_qnn layers and models next to their peers, in one run.
 
-    python -m bench.bench_layers [--threads 1] [--bits 1 2] [--layers conv56 dense1] [--json out]
+    python -m bench [--layers conv56 … dense64] [--bits 1x1 2x2 1x2] [--threads 1 2]
+                    [--models [CNV_1W1A CNV_2W2A]] [--json out.json] [--png out.png]
 
-Each case prints one line ``bench: layer=… bits=… threads=… tvm_qnn_ms=… torch_fp32_ms=…
-ratio=…``. The tvm_qnn time is the whole layer as compiled (activation packing from int8
-codes, xor/popcount branches, the fused requantize epilogue to int8 codes) measured by TVM's
-``time_evaluator``; PyTorch runs the float layer (channels_last for conv) with the same number
-of threads. Medians of several rounds after warm-up; set ``TVM_NUM_THREADS`` and
-``--threads`` together (the script does it when it starts TVM itself).
+**Layers** (batch 1): conv3x3 s1 p1 at 56²×64→64, 28²×128→128, 14²×256→256, 7²×512→512 and
+dense 1×4096→4096, 64×4096→4096, at each ``--bits`` ``WxA`` (weight × activation bits; a
+single ``N`` means ``NxN``) and each ``--threads`` count. One line per case::
+
+    bench: layer=conv7 bits=W1A1 threads=1 tvm_qnn_ms=… torch_fp32_ms=… torch_int8_ms=…
+           ort_int8_ms=… roofline_ms=… of_roofline=… x_fp32=… x_int8=… int8_engine=…
+           ort_op=… isa=vpopcntq zmm
+
+``tvm_qnn_ms`` is the whole layer as compiled (activation packing from int8 codes, the
+xor/popcount branches, the fused requantize epilogue to int8 codes), timed by TVM's
+``time_evaluator``. The peers (:mod:`bench.peers`) are PyTorch fp32, PyTorch int8 (the fastest
+of its quantized engines, named in ``int8_engine``) and onnxruntime int8 (QDQ model fused into
+the op named in ``ort_op``). ``roofline_ms = W·A × MACs / rate`` with the peak rate of the
+popcount probe (:mod:`bench.roofline`, its fastest sample) at that thread count;
+``of_roofline = roofline_ms / tvm_qnn_ms`` (1.0 = at the roofline); ``x_fp32`` and ``x_int8``
+are speed-ups over PyTorch fp32 and over the faster int8 peer (> 1: tvm_qnn is faster).
+``isa`` is the popcount instruction found in the kernel's generated assembly.
+
+**Models** (``--models``, default all shipped quantized CNVs): the trained models of
+``tvm_qnn/models`` compiled by :func:`tvm_qnn.compile` (``Artifact.benchmark``), next to
+onnxruntime on the same QDQ model (fused by full optimization) and the float ``CNV_FP32`` run
+by onnxruntime and by PyTorch (its weights loaded from the ONNX file). One ``bench:
+model=…`` line each.
+
+Every measurement: threads pinned to the first ``threads`` CPUs (:func:`bench.peers.pin`),
+warm-up, then the minimum over rounds of the median of each round's samples (the quietest
+round: the cores are shared); see :mod:`bench.peers`. ``--json`` writes everything measured
+(including each PyTorch engine's time), ``--png`` a bar chart of the speed-ups per layer.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import math
 import os
-import statistics
+import platform
+import re
 import sys
 import time
 
-LAYERS = {
-    "conv56": ("conv2d", 64, 64, 56),
-    "conv28": ("conv2d", 128, 128, 28),
-    "conv14": ("conv2d", 256, 256, 14),
-    "conv7": ("conv2d", 512, 512, 7),
-    "dense1": ("dense", 4096, 4096, 1),
-    "dense64": ("dense", 4096, 4096, 64),
+from tvm_qnn.testing.suite import LAYER_SUITE as LAYERS
+
+from . import peers, roofline
+
+# Small layers for the smoke test (``--quick``); not part of the suite.
+QUICK_LAYERS = {
+    "conv8q": ("conv2d", 64, 64, 8),
+    "dense4q": ("dense", 512, 512, 4),
 }
+MODELS = ("CNV_1W1A", "CNV_2W2A")
+MODEL_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                         "tvm_qnn", "models")
 
 
-def _torch_ms(kind, cin, cout, size, threads, rounds=5, number=20):
-    import torch
-
-    torch.set_num_threads(threads)
-    with torch.no_grad():
-        if kind == "conv2d":
-            layer = torch.nn.Conv2d(cin, cout, 3, padding=1, bias=False).to(
-                memory_format=torch.channels_last)
-            x = torch.randn(1, cin, size, size).to(memory_format=torch.channels_last)
-        else:
-            layer = torch.nn.Linear(cin, cout, bias=False)
-            x = torch.randn(size, cin)
-        for _ in range(5):
-            layer(x)
-        samples = []
-        for _ in range(rounds):
-            start = time.perf_counter()
-            for _ in range(number):
-                layer(x)
-            samples.append((time.perf_counter() - start) / number)
-    return statistics.median(samples) * 1e3
+def parse_bits(text: str) -> tuple[int, int]:
+    """``"1x2"`` → (weight bits 1, activation bits 2); ``"2"`` → (2, 2)."""
+    m = re.fullmatch(r"([1-8])(?:x([1-8]))?", text.strip().lower().replace("w", "")
+                     .replace("a", "x"))
+    if not m:
+        raise argparse.ArgumentTypeError(f"{text!r}: bits are WxA (e.g. 1x1, 2x2, 1x2) or N")
+    w = int(m.group(1))
+    return w, int(m.group(2) or w)
 
 
-def _qnn_ms(kind, cin, cout, size, bits):
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}" if math.isfinite(value) else "nan"
+    return str(value)
+
+
+def bench_line(row: dict) -> str:
+    """The greppable ``bench:`` line of a result row (``isa`` last: its value has a space)."""
+    keys = [k for k in row if k != "isa" and not isinstance(row[k], dict)]
+    text = "bench: " + " ".join(f"{k}={_fmt(row[k])}" for k in keys)
+    return text + (f" isa={row['isa']}" if "isa" in row else "")
+
+
+def _qnn_kernel(kind, cin, cout, size, wbits, abits):
     from tvm_qnn.testing.layers import LayerKernel, random_layer
 
-    if kind == "conv2d":
-        layer, xq = random_layer("conv2d", act_bits=bits, weight_bits=bits, in_channels=cin,
-                                 out_channels=cout, size=(size, size))
-    else:
-        layer, xq = random_layer("dense", act_bits=bits, weight_bits=bits, in_channels=cin,
-                                 out_channels=cout, batch=size)
+    shape = dict(size=(size, size)) if kind == "conv2d" else dict(batch=size)
+    layer, xq = random_layer(kind, act_bits=abits, weight_bits=wbits, in_channels=cin,
+                             out_channels=cout, **shape)
     kernel = LayerKernel(layer)
-    asm = kernel.module.inspect_source("asm")
-    isa = "vpopcntq zmm" if "vpopcntq\t%zmm" in asm else (
-        "vpopcntq ymm" if "vpopcntq\t%ymm" in asm else "other")
-    times = [kernel.time(xq, number=20, repeat=5) for _ in range(3)]
-    return min(times) * 1e3, isa
+    return kernel, xq, roofline.isa_of(kernel.module.inspect_source("asm"))
+
+
+def _qnn_ms(kernel, xq, timing: peers.Timing) -> float:
+    kernel(xq)  # warm-up
+    start = time.perf_counter()
+    kernel(xq)
+    estimate = time.perf_counter() - start
+    return peers.measure_ms(lambda number, repeat: kernel.time(xq, number=number, repeat=repeat),
+                            estimate, timing)
+
+
+def bench_layers(names, bits, threads, rates, timing) -> list[dict]:
+    """Every (layer, bits, threads) case; peers measured once per (layer, threads)."""
+    rows = []
+    for name in names:
+        kind, cin, cout, size = {**LAYERS, **QUICK_LAYERS}[name]
+        macs = peers.layer_macs(kind, cin, cout, size)
+        int8 = peers.int8_layer(kind, cin, cout, size)
+        peer = {}
+        for n in threads:
+            peers.pin(n)
+            t8, engine, engines = peers.torch_int8_ms(int8, timing)
+            ort_ms, ort_op = peers.ort_int8_ms(int8, n, timing)
+            peer[n] = dict(torch_fp32_ms=peers.torch_fp32_ms(kind, cin, cout, size, timing),
+                           torch_int8_ms=t8, ort_int8_ms=ort_ms, engine=engine,
+                           engines=engines, ort_op=ort_op)
+        for wbits, abits in bits:
+            peers.pin(max(threads))  # compile with every core the run may use
+            kernel, xq, isa = _qnn_kernel(kind, cin, cout, size, wbits, abits)
+            for n in threads:
+                peers.pin(n)
+                qnn_ms = _qnn_ms(kernel, xq, timing)
+                p = peer[n]
+                roof_ms = 1e3 * wbits * abits * macs / rates[n]
+                int8_ms = min(p["torch_int8_ms"], p["ort_int8_ms"])
+                row = dict(layer=name, bits=f"W{wbits}A{abits}", threads=n, tvm_qnn_ms=qnn_ms,
+                           torch_fp32_ms=p["torch_fp32_ms"], torch_int8_ms=p["torch_int8_ms"],
+                           ort_int8_ms=p["ort_int8_ms"], roofline_ms=roof_ms,
+                           of_roofline=roof_ms / qnn_ms, x_fp32=p["torch_fp32_ms"] / qnn_ms,
+                           x_int8=int8_ms / qnn_ms, int8_engine=f"torch:{p['engine']}",
+                           ort_op=p["ort_op"], torch_int8_engines_ms=p["engines"], isa=isa)
+                rows.append(row)
+                print(bench_line(row), flush=True)
+    return rows
+
+
+def bench_models(names, threads, timing) -> list[dict]:
+    """The shipped CNVs compiled by tvm_qnn vs onnxruntime (QDQ and fp32) and PyTorch fp32."""
+    import numpy as np
+
+    import tvm_qnn
+
+    fp32_path = os.path.join(MODEL_DIR, "CNV_FP32.onnx")
+    x = np.random.default_rng(0).random((1, 1, 28, 28), dtype=np.float32)
+    rows = []
+    peers.pin(max(threads))
+    arts = {name: tvm_qnn.compile(os.path.join(MODEL_DIR, f"{name}.onnx"), target="x86")
+            for name in names}
+    import torch
+
+    torch_fp32 = peers.torch_cnv_fp32(fp32_path)
+    xt = torch.from_numpy(x).contiguous(memory_format=torch.channels_last)
+    for n in threads:
+        peers.pin(n)
+        sess, _ = peers.ort_session(fp32_path, n)
+        feeds = {sess.get_inputs()[0].name: x}
+        ort_fp32_ms = peers.ort_time_ms(sess, feeds, timing)
+        with torch.no_grad():
+            agree = bool(np.allclose(torch_fp32(xt).numpy(), sess.run(None, feeds)[0],
+                                     rtol=1e-3, atol=1e-3))
+        if not agree:
+            print("bench: WARNING PyTorch CNV_FP32 disagrees with onnxruntime", flush=True)
+        torch_fp32_ms = peers.torch_module_ms(torch_fp32, xt, timing)
+        for name, art in arts.items():
+            path = os.path.join(MODEL_DIR, f"{name}.onnx")
+            est = art.benchmark(x, number=1, repeat=1)
+            qnn_ms = peers.measure_ms(
+                lambda number, repeat, a=art: a.benchmark(x, number=number, repeat=repeat),
+                est, timing)
+            try:
+                qsess, qops = peers.ort_session(path, n)
+                ort_qdq_ms = peers.ort_time_ms(qsess, feeds, timing)
+                qconv = sum(op == "QLinearConv" for op in qops)
+            except Exception as err:  # noqa: BLE001 - the peer may not run the model at all
+                print(f"bench: onnxruntime cannot run {name}: {err}", flush=True)
+                ort_qdq_ms, qconv = float("nan"), 0
+            bitserial = sum(1 for r in art.layers if r.get("bitserial"))
+            row = dict(model=name, threads=n, tvm_qnn_ms=qnn_ms, ort_qdq_ms=ort_qdq_ms,
+                       ort_fp32_ms=ort_fp32_ms, torch_fp32_ms=torch_fp32_ms,
+                       x_ort_qdq=ort_qdq_ms / qnn_ms, x_ort_fp32=ort_fp32_ms / qnn_ms,
+                       x_torch_fp32=torch_fp32_ms / qnn_ms,
+                       bitserial_layers=f"{bitserial}/{len(art.layers)}",
+                       ort_qlinearconv=qconv, torch_fp32_matches_ort=agree)
+            rows.append(row)
+            print(bench_line(row), flush=True)
+    return rows
+
+
+PEERS_PLOTTED = (("x_fp32", "vs PyTorch fp32"), ("torch_int8_ms", "vs PyTorch int8"),
+                 ("ort_int8_ms", "vs onnxruntime int8"),
+                 ("of_roofline", "fraction of popcount roofline"))
+
+
+def plot(rows: list[dict], path: str) -> bool:
+    """Bars per layer of tvm_qnn's speed-up over each peer (and its fraction of the roofline),
+    one panel per (bits, threads). Returns False (with a message) without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("bench: matplotlib is not installed (pip install matplotlib): no PNG written",
+              flush=True)
+        return False
+    panels = sorted({(r["bits"], r["threads"]) for r in rows}, key=lambda p: (p[1], p[0]))
+    fig, axes = plt.subplots(len(panels), 1, figsize=(10, 3.2 * len(panels)), squeeze=False)
+    for ax, (bits, threads) in zip(axes[:, 0], panels, strict=True):
+        sel = [r for r in rows if r["bits"] == bits and r["threads"] == threads]
+        width = 0.8 / len(PEERS_PLOTTED)
+        for j, (key, label) in enumerate(PEERS_PLOTTED):
+            values = [r[key] if key.startswith(("x_", "of_")) else r[key] / r["tvm_qnn_ms"]
+                      for r in sel]
+            xs = [i + (j - (len(PEERS_PLOTTED) - 1) / 2) * width for i in range(len(sel))]
+            bars = ax.bar(xs, values, width, label=label)
+            ax.bar_label(bars, fmt="%.2g", fontsize=7)
+        ax.axhline(1.0, color="black", linewidth=0.8)
+        ax.set_yscale("log")
+        top = max(max(r["x_fp32"], r["of_roofline"]) for r in sel)
+        ax.set_ylim(top=max(top, 1.0) * 8)  # room for the legend above the bars
+        ax.set_xticks(range(len(sel)), [r["layer"] for r in sel])
+        ax.set_ylabel("speed-up (x)")
+        ax.set_title(f"tvm_qnn {bits}, {threads} thread(s): speed-up over peers "
+                     f"(isa {sel[0]['isa']})", fontsize=10)
+        ax.legend(fontsize=8, ncol=len(PEERS_PLOTTED))
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
 
 
 def main(argv=None) -> int:
-    """Run the benchmark (see the module docstring)."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--bits", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--layers", nargs="+", default=list(LAYERS), choices=list(LAYERS))
+    """Run the suite (see the module docstring)."""
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--layers", nargs="*", default=list(LAYERS),
+                        choices=[*LAYERS, *QUICK_LAYERS], metavar="LAYER",
+                        help=f"layers of the suite: {' '.join(LAYERS)} (none: models only)")
+    parser.add_argument("--bits", type=parse_bits, nargs="+", default=["1x1", "2x2", "1x2"],
+                        metavar="WxA", help="weight x activation bits (default 1x1 2x2 1x2)")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1])
+    parser.add_argument("--models", nargs="*", choices=MODELS, metavar="MODEL",
+                        help=f"also the shipped models (no names: {' '.join(MODELS)})")
     parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--png", help="write a bar chart of the speed-ups here")
+    parser.add_argument("--quick", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    os.environ["TVM_NUM_THREADS"] = str(args.threads)
-    results = []
-    for name in args.layers:
-        kind, cin, cout, size = LAYERS[name]
-        torch_ms = _torch_ms(kind, cin, cout, size, args.threads)
-        for bits in args.bits:
-            qnn_ms, isa = _qnn_ms(kind, cin, cout, size, bits)
-            row = dict(layer=name, bits=f"W{bits}A{bits}", threads=args.threads,
-                       tvm_qnn_ms=round(qnn_ms, 4), torch_fp32_ms=round(torch_ms, 4),
-                       ratio=round(torch_ms / qnn_ms, 2), isa=isa)
-            results.append(row)
-            print("bench: " + " ".join(f"{k}={v}" for k, v in row.items()), flush=True)
+    args.bits = [parse_bits(b) if isinstance(b, str) else b for b in args.bits]
+    timing = peers.QUICK if args.quick else peers.Timing()
+    with peers.thread_control(max(args.threads)):
+        return _run(args, timing)
+
+
+def _run(args, timing) -> int:
+    start = time.perf_counter()
+    rates = {}
+    for n in args.threads:
+        peers.pin(n)
+        probe = (roofline.measure(n, repeats=500, rounds=1, repeat=2) if args.quick else
+                 roofline.measure(n))
+        rates[n] = probe["bit_macs_per_s"]
+        print(f"bench: roofline threads={n} bit_macs_per_s={rates[n]:.4g} "
+              f"per_core={rates[n] / n:.4g} isa={probe['isa']}", flush=True)
+    rows = bench_layers(args.layers, args.bits, args.threads, rates, timing)
+    model_rows = []
+    if args.models is not None:
+        model_rows = bench_models(args.models or list(MODELS), args.threads, timing)
+    elapsed = time.perf_counter() - start
+    print(f"bench: done in {elapsed:.1f} s", flush=True)
     if args.json:
+        result = dict(machine=dict(cpu=_cpu_name(), cpus=len(peers.CPUS),
+                                   python=platform.python_version()),
+                      timing=dataclasses.asdict(timing),
+                      roofline_bit_macs_per_s={str(k): v for k, v in rates.items()},
+                      layers=rows, models=model_rows, seconds=elapsed)
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(results, f, indent=1)
+            json.dump(result, f, indent=1)
+    if args.png and rows:
+        plot(rows, args.png)
     return 0
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
 
 
 if __name__ == "__main__":

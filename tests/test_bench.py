@@ -1,0 +1,67 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Smoke test of the x86 benchmark suite (``python -m bench``): one small case, tiny rounds,
+and the int8 peers checked against a numpy int8 reference (no speed is asserted)."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("onnxruntime")
+
+
+def _row(line: str) -> dict:
+    body, _, isa = line.partition(" isa=")
+    row = dict(kv.split("=", 1) for kv in body.split(": ", 1)[1].split())
+    row["isa"] = isa
+    return row
+
+
+def test_suite_prints_a_parsable_line_and_writes_json(tmp_path, capsys):
+    from bench.__main__ import main
+
+    out = tmp_path / "bench.json"
+    assert main(["--quick", "--layers", "conv8q", "--bits", "1x2", "--threads", "1",
+                 "--json", str(out)]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("bench: layer=")]
+    assert len(lines) == 1
+    row = _row(lines[0])
+    assert row["layer"] == "conv8q" and row["bits"] == "W1A2" and row["threads"] == "1"
+    for key in ("tvm_qnn_ms", "torch_fp32_ms", "torch_int8_ms", "ort_int8_ms", "roofline_ms",
+                "of_roofline", "x_fp32", "x_int8"):
+        value = float(row[key])
+        assert math.isfinite(value) and value > 0, (key, row[key])
+    assert row["int8_engine"].startswith("torch:")
+    assert "QLinearConv" in row["ort_op"]  # the peer runs its fused int8 kernel
+    assert row["isa"]
+    result = json.loads(out.read_text())
+    assert result["layers"][0]["layer"] == "conv8q"
+    assert result["roofline_bit_macs_per_s"]["1"] > 0
+
+
+def test_bits_are_weight_by_activation():
+    from bench.bench_layers import parse_bits
+
+    assert parse_bits("1x2") == (1, 2)
+    assert parse_bits("W2A1") == (2, 1)
+    assert parse_bits("2") == (2, 2)
+
+
+@pytest.mark.parametrize("kind,cin,cout,size", [("conv2d", 16, 24, 5), ("dense", 96, 40, 3)])
+def test_int8_peers_compute_the_layer(kind, cin, cout, size):
+    from bench import peers
+
+    layer = peers.int8_layer(kind, cin, cout, size, seed=1)
+    want = peers.int8_reference(layer)
+    assert 0 < want.std()  # the output spreads over its range: a real check
+    got = {"ort": peers.ort_int8_run(layer)}
+    import torch
+
+    got.update({e: peers.torch_int8_run(layer, e) for e in peers.TORCH_ENGINES
+                if e in torch.backends.quantized.supported_engines})
+    for name, y in got.items():
+        assert y.shape == want.shape, name
+        # Requantization may round a tie the other way: at most one code apart.
+        assert np.abs(y.astype(int) - want).max() <= 1, name
