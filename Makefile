@@ -8,7 +8,7 @@ STAMP := $(VENV)/.tvm_qnn-installed
 # Debian packages the project uses (installed when missing; needs root and apt-get).
 # g++ and cmake build the accelerator simulator during the pip install, so they come first.
 SYSTEM_PACKAGES := g++ cmake dataset-fashion-mnist qemu-user gcc-aarch64-linux-gnu \
-	gcc-arm-linux-gnueabihf llvm-19
+	gcc-arm-linux-gnueabihf llvm-19 verilator yosys nextpnr-ice40 iverilog
 
 .PHONY: demo test venv sysdeps data clean
 

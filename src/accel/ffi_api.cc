@@ -2,7 +2,8 @@
 // tvm-ffi entry points of the simulator, loaded from Python by tvm_qnn.accel (tvm_ffi.load_module).
 //
 //   isa() -> str                                   instruction layouts as JSON
-//   run(config_json, program, dram, trace, max_cycles) -> [bytes dram, str stats_json]
+//   run(config_json, program, dram, trace, max_cycles, gemm_rtl_lib) -> [bytes dram, str stats_json]
+//       gemm_rtl_lib: "" (functional GEMM) or the path of a verilated GEMM core (gemm_rtl.h)
 //
 // SimError kinds become the Python exceptions registered in tvm_qnn/accel/errors.py.
 #include <tvm/ffi/container/array.h>
@@ -56,13 +57,13 @@ std::map<std::string, double> ParseConfig(const ffi::String& config_json) {
 ffi::String Isa() { return ffi::String(tvm_qnn::accel::IsaJson()); }
 
 ffi::Array<ffi::Any> Run(ffi::String config_json, ffi::Bytes program, ffi::Bytes dram, bool trace,
-                         int64_t max_cycles) {
+                         int64_t max_cycles, ffi::String gemm_rtl_lib) {
   try {
     tvm_qnn::accel::Config cfg = tvm_qnn::accel::Config::FromMap(ParseConfig(config_json));
     const uint8_t* d = reinterpret_cast<const uint8_t*>(dram.data());
     tvm_qnn::accel::RunResult r = tvm_qnn::accel::Run(
         cfg, reinterpret_cast<const uint8_t*>(program.data()), program.size(),
-        std::vector<uint8_t>(d, d + dram.size()), trace, max_cycles);
+        std::vector<uint8_t>(d, d + dram.size()), trace, max_cycles, std::string(gemm_rtl_lib));
     ffi::Bytes out(reinterpret_cast<const char*>(r.dram.data()), r.dram.size());
     return ffi::Array<ffi::Any>{ffi::Any(out), ffi::Any(ffi::String(r.stats_json))};
   } catch (const SimError& e) {

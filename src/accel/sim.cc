@@ -191,8 +191,9 @@ struct QueueState {
 
 class Machine {
  public:
-  Machine(const Config& cfg, std::vector<uint8_t> dram, bool trace, int64_t max_cycles)
-      : cfg_(cfg), dram_(std::move(dram)), trace_(trace), max_cycles_(max_cycles) {
+  Machine(const Config& cfg, std::vector<uint8_t> dram, bool trace, int64_t max_cycles,
+          RtlGemm* rtl)
+      : cfg_(cfg), dram_(std::move(dram)), trace_(trace), max_cycles_(max_cycles), rtl_(rtl) {
     words_in_ = cfg.block_in / 64;
     inp_.assign(cfg.inp_entries() * cfg.batch * words_in_, 0);
     wgt_.assign(cfg.wgt_entries() * cfg.block_out * words_in_, 0);
@@ -492,6 +493,7 @@ class Machine {
     const int64_t B = cfg_.batch, O = cfg_.block_out, W = words_in_;
     const int64_t wgt_out = in["wgt_factor_out"], wgt_in = in["wgt_factor_in"];
     const bool use_and = in["mode"] == kGemmAnd;
+    std::vector<GemmStep> rtl_steps;  // co-simulation: the steps go to the RTL core instead
     for (int64_t i0 = 0; i0 < l.iter_out; ++i0) {
       for (int64_t i1 = 0; i1 < l.iter_in; ++i1) {
         for (int64_t u = l.uop_bgn; u < l.uop_end; ++u) {
@@ -501,6 +503,14 @@ class Machine {
           int64_t w = GetField(&uop, kUopFields[2]) + i0 * wgt_out + i1 * wgt_in;
           CheckRange(in, "accumulator buffer", a, 1, cfg_.acc_entries(), At(i0, i1, u));
           int32_t* acc = acc_.data() + a * B * O;
+          if (rtl_) {
+            if (!reset) {
+              CheckRange(in, "input buffer", x, a_bits, cfg_.inp_entries(), At(i0, i1, u));
+              CheckRange(in, "weight buffer", w, w_bits, cfg_.wgt_entries(), At(i0, i1, u));
+            }
+            rtl_steps.push_back(GemmStep{a, x, w});
+            continue;
+          }
           if (reset) {
             std::fill(acc, acc + B * O, 0);
             continue;
@@ -527,6 +537,10 @@ class Machine {
           }
         }
       }
+    }
+    if (rtl_) {
+      return rtl_->Run(rtl_steps, reset, use_and, a_bits, w_bits, inp_.data(), wgt_.data(),
+                       acc_.data());
     }
     return cycles;
   }
@@ -613,6 +627,7 @@ class Machine {
   std::vector<uint8_t> dram_;
   bool trace_;
   int64_t max_cycles_;
+  RtlGemm* rtl_;  // not null: GEMM instructions run on the verilated core
   int64_t words_in_;
   std::vector<uint64_t> inp_, wgt_, uop_;
   std::vector<int32_t> acc_;
@@ -695,7 +710,8 @@ void Config::Validate() const {
 }
 
 RunResult Run(const Config& cfg, const uint8_t* program, size_t program_bytes,
-              std::vector<uint8_t> dram, bool trace, int64_t max_cycles) {
+              std::vector<uint8_t> dram, bool trace, int64_t max_cycles,
+              const std::string& gemm_rtl_lib) {
   cfg.Validate();
   if (program_bytes % kInsnBytes != 0) {
     throw SimError(SimError::kProgram, "program size " + std::to_string(program_bytes) +
@@ -708,7 +724,9 @@ RunResult Run(const Config& cfg, const uint8_t* program, size_t program_bytes,
     std::memcpy(words, program + i * kInsnBytes, kInsnBytes);  // little-endian host assumed
     insns.push_back(Decode(words, static_cast<int64_t>(i)));
   }
-  Machine machine(cfg, std::move(dram), trace, max_cycles);
+  std::unique_ptr<RtlGemm> rtl;
+  if (!gemm_rtl_lib.empty()) rtl = std::make_unique<RtlGemm>(gemm_rtl_lib, cfg);
+  Machine machine(cfg, std::move(dram), trace, max_cycles, rtl.get());
   return machine.Run(insns);
 }
 

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -68,10 +69,40 @@ struct RunResult {
   std::string stats_json;  // {"cycles": ..., "load": {...}, ...}; "trace": [...] on request
 };
 
+// One GEMM step as the compute module issues it: accumulator, input and weight entries.
+struct GemmStep {
+  int64_t acc, inp, wgt;
+};
+
+// A verilated GEMM core (src/accel/rtl/gemm_core.v) in a shared library with the C interface of
+// gemm_rtl.h, opened with dlopen: the simulator does not link verilator. Runs GEMM instructions
+// plane pair by plane pair through the RTL, with the accumulator SRAM modelled here.
+class RtlGemm {
+ public:
+  // Throws SimError(kConfig) if the library cannot be loaded or was built for other parameters.
+  RtlGemm(const std::string& path, const Config& cfg);
+  ~RtlGemm();
+  RtlGemm(const RtlGemm&) = delete;
+  RtlGemm& operator=(const RtlGemm&) = delete;
+
+  // Feeds the steps' plane pairs (a_bits * w_bits per step, one per clock; one per step for a
+  // reset), updates `acc` through the core's SRAM ports and returns the clock cycles the core was
+  // busy: from the first plane pair until its last write reached the SRAM.
+  int64_t Run(const std::vector<GemmStep>& steps, bool reset, bool use_and, int64_t a_bits,
+              int64_t w_bits, const uint64_t* inp, const uint64_t* wgt, int32_t* acc);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
 // Runs `program` (n_insns * 16 bytes) against `dram`, returns the DRAM after the run and stats.
 // Stops with SimError before any instruction that would push the clock past max_cycles.
+// A non-empty `gemm_rtl_lib` runs every GEMM instruction through that RTL core (RtlGemm), whose
+// clock cycles then are the instructions' cycles.
 RunResult Run(const Config& cfg, const uint8_t* program, size_t program_bytes,
-              std::vector<uint8_t> dram, bool trace, int64_t max_cycles);
+              std::vector<uint8_t> dram, bool trace, int64_t max_cycles,
+              const std::string& gemm_rtl_lib = "");
 
 // The instruction and micro-op field layouts as JSON: the single source of truth the Python
 // assembler (tvm_qnn.accel.isa) builds its encoder from.

@@ -2,9 +2,11 @@
 """The VTA-style bit-serial accelerator: configuration, ISA assembler and C++ simulator.
 
 Architecture, ISA and cycle model: docs/accelerator.md. The simulator is a C++ library
-(src/accel) built by ``pip install`` and called through tvm-ffi.
+(src/accel) built by ``pip install`` and called through tvm-ffi; :mod:`.rtl` builds the
+Verilog GEMM core (src/accel/rtl) for co-simulation (docs/accelerator_rtl.md).
 """
 
+from . import rtl
 from .config import DEFAULT_CONFIG_PATH, AccelConfig
 from .errors import ConfigError, CycleBudgetError, DeadlockError, ProgramError, SimulatorError
 from .isa import Program, decode, encode, encode_uops, layout
@@ -15,4 +17,4 @@ from .sim import Simulator
 __all__ = ["DEFAULT_CONFIG_PATH", "AccelConfig", "ConfigError", "CycleBudgetError",
            "DeadlockError", "Program", "ProgramError", "SimulatorError", "Simulator",
            "acc_bytes", "decode", "encode", "encode_uops", "layout", "pack_planes",
-           "read_output", "run_reference", "unpack_planes"]
+           "read_output", "rtl", "run_reference", "unpack_planes"]

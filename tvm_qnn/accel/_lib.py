@@ -37,9 +37,10 @@ def _installed_candidates() -> list[str]:
 
 def _source_hash() -> str:
     h = hashlib.sha256()
-    for rel in ["CMakeLists.txt", *sorted(os.path.join("src", "accel", f)
-                                          for f in os.listdir(os.path.join(_SOURCE_ROOT, "src",
-                                                                           "accel")))]:
+    src = os.path.join(_SOURCE_ROOT, "src", "accel")
+    # Files only: src/accel/rtl (the Verilog, built separately by tvm_qnn.accel.rtl) is a folder.
+    for rel in ["CMakeLists.txt", *sorted(os.path.join("src", "accel", f) for f in os.listdir(src)
+                                          if os.path.isfile(os.path.join(src, f)))]:
         with open(os.path.join(_SOURCE_ROOT, rel), "rb") as f:
             h.update(rel.encode() + f.read())
     return h.hexdigest()[:16]

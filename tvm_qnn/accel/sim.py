@@ -23,8 +23,8 @@ class Simulator:
         self.config = config or AccelConfig.load()
         self._config_json = self.config.to_json()
 
-    def run(self, program, dram, *, trace: bool = False,
-            max_cycles: int = 10**9) -> tuple[np.ndarray, dict]:
+    def run(self, program, dram, *, trace: bool = False, max_cycles: int = 10**9,
+            gemm: str = "functional") -> tuple[np.ndarray, dict]:
         """Run ``program`` (a :class:`~tvm_qnn.accel.isa.Program` or its bytes) on ``dram``.
 
         Parameters
@@ -37,6 +37,11 @@ class Simulator:
             Add ``stats["trace"]``: per instruction its module, start/end cycle and stalls.
         max_cycles
             Refuse (:class:`CycleBudgetError`) any instruction that would end past this cycle.
+        gemm
+            ``"functional"`` (C++) or ``"rtl"``: every GEMM instruction runs plane pair by plane
+            pair through the verilated Verilog core (co-simulation, docs/accelerator_rtl.md),
+            whose clock cycles become the instruction's cycles. Builds the core on first use
+            (cached); needs verilator, else :class:`~tvm_qnn.accel.rtl.RtlUnavailable`.
 
         Returns
         -------
@@ -52,6 +57,14 @@ class Simulator:
         """
         data = bytes(np.ascontiguousarray(dram, dtype=np.uint8).reshape(-1)) \
             if not isinstance(dram, bytes | bytearray) else bytes(dram)
+        if gemm == "functional":
+            gemm_lib = ""
+        elif gemm == "rtl":
+            from .rtl import build_gemm_core
+
+            gemm_lib = build_gemm_core(self.config)
+        else:
+            raise ValueError(f"gemm={gemm!r}: use 'functional' or 'rtl'")
         out, stats = library().run(self._config_json, bytes(program), data, bool(trace),
-                                   int(max_cycles))
+                                   int(max_cycles), gemm_lib)
         return np.frombuffer(bytes(out), dtype=np.uint8).copy(), json.loads(str(stats))
