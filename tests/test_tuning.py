@@ -150,3 +150,42 @@ def test_model_runner_tunes_a_board_we_do_not_have(conv, tmp_path):
 def test_model_runner_is_for_arm_boards(conv, tmp_path):
     with pytest.raises(tvm_qnn.TvmQnnError, match="scores aarch64 boards with llvm-mca"):
         tvm_qnn.tune(conv, "x86", trials=1, work_dir=tmp_path / "x", runner="model")
+
+
+def test_pretuned_schedules_serve_layers_of_the_same_signature(conv, tmp_path, monkeypatch,
+                                                               caplog):
+    """TopHub-style lookup: a record in schedules/<device class>/ tuned on one model is
+    replayed on another model's layer of the same shapes (other weights and scales)."""
+    from tvm_qnn.tuning.pretuned import find_pretuned
+
+    target = X86Target()
+    (task,) = extract_tasks(lower_for_tuning(load_model(conv), target))
+    other = X86Target(knobs=CpuKnobs(ow_tile=1, oh_tile=2))
+    sch = s_tir.Schedule(task.mod)
+    other.template(task.kind)(sch)
+    class_key = target.schedule_keys()[1][0]
+    db = open_database(tmp_path / class_key, create=True)
+    db.commit_tuning_record(ms.database.TuningRecord(
+        sch.trace, db.commit_workload(task.mod), [1e-6], target.tvm_target,
+        ms.arg_info.ArgInfo.from_prim_func(task.mod["main"])))
+    monkeypatch.setenv("TVM_QNN_SCHEDULES", str(tmp_path))
+    assert find_pretuned(target) == (str(tmp_path / class_key), class_key, "device class")
+    # Same shapes and bits, other weights, scales and zero-point: another workload.
+    sibling = make_conv_model("qcdq", in_ch=16, out_ch=16, size=(12, 12), act_bits=2,
+                              weight_bits=2, seed=7)
+    feeds = random_input(sibling, seed=3)
+    with caplog.at_level(logging.INFO, logger="tvm_qnn"):
+        tuned = tvm_qnn.compile(sibling, "x86")
+    assert f"pre-tuned schedules: {tmp_path / class_key} (device class {class_key})" \
+        in caplog.text
+    assert "pre-tuned schedule from" in caplog.text
+    monkeypatch.setenv("TVM_QNN_SCHEDULES", "off")
+    default = tvm_qnn.compile(sibling, "x86")
+    assert tuned.assembly() != default.assembly()
+    np.testing.assert_array_equal(tuned.run(feeds), default.run(feeds))
+    # A layer of another shape finds no record: the default template, logged.
+    monkeypatch.setenv("TVM_QNN_SCHEDULES", str(tmp_path))
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="tvm_qnn"):
+        tvm_qnn.compile(make_conv_model("qcdq", in_ch=8, out_ch=8, act_bits=2), "x86")
+    assert "no tuning record, default template" in caplog.text

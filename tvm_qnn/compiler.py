@@ -28,11 +28,13 @@ def _before_scheduling(backend, offload=None) -> list[tvm.transform.Pass]:
             + cpu_pipeline.legalize_passes(target)[1:])  # TVM's LegalizeOps is done above
 
 
-def build_pipeline(backend, database=None, offload=None) -> tvm.transform.Pass:
+def build_pipeline(backend, database=None, offload=None,
+                   pretuned: str | None = None) -> tvm.transform.Pass:
     """The Relax pipeline of tvm_qnn for ``backend`` (TVM's CPU pipeline plus our passes).
 
     ``database``: tuning records (:func:`tvm_qnn.tune`) that override the default templates.
     ``offload``: the backend's :meth:`~tvm_qnn.target.QnnTarget.offload_pass`, if any.
+    ``pretuned``: a folder of pre-tuned records (:mod:`tvm_qnn.tuning.pretuned`).
     """
     target = backend.tvm_target
 
@@ -41,7 +43,7 @@ def build_pipeline(backend, database=None, offload=None) -> tvm.transform.Pass:
         with target:
             seq = tvm.transform.Sequential(
                 _before_scheduling(backend, offload)
-                + [ScheduleBitserial(backend, database)]
+                + [ScheduleBitserial(backend, database, pretuned)]
                 + cpu_pipeline.dataflow_lower_passes(target)
                 + cpu_pipeline.finalize_passes(target)
             )
@@ -95,7 +97,9 @@ def compile(model, target="x86", *, shapes: dict | None = None,  # noqa: A001
         Raise :class:`UnsupportedModelError` (naming the layer and the reason) when a
         conv2d/dense cannot be made bit-serial, instead of compiling it as TVM would.
     tuning_db : Database or path, optional
-        Tuning records (:func:`tvm_qnn.tune`) for the CPU kernels.
+        Tuning records (:func:`tvm_qnn.tune`) for the CPU kernels. Without it, the pre-tuned
+        schedules shipped for this device (or its class) are used when there are some
+        (``schedules/``, TopHub-style; ``TVM_QNN_SCHEDULES=off`` turns that off).
 
     Returns
     -------
@@ -121,9 +125,20 @@ def compile(model, target="x86", *, shapes: dict | None = None,  # noqa: A001
               for p in params]
     logger.info("compiling for %s", backend.describe())
     database = open_database(tuning_db) if tuning_db is not None else None
+    pretuned = None
+    if database is None:
+        from .tuning.pretuned import find_pretuned
+
+        found = find_pretuned(backend)
+        if found is None:
+            keys = ", ".join(k for k, _ in backend.schedule_keys()) or "this target"
+            logger.info("no pre-tuned schedules for %s: default templates", keys)
+        else:
+            pretuned, key, level = found
+            logger.info("pre-tuned schedules: %s (%s %s)", pretuned, level, key)
     offload = backend.offload_pass()
     exe = tvm.compile(mod, backend.tvm_target,
-                      relax_pipeline=build_pipeline(backend, database, offload))
+                      relax_pipeline=build_pipeline(backend, database, offload, pretuned))
     accel_layers = None
     if offload is not None:
         accel_layers = offload.layers

@@ -5,6 +5,8 @@
 ``TVM_QNN_WORK_DIR``   where training runs keep checkpoints by default (default: ./work_dirs)
 ``TVM_QNN_CACHE_DIR``  built helpers kept between runs, e.g. the emulated aarch64 device
                       (default: ~/.cache/tvm_qnn)
+``TVM_QNN_SCHEDULES``  pre-tuned schedules: a folder to search instead of the shipped
+                      ``schedules/``, or ``off`` to use the default templates
 ``TVM_NUM_THREADS``    TVM's own: threads of the compiled code (default: all cores)
 """
 
@@ -27,3 +29,8 @@ def cache_dir() -> str:
     """``TVM_QNN_CACHE_DIR`` or ``~/.cache/tvm_qnn``."""
     return os.environ.get("TVM_QNN_CACHE_DIR",
                           os.path.join(os.path.expanduser("~"), ".cache", "tvm_qnn"))
+
+
+def schedules_dir() -> str | None:
+    """``TVM_QNN_SCHEDULES`` or None."""
+    return os.environ.get("TVM_QNN_SCHEDULES") or None

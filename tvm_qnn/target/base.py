@@ -54,6 +54,11 @@ class QnnTarget(abc.ABC):
         """A device that runs the target's code on this host, or None."""
         return None
 
+    def schedule_keys(self) -> list[tuple[str, str]]:
+        """Pre-tuned schedule folders for this device, most specific first: ``(key, level)``
+        with level "exact device" or "device class" (:mod:`tvm_qnn.tuning.pretuned`)."""
+        return []
+
     def offload_pass(self):
         """A fresh Relax pass moving layers to an accelerator (run before the CPU rewrite), or
         None for a plain CPU target."""

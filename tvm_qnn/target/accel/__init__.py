@@ -41,6 +41,9 @@ class AccelTarget(QnnTarget):
     def schedule_space(self, kind):
         return self.host.schedule_space(kind)
 
+    def schedule_keys(self):
+        return self.host.schedule_keys()  # the layers left on the host CPU
+
     def offload_pass(self):
         from ...transform.offload_accel import OffloadAccel
 

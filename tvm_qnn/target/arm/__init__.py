@@ -84,6 +84,10 @@ class ArmTarget(CpuTarget):
         """The gcc that links libraries for the board."""
         return _COMPILERS[self.board.arch]
 
+    def schedule_keys(self):
+        return [(f"arm-{self.board_name}", "exact device"),
+                (f"{self.board.arch}-{self.board.mcpu}", "device class")]
+
     def runs_here(self) -> bool:
         machine = platform.machine()
         return (self.board.arch == "aarch64" and machine == "aarch64") or \

@@ -53,6 +53,9 @@ class X86Target(CpuTarget):
         return tvm.target.Target({"kind": "llvm", "mcpu": self.mcpu,
                                   "num-cores": self.num_cores})
 
+    def schedule_keys(self):
+        isa = "avx512-vpopcntdq" if self.has_vpopcntdq else "avx2"
+        return [(f"x86-{self.mcpu}", "exact device"), (f"x86-{isa}", "device class")]
 
     def describe(self) -> str:
         isa = "AVX-512 VPOPCNTDQ" if self.has_vpopcntdq else "AVX2"
