@@ -233,8 +233,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", default="x86", help="x86 (default): tuned on this CPU")
     p.add_argument("--trials", type=int, default=64, help="trials per distinct layer kernel")
     p.add_argument("--work-dir", default="tvm_qnn_tuning", help="the JSON database (resumable)")
-    p.add_argument("--runner", default="local",
-                   help="local (this CPU, default) or KEY@HOST:PORT of a TVM RPC tracker")
+    p.add_argument("--runner", default=None,
+                   help="local (this CPU), model (llvm-mca of an aarch64 board) or "
+                        "KEY@HOST:PORT of a TVM RPC tracker; default: local when the target "
+                        "runs here, else model")
     p.add_argument("--timeout", type=float, default=30,
                    help="seconds before a candidate (or RPC session) counts as failed")
     p.add_argument("--shape", action="append", metavar="NAME=D0,D1,...",
