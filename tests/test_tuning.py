@@ -189,3 +189,20 @@ def test_pretuned_schedules_serve_layers_of_the_same_signature(conv, tmp_path, m
     with caplog.at_level(logging.INFO, logger="tvm_qnn"):
         tvm_qnn.compile(make_conv_model("qcdq", in_ch=8, out_ch=8, act_bits=2), "x86")
     assert "no tuning record, default template" in caplog.text
+
+
+@pytest.mark.skipif(shutil.which("qemu-aarch64") is None
+                    or shutil.which("aarch64-linux-gnu-gcc") is None,
+                    reason="qemu-user / gcc-aarch64-linux-gnu missing (make sysdeps installs them)")
+def test_shipped_pretuned_schedules_are_used_and_exact(caplog):
+    """The shipped model compiled for a Pi 4 picks schedules/aarch64-cortex-a72 by itself,
+    and its code (run under qemu) gives the x86 result."""
+    import os
+
+    path = os.path.join(os.path.dirname(tvm_qnn.__file__), "models", "CNV_2W2A.onnx")
+    with caplog.at_level(logging.INFO, logger="tvm_qnn"):
+        art = tvm_qnn.compile(path, "arm_cpu:rasp4b")
+    assert "(device class aarch64-cortex-a72)" in caplog.text
+    assert caplog.text.count("pre-tuned schedule from") == len(art.layers)
+    x = np.random.default_rng(4).random((1, 1, 28, 28), dtype=np.float32)
+    np.testing.assert_array_equal(art.run(x), tvm_qnn.compile(path, "x86").run(x))
