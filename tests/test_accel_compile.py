@@ -73,6 +73,17 @@ def test_tilings_on_small_buffers_stay_exact(case):
     assert simulate_layer(layer, codes, SMALL)["exact"]
 
 
+def test_groups_when_an_output_row_fills_the_accumulator():
+    """Weights that fit the buffer whole, but 4 output blocks x 9 columns do not fit half the
+    accumulator buffer (32 entries): the blocks must still go in groups."""
+    cfg = AccelConfig(acc_buff_bytes=4096)
+    layer, codes = random_layer("conv2d", act_bits=1, weight_bits=1, in_channels=64,
+                                out_channels=64, size=(9, 9))
+    lw = lower_layer(plan_layer(layer), cfg)
+    assert lw.tiling.double_weights and max(lw.tiling.groups) * 9 <= 32
+    assert simulate_layer(layer, codes, cfg)["exact"]
+
+
 def test_reference_p_matches_bit_planes():
     """The integer formula itself, against explicit xor + popcount of bit-planes."""
     layer, codes = random_layer("dense", act_bits=3, weight_bits=2, in_channels=10,

@@ -112,7 +112,11 @@ class Tiling:
     hd: int  # input image height in DRAM
     wd: int  # input image width in DRAM
     out_bytes: int
-    double_weights: bool
+
+    @property
+    def double_weights(self) -> bool:
+        """Several weight groups, taking turns in the two halves of the weight buffer."""
+        return len(self.groups) > 1
 
 
 def choose_tiling(g: Geometry, cfg: AccelConfig) -> Tiling:
@@ -130,14 +134,6 @@ def choose_tiling(g: Geometry, cfg: AccelConfig) -> Tiling:
     hd, wd = (g.h, g.w) if hw_pad else (g.h + top + bottom, wp)
     taps = g.kh * g.kw * cb
     per_ob = taps * g.w_bits  # weight entries of one output block
-    double_weights = ob * per_ob > cfg.wgt_entries
-    wgt_space = cfg.wgt_entries // 2 if double_weights else cfg.wgt_entries
-    variants = 4 if double_weights else 2
-    obg_max = min(ob, wgt_space // per_ob, (cfg.uop_entries - 2) // (variants * taps))
-    if obg_max < 1:
-        raise NotOffloadable(f"one block of {cfg.block_out} output channels needs {per_ob} "
-                             f"weight entries and {variants * taps} micro-ops; the buffers "
-                             f"hold {wgt_space} and {cfg.uop_entries - 2}")
 
     def rows_in(rows):
         return (rows - 1) * g.strides[0] + (g.kh - 1) * g.dilation[0] + 1
@@ -146,11 +142,23 @@ def choose_tiling(g: Geometry, cfg: AccelConfig) -> Tiling:
     if rows_in(1) * wp * cb * g.a_bits > inp_half:
         raise NotOffloadable(f"one output row reads {rows_in(1) * wp * cb * g.a_bits} input "
                              f"entries; half the input buffer holds {inp_half}")
-    while obg_max > 1 and g.ow * obg_max > acc_half:
-        obg_max -= 1
-    if g.ow * obg_max > acc_half:
-        raise NotOffloadable(f"one output row is {g.ow} accumulator entries; half the "
-                             f"accumulator buffer holds {acc_half}")
+
+    def group_cap(weight_space: int, variants: int) -> int:
+        # Output blocks per group: their weights, micro-ops and one output row must fit.
+        return min(ob, weight_space // per_ob, (cfg.uop_entries - 2) // (variants * taps),
+                   acc_half // g.ow)
+
+    # One group holds every output block if all of it fits; otherwise the groups take
+    # turns in the two halves of the weight buffer (a group never overwrites the weights
+    # the group before it is still computing with).
+    obg_max = group_cap(cfg.wgt_entries, 2)
+    if obg_max < ob:
+        obg_max = group_cap(cfg.wgt_entries // 2, 4)
+    if obg_max < 1:
+        raise NotOffloadable(f"one block of {cfg.block_out} output channels needs {per_ob} "
+                             f"weight entries, {4 * taps} micro-ops and {g.ow} accumulator "
+                             f"entries per row; the buffers hold {cfg.wgt_entries // 2} (half), "
+                             f"{cfg.uop_entries - 2} and {acc_half} (half)")
     max_rows = 1
     while (max_rows < g.oh and rows_in(max_rows + 1) * wp * cb * g.a_bits <= inp_half
            and (max_rows + 1) * g.ow * obg_max <= acc_half):
@@ -170,17 +178,15 @@ def choose_tiling(g: Geometry, cfg: AccelConfig) -> Tiling:
         return load + tiles * max(compute, load + store) + store
 
     rows = min(range(1, max_rows + 1), key=estimate)
-    if double_weights:  # ramp 1, 2, 4, ... so the unhidden first weight load is small
-        groups, size, left_ob = [], 1, ob
-        while left_ob:
-            take = min(size, obg_max, left_ob)
-            groups.append(take)
-            left_ob -= take
-            size *= 2
-    else:
-        groups = [ob]
+    # Several groups: sizes ramp 1, 2, 4, ... so the unhidden first weight load is small.
+    groups, size, left_ob = [], 1 if obg_max < ob else ob, ob
+    while left_ob:
+        take = min(size, obg_max, left_ob)
+        groups.append(take)
+        left_ob -= take
+        size *= 2
     return Tiling(hw_pad, cb, ob, tuple(groups), obg_max, rows, rows_in(rows), wp, hd, wd,
-                  out_bytes, double_weights)
+                  out_bytes)
 
 
 def _align(x: int, a: int) -> int:
