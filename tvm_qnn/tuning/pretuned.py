@@ -26,6 +26,7 @@ from tvm.s_tir import meta_schedule as ms
 
 from .. import knobs
 from .database import open_database
+from .model_runner import args_key
 from .tasks import workload
 
 logger = logging.getLogger("tvm_qnn")
@@ -61,8 +62,7 @@ def find_pretuned(backend) -> tuple[str, str, str] | None:
 def signature(func: tvm.tirx.PrimFunc) -> tuple:
     """What a tuned schedule needs to replay on ``func``: kind, arguments, blocks."""
     kind = str(func.attrs.get("tvm_qnn.kernel", "")) if func.attrs is not None else ""
-    args = tuple((str(a.dtype), tuple(int(d) for d in a.shape))
-                 for a in ms.arg_info.ArgInfo.from_prim_func(func))
+    args = args_key(ms.arg_info.ArgInfo.from_prim_func(func))
     sch = s_tir.Schedule(func)
     blocks = tuple(sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root")))
     return kind, args, blocks

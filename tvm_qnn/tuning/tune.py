@@ -87,8 +87,8 @@ def _runner(runner, timeout: float, backend=None, tasks=()) -> ms.runner.Runner:
     if runner == "model":
         from .model_runner import ModelRunner, args_key, popcount_bytes
 
-        board = getattr(backend, "board", None)
-        if board is None or board.arch != "aarch64":
+        board = _modelled_board(backend)
+        if board is None:
             raise TvmQnnError(f"runner='model' scores aarch64 boards with llvm-mca; "
                               f"{backend.describe() if backend else 'no target'} is not one")
         work = {args_key(ms.arg_info.ArgInfo.from_prim_func(t.mod["main"])):
@@ -134,10 +134,16 @@ def _time(func: tvm.tirx.PrimFunc, target, number: int = 20, repeat: int = 3) ->
     return float(np.median(timer(*args).results))
 
 
+def _modelled_board(backend):
+    """The board of an aarch64 target (what the llvm-mca model can score), or None."""
+    board = getattr(backend, "board", None)
+    return board if board is not None and board.arch == "aarch64" else None
+
+
 def _model_time(backend, task: Task):
     """``f(func, target) -> seconds`` by the llvm-mca model of an aarch64 board, or None."""
-    board = getattr(backend, "board", None)
-    if board is None or board.arch != "aarch64":
+    board = _modelled_board(backend)
+    if board is None:
         return None
     from ..target.arm.mca import kernel_seconds
     from .model_runner import popcount_bytes
