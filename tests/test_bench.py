@@ -65,3 +65,14 @@ def test_int8_peers_compute_the_layer(kind, cin, cout, size):
         assert y.shape == want.shape, name
         # Requantization may round a tie the other way: at most one code apart.
         assert np.abs(y.astype(int) - want).max() <= 1, name
+
+
+def test_profile_layer_prints_its_parts(capsys):
+    from bench import profile_layer
+
+    assert profile_layer.main(["conv7", "--bits", "1"]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    fields = dict(f.split("=") for f in line.split()[1:])
+    assert fields["layer"] == "conv7"
+    assert all(float(fields[k]) > 0 for k in ("whole_ms", "pack_ms", "epilogue_nchw_ms",
+                                                "epilogue_nhwc_ms"))
