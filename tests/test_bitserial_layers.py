@@ -94,12 +94,12 @@ def test_float_output_and_arbitrary_scales():
     pads=st.tuples(*[st.integers(0, 2)] * 4), dilation=st.tuples(st.integers(1, 2),
                                                                   st.integers(1, 2)),
     weight_zero_point=st.integers(-3, 3), relu=st.booleans(), out_quant=st.booleans(),
-    pow2=st.booleans(), seed=st.integers(0, 2**16),
+    out_bits=st.sampled_from([None, 1, 2, 4]), pow2=st.booleans(), seed=st.integers(0, 2**16),
 )
 @pytest.mark.parametrize("layout", list(LAYOUTS))
 def test_conv2d_property(act_bits, weight_bits, act_signed, weight_signed, per_channel,
                          groups_mult, cg, size, kernel, strides, pads, dilation,
-                         weight_zero_point, relu, out_quant, pow2, seed, layout):
+                         weight_zero_point, relu, out_quant, out_bits, pow2, seed, layout):
     groups, mult = groups_mult
     eff = [(k - 1) * d + 1 for k, d in zip(kernel, dilation, strict=True)]
     assume(size[0] + pads[0] + pads[2] >= eff[0] and size[1] + pads[1] + pads[3] >= eff[1])
@@ -108,7 +108,7 @@ def test_conv2d_property(act_bits, weight_bits, act_signed, weight_signed, per_c
         out_channels=groups * mult, size=size, kernel=kernel, strides=strides, pads=pads,
         dilation=dilation, groups=groups, act_signed=act_signed, weight_signed=weight_signed,
         per_channel=per_channel, weight_zero_point=weight_zero_point, relu=relu,
-        out_quant=out_quant, pow2_scales=pow2, seed=seed)
+        out_quant=out_quant, pow2_scales=pow2, out_bits=out_bits, seed=seed)
     _check(layer, xq, layout)
 
 
@@ -116,14 +116,14 @@ def test_conv2d_property(act_bits, weight_bits, act_signed, weight_signed, per_c
 @given(act_bits=st.integers(1, 8), weight_bits=st.integers(1, 8), batch=st.integers(1, 5),
        k=st.integers(1, 200), oc=st.integers(1, 40), act_signed=st.booleans(),
        weight_signed=st.booleans(), act_zero_point=st.integers(-5, 5), relu=st.booleans(),
-       pow2=st.booleans(), seed=st.integers(0, 2**16))
+       out_bits=st.sampled_from([None, 1, 3]), pow2=st.booleans(), seed=st.integers(0, 2**16))
 @pytest.mark.parametrize("layout", list(LAYOUTS))
 def test_dense_property(act_bits, weight_bits, batch, k, oc, act_signed, weight_signed,
-                        act_zero_point, relu, pow2, seed, layout):
+                        act_zero_point, relu, out_bits, pow2, seed, layout):
     layer, xq = random_layer("dense", act_bits=act_bits, weight_bits=weight_bits, batch=batch,
                              in_channels=k, out_channels=oc, act_signed=act_signed,
                              weight_signed=weight_signed, act_zero_point=act_zero_point,
-                             relu=relu, pow2_scales=pow2, seed=seed)
+                             relu=relu, pow2_scales=pow2, out_bits=out_bits, seed=seed)
     _check(layer, xq, layout)
 
 
@@ -143,3 +143,67 @@ def test_weight_planes_come_from_the_values_used():
     np.testing.assert_array_equal(planes.lo, [-6, 0, 5])
     np.testing.assert_array_equal(planes.step, [4, 1, 2])
     np.testing.assert_array_equal(planes.lo[:, None] + planes.step[:, None] * planes.codes, q)
+
+
+@pytest.mark.parametrize("max_thresholds", [0, 15])
+def test_threshold_and_float_epilogues_agree(max_thresholds):
+    """The same 2-bit-output layer through both epilogues: both equal the reference."""
+    layer, xq = random_layer("conv2d", act_bits=2, weight_bits=2, in_channels=24,
+                             out_channels=20, pow2_scales=False, out_bits=2, seed=3)
+    kernel = LayerKernel(layer, max_thresholds=max_thresholds)
+    assert (kernel.plan.epilogue.thresholds is not None) == (max_thresholds > 0)
+    np.testing.assert_array_equal(kernel(xq), reference_output(layer, xq))
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(act_bits=st.integers(1, 4), weight_bits=st.integers(1, 4), act_signed=st.booleans(),
+       cin=st.integers(1, 140), cout=st.integers(1, 40),
+       size=st.tuples(st.integers(1, 8), st.integers(1, 8)),
+       strides=st.tuples(st.integers(1, 2), st.integers(1, 2)),
+       pads=st.tuples(*[st.integers(0, 2)] * 4), out_bits=st.sampled_from([None, 1, 2]),
+       act_zero_point=st.integers(-2, 2), seed=st.integers(0, 2**16))
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_chained_conv_property(act_bits, weight_bits, act_signed, cin, cout, size, strides,
+                               pads, out_bits, act_zero_point, seed, layout):
+    """A conv fed channels-last codes through the vector pack (as between two bit-serial
+    convs), writing channels-last codes: equal to the reference, padding included."""
+    from tvm_qnn.testing.layers import ChainedLayerKernel
+    from tvm_qnn.topi.layer import chains_channels_last
+
+    assume(size[0] + pads[0] + pads[2] >= 3 and size[1] + pads[1] + pads[3] >= 3)
+    lo = -(1 << (act_bits - 1)) if act_signed else 0
+    layer, xq = random_layer("conv2d", act_bits=act_bits, weight_bits=weight_bits,
+                             in_channels=cin, out_channels=cout, size=size, strides=strides,
+                             pads=pads, act_signed=act_signed, out_bits=out_bits,
+                             act_zero_point=lo + abs(act_zero_point) % (1 << act_bits),
+                             seed=seed)
+    target = LAYOUTS[layout]()
+    assume(chains_channels_last(plan_layer(layer, target.oc_block, target.word_bits)))
+    kernel = ChainedLayerKernel(layer, target=target)
+    np.testing.assert_array_equal(kernel(xq), reference_output(layer, xq))
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(act_bits=st.integers(4, 8), weight_bits=st.integers(4, 8), act_signed=st.booleans(),
+       groups_mult=st.sampled_from([(1, 1), (2, 3)]), cg=st.integers(1, 9),
+       size=st.tuples(st.integers(1, 8), st.integers(1, 8)),
+       strides=st.tuples(st.integers(1, 2), st.integers(1, 2)),
+       pads=st.tuples(*[st.integers(0, 2)] * 4), dilation=st.tuples(st.integers(1, 2),
+                                                                     st.integers(1, 2)),
+       weight_zero_point=st.integers(-3, 3), out_quant=st.booleans(),
+       out_bits=st.sampled_from([None, 2]), seed=st.integers(0, 2**16))
+def test_integer_kernel_property(act_bits, weight_bits, act_signed, groups_mult, cg, size,
+                                 strides, pads, dilation, weight_zero_point, out_quant,
+                                 out_bits, seed):
+    """Convs with many branches get the plain integer kernel: also bit-exact."""
+    groups, mult = groups_mult
+    assume(size[0] + pads[0] + pads[2] >= 1 + 2 * dilation[0]
+           and size[1] + pads[1] + pads[3] >= 1 + 2 * dilation[1])
+    layer, xq = random_layer("conv2d", act_bits=act_bits, weight_bits=weight_bits,
+                             in_channels=cg * groups, out_channels=groups * mult, size=size,
+                             strides=strides, pads=pads, dilation=dilation, groups=groups,
+                             act_signed=act_signed, weight_zero_point=weight_zero_point,
+                             out_quant=out_quant, out_bits=out_bits, seed=seed)
+    kernel = LayerKernel(layer, integer_min_branches=16)
+    assert kernel.plan.conv_layout == "integer"
+    np.testing.assert_array_equal(kernel(xq), reference_output(layer, xq))

@@ -168,3 +168,82 @@ def test_integer_spelling_with_requantize_is_rewritten():
     assert len(calls) == 1 and calls[0].op.name == "relax.call_tir"
     prim = after[calls[0].args[0]]
     assert prim.attrs[KERNEL_ATTR] == "conv2d" and prim.attrs["tvm_qnn.bits"] == "W2A8"
+
+
+W2 = RNG.integers(-2, 2, size=(8, 16, 3, 3)).astype("int8")
+SW2 = np.full(8, 0.125, "float32")
+
+
+def _two_conv_module(return_middle: bool):
+    """conv(8→16) → clip to 2 bits → conv(16→8): the first layer's codes feed the second."""
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, 8, 6, 6), "uint8"))
+
+    def conv(data, w, sw, name):
+        xd = bb.emit(relax.op.dequantize(data, relax.const(0.125, "float32"),
+                                         relax.const(0, "uint8"), axis=1))
+        wd = bb.emit(relax.op.dequantize(relax.const(w), relax.const(sw),
+                                         relax.const(np.zeros(w.shape[0], "int8")), axis=0))
+        c = bb.emit(relax.op.nn.conv2d(xd, wd, padding=[1, 1, 1, 1]), name_hint=name)
+        r = bb.emit(relax.op.nn.relu(c))
+        q = bb.emit(relax.op.quantize(r, relax.const(0.25, "float32"), relax.const(0, "uint8"),
+                                      axis=1, out_dtype="uint8"))
+        return bb.emit(relax.op.clip(q, 0, 3))
+
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            xc = bb.emit(relax.op.clip(x, 0, 3))
+            mid = conv(xc, W, SW, "c1")
+            y = conv(mid, W2, SW2, "c2")
+            out = bb.emit_output(relax.Tuple([y, mid]) if return_middle else y)
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def _chain_layers():
+    first = _layer(name="c1", bias=np.zeros(16, "float32"))
+    second = _layer(name="c2", input_shape=(1, 16, 6, 6), weight=W2.astype(np.int64),
+                    weight_scale=SW2, weight_zero_point=np.zeros(8, np.int64),
+                    bias=np.zeros(8, "float32"), out_scale=np.full(8, 0.25, "float32"),
+                    out_zero_point=np.zeros(8, "int32"))
+    return plan_layer(first), plan_layer(second)
+
+
+def test_conv_feeding_conv_passes_channels_last_bit_planes():
+    from tvm_qnn.topi.layer import packed_input_shape
+    from tvm_qnn.topi.pack_channels_last import pack_channels_last_func
+
+    after = RewriteBitserial()(_two_conv_module(return_middle=False))
+    first, second = _chain_layers()
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, 8, 6, 6), "uint8"))
+
+    def call(plan, data, name, **modes):
+        params = [relax.const(a) for _, a in plan.epilogue.tensor_params()]
+        return bb.call_te(
+            functools.partial(layer_compute, plan, **modes), data,
+            relax.const(plan.packed_weight), *params, primfunc_name_hint="bitserial_conv2d",
+            primfunc_attrs={KERNEL_ATTR: "conv2d", "op_pattern": 8, "tvm_qnn.layer": name,
+                            "tvm_qnn.bits": "W2A2"})
+
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            xc = bb.emit(relax.op.clip(x, 0, 3))
+            mid = bb.emit(call(first, xc, "c1", packed_input=False, channels_last_output=True))
+            pack = bb.add_func(pack_channels_last_func((1, 6, 6, 16), "uint8", 0, 2,
+                                                       (1, 1, 1, 1), 0, 64, parallel=False),
+                               "pack_channels_last")
+            planes = bb.emit(relax.call_tir(pack, [mid], relax.TensorType(
+                packed_input_shape(second), "uint64")))
+            y = bb.emit(call(second, planes, "c2", packed_input=True,
+                             channels_last_output=False))
+            out = bb.emit_output(y)
+        bb.emit_func_output(out)
+    tvm.ir.assert_structural_equal(after, bb.get(), map_free_vars=True)
+
+
+def test_codes_used_elsewhere_are_not_passed_as_bit_planes():
+    after = RewriteBitserial()(_two_conv_module(return_middle=True))
+    names = [gv.name_hint for gv in after.get_global_vars()]
+    assert "pack_channels_last" not in names
+    assert sum(n.startswith("bitserial_conv2d") for n in names) == 2

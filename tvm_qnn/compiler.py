@@ -24,7 +24,8 @@ def _before_scheduling(backend, offload=None) -> list[tvm.transform.Pass]:
     # weight chains into plain float constants. An accelerator takes its layers first.
     return (cpu_pipeline.library_dispatch_passes(target)
             + ([offload] if offload is not None else [])
-            + [RewriteBitserial(backend.oc_block, backend.word_bits), LegalizeQuantize()]
+            + [RewriteBitserial(backend.oc_block, backend.word_bits,
+                                backend.integer_min_branches), LegalizeQuantize()]
             + cpu_pipeline.legalize_passes(target)[1:])  # TVM's LegalizeOps is done above
 
 
@@ -58,16 +59,21 @@ def lower_for_tuning(mod: tvm.IRModule, backend) -> tvm.IRModule:
         return tvm.transform.Sequential(_before_scheduling(backend))(mod)
 
 
-def layer_report(mod: tvm.IRModule) -> list[dict]:
-    """One dict per conv2d/matmul of ``main``: name, kind, bitserial, bits, MACs, reason."""
+def layer_report(mod: tvm.IRModule, integer_min_branches: int | None = None) -> list[dict]:
+    """One dict per conv2d/matmul of ``main``: name, kind, bitserial, bits, MACs, reason.
+
+    ``kernel`` says how a rewritten layer runs: ``bit-serial``, or ``integer`` for a conv
+    with at least ``integer_min_branches`` branches (the target's choice).
+    """
     rows = []
     for m in find_layers(mod["main"]):
         row = {"name": m.name, "kind": m.kind, "bitserial": m.layer is not None, "macs": m.macs}
         if m.layer is not None:
             from .topi.layer import plan_layer
 
-            plan = plan_layer(m.layer)
+            plan = plan_layer(m.layer, integer_min_branches=integer_min_branches)
             row.update(act_bits=m.layer.act_bits, weight_bits=plan.weight_bits,
+                       kernel="integer" if plan.conv_layout == "integer" else "bit-serial",
                        packed_weight_bytes=int(plan.packed_weight.nbytes))
         else:
             row["reason"] = m.reason
@@ -110,11 +116,11 @@ def compile(model, target="x86", *, shapes: dict | None = None,  # noqa: A001
     """
     backend = resolve_target(target)
     mod = load_model(model, shapes, example_inputs)
-    report = layer_report(mod)
+    report = layer_report(mod, backend.integer_min_branches)
     for row in report:
         if row["bitserial"]:
-            logger.info("%s: %s bit-serial W%dA%d", row["name"], row["kind"], row["weight_bits"],
-                        row["act_bits"])
+            logger.info("%s: %s %s W%dA%d", row["name"], row["kind"], row["kernel"],
+                        row["weight_bits"], row["act_bits"])
         elif strict:
             raise UnsupportedModelError(f"layer '{row['name']}' ({row['kind']}) cannot be made "
                                         f"bit-serial: {row['reason']}")

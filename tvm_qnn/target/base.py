@@ -17,6 +17,8 @@ class QnnTarget(abc.ABC):
     oc_block: int = 16
     #: bits per packed word of the bit-planes (64: popcount on 64-bit lanes; 8: byte lanes)
     word_bits: int = 64
+    #: convs with at least this many branches (M·K) get a plain integer kernel; None: never
+    integer_min_branches: int | None = None
 
     @property
     @abc.abstractmethod

@@ -30,6 +30,10 @@ class CpuKnobs:
     oc_block: int | None = None  # output channels per weight vector (power of two)
     word_bits: int | None = None  # 64: popcount on 64-bit lanes; 8: byte lanes (NEON cnt)
     parallel: bool = True
+    # Convs with at least this many branches (M·K) use the plain integer kernel: measured on
+    # the 8-bit first conv of CNV_2W2A (W6A8, 48 branches, im2col): 0.156 ms bit-serial.
+    # 17: an int32 multiply-add per 16 lanes beats 17+ popcounts per 64 (None: never).
+    integer_min_branches: int | None = 17
     # Below this many xor-popcounts a layer runs on one core: starting the thread pool costs
     # more than it saves (measured: the demo CNN's 28x28 layers were slower on 2 threads).
     min_parallel_popcounts: int = 1 << 20
@@ -96,7 +100,10 @@ def schedule_conv2d(sch: s_tir.Schedule, knobs: CpuKnobs = CpuKnobs(),
     epi = sch.get_sblock(bs.EPILOGUE_BLOCK)
     branch = sch.get_sblock(bs.BRANCH_BLOCK)
     oc_inner = int(sch.get(branch).writes[0].source.shape[4])
-    n, oc, oh, ow = sch.get_loops(epi)
+    if sch.get(epi).annotations.get(bs.LAYOUT_ATTR) == "NHWC":
+        n, oh, ow, oc = sch.get_loops(epi)
+    else:
+        n, oc, oh, ow = sch.get_loops(epi)
     ocb, oci = sch.split(oc, [None, oc_inner])
     oho, ohi = _tile_split(sch, oh, knobs.oh_tile, sample, max_tile=4)
     owo, owi = _tile_split(sch, ow, knobs.ow_tile, sample, max_tile=8)
@@ -198,7 +205,7 @@ def _decompose_reductions(sch: s_tir.Schedule, branch, first_reduction) -> None:
 
 def _schedule_producers(sch: s_tir.Schedule, knobs: CpuKnobs) -> None:
     """Activation packing and the window popcount: parallel over their outer loops."""
-    for name in (bs.PACK_BLOCK, bs.ROWSUM_BLOCK):
+    for name in (bs.PACK_BLOCK, bs.ROWSUM_BLOCK, bs.INT_INPUT_BLOCK):
         if not _has_block(sch, name):
             continue
         block = sch.get_sblock(name)

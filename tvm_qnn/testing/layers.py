@@ -9,6 +9,7 @@ from tvm import te
 
 from ..target import resolve_target
 from ..topi.layer import QuantizedLayer, layer_compute, plan_layer
+from ..topi.thresholds import MAX_THRESHOLDS
 
 
 class LayerKernel:
@@ -24,10 +25,12 @@ class LayerKernel:
         The compiled module (``inspect_source("asm")`` shows the generated code).
     """
 
-    def __init__(self, layer: QuantizedLayer, target="x86", scheduled: bool = True):
+    def __init__(self, layer: QuantizedLayer, target="x86", scheduled: bool = True,
+                 max_thresholds: int = MAX_THRESHOLDS, integer_min_branches: int | None = None):
         backend = resolve_target(target)
         self.layer = layer
-        self.plan = plan_layer(layer, backend.oc_block, backend.word_bits)
+        self.plan = plan_layer(layer, backend.oc_block, backend.word_bits, max_thresholds,
+                               integer_min_branches)
         data = te.placeholder(layer.input_shape, layer.input_dtype, "data")
         weight = te.placeholder(self.plan.packed_weight.shape,
                                 str(self.plan.packed_weight.dtype), "weight")
@@ -82,9 +85,14 @@ def random_layer(kind: str = "conv2d", *, act_bits: int = 2, weight_bits: int = 
                  batch: int = 1, act_signed: bool = False, weight_signed: bool = True,
                  per_channel: bool = True, act_zero_point: int | None = None,
                  weight_zero_point: int = 0, relu: bool = True, out_quant: bool = True,
-                 pow2_scales: bool = True, seed: int = 0) -> tuple[QuantizedLayer, np.ndarray]:
+                 pow2_scales: bool = True, out_bits: int | None = None,
+                 seed: int = 0) -> tuple[QuantizedLayer, np.ndarray]:
     """A random quantized layer and a random input of codes, with scales chosen so the
-    output codes spread over their range (not all saturated or zero)."""
+    output codes spread over their range (not all saturated or zero).
+
+    ``out_bits``: clip the output codes to that many bits (``[0, 2^b - 1]`` after a ReLU), as a
+    layer feeding a ``b``-bit layer does; None keeps the whole ``uint8``/``int8`` range.
+    """
     rng = np.random.default_rng(seed)
     a_lo = -(1 << (act_bits - 1)) if act_signed else 0
     a_hi = a_lo + (1 << act_bits) - 1
@@ -132,13 +140,77 @@ def random_layer(kind: str = "conv2d", *, act_bits: int = 2, weight_bits: int = 
     if not out_quant:
         return layer, xq.astype(dtype)
     spread = np.abs(reference_output(layer, xq.astype(dtype))).max()
-    out_bits = max(act_bits, 2)
+    clip = out_bits is not None
+    out_bits = out_bits or max(act_bits, 2)
     q_hi = (1 << out_bits) - 1 if relu else (1 << (out_bits - 1)) - 1
     out_scale = _pow2_at_least(spread / q_hi) if pow2_scales else np.float32(
         max(spread, 1e-3) / q_hi * 1.37)
     out_dtype = "uint8" if relu else "int8"
-    info = np.iinfo(out_dtype)
+    qmin, qmax = int(np.iinfo(out_dtype).min), int(np.iinfo(out_dtype).max)
+    if clip:
+        qmin, qmax = (0, q_hi) if relu else (-q_hi - 1, q_hi)
     fields = dict(layer.__dict__)
     fields.update(out_dtype=out_dtype, out_scale=np.full(oc, out_scale, np.float32),
-                  out_zero_point=np.zeros(oc, np.int32), qmin=int(info.min), qmax=int(info.max))
+                  out_zero_point=np.zeros(oc, np.int32), qmin=qmin, qmax=qmax)
     return QuantizedLayer(**fields), xq.astype(dtype)
+
+
+class ChainedLayerKernel:
+    """A conv as it runs inside a chain of bit-serial convs: channels-last codes of the
+    previous layer → vector pack into bit-planes → the layer (channels-last codes out).
+
+    What one layer of a network costs once bit-planes flow between layers (the previous
+    layer's epilogue writes NHWC; :mod:`tvm_qnn.topi.pack_channels_last` packs): built as a
+    two-call Relax module with tvm_qnn's pipeline, run on the Relax VM.
+    """
+
+    def __init__(self, layer: QuantizedLayer, target="x86"):
+        import functools
+
+        from tvm import relax
+
+        from ..compiler import build_pipeline
+        from ..topi.layer import chains_channels_last, packed_input_shape
+        from ..topi.pack_channels_last import pack_channels_last_func
+        from ..transform.rewrite_bitserial import KERNEL_ATTR
+
+        backend = resolve_target(target)
+        plan = plan_layer(layer, backend.oc_block, backend.word_bits)
+        if not chains_channels_last(plan):
+            raise ValueError(f"layer {layer.name} does not take packed input (groups or im2col)")
+        n, c, h, w = layer.input_shape
+        planes = packed_input_shape(plan)
+        bb = relax.BlockBuilder()
+        x = relax.Var("x", relax.TensorType((n, h, w, c), layer.input_dtype))
+        with bb.function("main", [x]):
+            with bb.dataflow():
+                pack = bb.add_func(pack_channels_last_func(
+                    (n, h, w, c), layer.input_dtype, layer.act_lo, layer.act_bits, layer.pads,
+                    plan.pad_code, plan.word_bits), "pack_channels_last")
+                packed = bb.emit(relax.call_tir(pack, [x], relax.TensorType(
+                    planes, f"uint{plan.word_bits}")))
+                out = bb.emit(bb.call_te(
+                    functools.partial(layer_compute, plan, packed_input=True,
+                                      channels_last_output=True),
+                    packed, relax.const(plan.packed_weight),
+                    *[relax.const(a) for _, a in plan.epilogue.tensor_params()],
+                    primfunc_name_hint="bitserial_conv2d",
+                    primfunc_attrs={KERNEL_ATTR: "conv2d", "op_pattern": 8}))
+                result = bb.emit_output(out)
+            bb.emit_func_output(result)
+        exe = tvm.compile(bb.get(), backend.tvm_target, relax_pipeline=build_pipeline(backend))
+        self.layer, self.plan, self.backend = layer, plan, backend
+        self.device = tvm.cpu()
+        self.vm = relax.VirtualMachine(exe, self.device)
+
+    def __call__(self, xq: np.ndarray) -> np.ndarray:
+        """NCHW codes in, NCHW codes out (transposed on the host, around the NHWC kernel)."""
+        x = np.ascontiguousarray(np.transpose(xq, (0, 2, 3, 1)), self.layer.input_dtype)
+        out = self.vm["main"](tvm.runtime.tensor(x, self.device)).numpy()
+        return np.transpose(out, (0, 3, 1, 2))
+
+    def time(self, xq: np.ndarray, number: int = 20, repeat: int = 5) -> float:
+        """Median seconds per call of pack + layer (TVM time_evaluator on the VM)."""
+        x = np.ascontiguousarray(np.transpose(xq, (0, 2, 3, 1)), self.layer.input_dtype)
+        timer = self.vm.time_evaluator("main", self.device, number=number, repeat=repeat)
+        return float(np.median(timer(tvm.runtime.tensor(x, self.device)).results))

@@ -17,12 +17,17 @@ LAYER_SUITE = {
 
 def suite_layer(name: str, weight_bits: int, act_bits: int, seed: int = 0):
     """``(QuantizedLayer, input codes)`` of suite layer ``name``, ``weight_bits`` x
-    ``act_bits``."""
+    ``act_bits``.
+
+    Convs output ``act_bits``-bit codes (ReLU, then clipped), as a layer inside a network of
+    that bit width feeds the next one; dense layers output uint8 codes.
+    """
     from .layers import random_layer
 
     kind, cin, cout, size = LAYER_SUITE[name]
     if kind == "conv2d":
         return random_layer("conv2d", act_bits=act_bits, weight_bits=weight_bits,
-                            in_channels=cin, out_channels=cout, size=(size, size), seed=seed)
+                            in_channels=cin, out_channels=cout, size=(size, size), seed=seed,
+                            out_bits=act_bits)
     return random_layer("dense", act_bits=act_bits, weight_bits=weight_bits, in_channels=cin,
                         out_channels=cout, batch=size, seed=seed)

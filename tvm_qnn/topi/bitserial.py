@@ -41,6 +41,7 @@ PACK_BLOCK = "bitpack"
 BRANCH_BLOCK = "branch_popcount"
 CHUNK_BLOCK = "branch_chunk"  # byte words: popcounts summed in uint8 lanes, a chunk at a time
 ROWSUM_BLOCK = "act_popcount"
+INT_INPUT_BLOCK = "int_input"  # integer kernel: padded, zero-point-shifted input codes
 EPILOGUE_BLOCK = "epilogue"
 
 
@@ -86,6 +87,10 @@ class Epilogue:
     qmax: int = 0
     # Integer type of ``2 acc``: int32 when its bound fits (half the vector work of int64).
     acc_dtype: str = "int64"
+    # Integer requantization (:mod:`.thresholds`): ``q = base + #{k: 2acc >= thresholds[:, k]}``
+    # ([OC, K] in ``acc_dtype``, [OC] int32), replacing mscale..out_zero_point when set.
+    thresholds: np.ndarray | None = None
+    base: np.ndarray | None = None
 
     @property
     def needs_rowsum(self) -> bool:
@@ -102,13 +107,19 @@ class Epilogue:
 
         Uniform arrays are folded into the code as immediates instead.
         """
-        names = ["neg_d", "coef_su", "const2", "mscale", "bias"]
-        if self.quantized:
-            names += ["out_scale", "out_zero_point"]
+        names = ["neg_d", "coef_su", "const2"]
+        if self.thresholds is not None:
+            names += ["thresholds", "base"]
+        else:
+            names += ["mscale", "bias"] + (["out_scale", "out_zero_point"]
+                                           if self.quantized else [])
         out = []
         for name in names:
             arr = getattr(self, name)
-            if not np.all(arr == arr.flat[0]):
+            if name == "thresholds":  # per channel: uniform when every row is the same
+                if not np.all(arr == arr[:1]):
+                    out.append((name, arr))
+            elif not np.all(arr == arr.flat[0]):
                 if name in _ACC_PARAMS:
                     arr = arr.astype(self.acc_dtype)
                 out.append((name, arr))
@@ -122,12 +133,15 @@ def _param_getter(epi: Epilogue, tensors: dict[str, te.Tensor]):
     """Return ``get(name, oc)``: a tensor load for varying params, an immediate otherwise."""
     acc = epi.acc_dtype
     dtypes = {"neg_d": acc, "coef_su": acc, "const2": acc, "mscale": "float32",
-              "bias": "float32", "out_scale": "float32", "out_zero_point": "int32"}
+              "bias": "float32", "out_scale": "float32", "out_zero_point": "int32",
+              "thresholds": acc, "base": "int32"}
 
-    def get(name, oc):
+    def get(name, oc, k=None):
+        """``name[oc]`` (``thresholds[oc, k]``)."""
         if name in tensors:
-            return tensors[name][oc]
-        value = getattr(epi, name).flat[0]
+            return tensors[name][oc] if k is None else tensors[name][oc, k]
+        arr = getattr(epi, name)
+        value = arr.flat[0] if k is None else arr[0, k]
         return tirx.const(value.item(), dtypes[name])
 
     return get
@@ -159,6 +173,12 @@ def _epilogue_value(epi: Epilogue, get, oc, p, su):
     acc2 = get("neg_d", oc) * p.astype(dtype) + get("const2", oc)
     if su is not None:
         acc2 = acc2 + get("coef_su", oc) * su.astype(dtype)
+    if epi.thresholds is not None:
+        q = get("base", oc)
+        for k in range(epi.thresholds.shape[1]):
+            q = q + tirx.Select(acc2 >= get("thresholds", oc, k), tirx.const(1, "int32"),
+                                tirx.const(0, "int32"))
+        return q.astype(epi.out_dtype)
     acc = tirx.shift_right(acc2, tirx.const(1, dtype))
     if not epi.quantized and "int" in epi.out_dtype:
         return acc.astype(epi.out_dtype)  # the raw accumulator (ConvInteger)
@@ -325,9 +345,13 @@ def _branch_popcounts(shape: tuple[int, ...], m_bits: int, k_bits: int,
     return te.compute(shape, total, name=BRANCH_BLOCK)
 
 
+LAYOUT_ATTR = "tvm_qnn.layout"  # epilogue block attribute: "NHWC" when written channels-last
+
+
 def _conv_epilogue(p: te.Tensor, rowsum, epi: Epilogue, params, out_channels: int,
-                   groups: int) -> te.Tensor:
-    """NCHW output from blocked branches ``p[N, OC/OCi, OH, OW, OCi]`` (+ ``rowsum``)."""
+                   groups: int, channels_last: bool = False) -> te.Tensor:
+    """Output from blocked branches ``p[N, OC/OCi, OH, OW, OCi]`` (+ ``rowsum``): NCHW, or
+    NHWC with ``channels_last`` (what :mod:`.pack_channels_last` packs for the next layer)."""
     n, _, oh, ow, oc_inner = (int(s) for s in p.shape)
     ocg = out_channels // groups
     names = [name for name, _ in epi.tensor_params()]
@@ -337,14 +361,18 @@ def _conv_epilogue(p: te.Tensor, rowsum, epi: Epilogue, params, out_channels: in
         su = rowsum[nn, oc // ocg, yy, xx] if rowsum is not None else None
         return _epilogue_value(epi, get, oc, p[nn, oc // oc_inner, yy, xx, oc % oc_inner], su)
 
+    if channels_last:
+        return te.compute((n, oh, ow, out_channels), lambda nn, yy, xx, oc: out(nn, oc, yy, xx),
+                          name=EPILOGUE_BLOCK, attrs={LAYOUT_ATTR: "NHWC"})
     return te.compute((n, out_channels, oh, ow), out, name=EPILOGUE_BLOCK)
 
 
 def bitserial_conv2d_nchw(packed: te.Tensor, weight: te.Tensor, epi: Epilogue, *params,
                           out_channels: int, strides: tuple[int, int],
                           dilation: tuple[int, int], out_size: tuple[int, int],
-                          rowsum: te.Tensor | None = None) -> te.Tensor:
-    """Bit-serial conv2d with the fused requantize epilogue, NCHW output.
+                          rowsum: te.Tensor | None = None,
+                          channels_last: bool = False) -> te.Tensor:
+    """Bit-serial conv2d with the fused requantize epilogue, NCHW (or NHWC) output.
 
     ``packed`` is :func:`pack_bitplanes_nchw` output ``[N, G, M, Hp, Wp, Cw]``; ``weight`` is
     ``[OC / OCi, K, KH, KW, Cw, OCi]`` uint64 (output channels innermost so ``OCi`` of them
@@ -367,12 +395,13 @@ def bitserial_conv2d_nchw(packed: te.Tensor, weight: te.Tensor, epi: Epilogue, *
 
     p = _branch_popcounts((n, out_channels // oc_inner) + tuple(out_size) + (oc_inner,),
                           m_bits, k_bits, (kh, kw), cw, operands, str(packed.dtype))
-    return _conv_epilogue(p, rowsum, epi, params, out_channels, groups)
+    return _conv_epilogue(p, rowsum, epi, params, out_channels, groups, channels_last)
 
 
 def bitserial_conv2d_im2col(packed: te.Tensor, weight: te.Tensor, epi: Epilogue, *params,
-                            out_channels: int, rowsum: te.Tensor | None = None) -> te.Tensor:
-    """Bit-serial conv2d over :func:`pack_bitplanes_im2col` windows, NCHW output.
+                            out_channels: int, rowsum: te.Tensor | None = None,
+                            channels_last: bool = False) -> te.Tensor:
+    """Bit-serial conv2d over :func:`pack_bitplanes_im2col` windows, NCHW (or NHWC) output.
 
     ``weight`` is ``[OC / OCi, K, Kw, OCi]`` (the dense layout of the flattened window).
     """
@@ -387,7 +416,7 @@ def bitserial_conv2d_im2col(packed: te.Tensor, weight: te.Tensor, epi: Epilogue,
 
     p = _branch_popcounts((n, out_channels // oc_inner, oh, ow, oc_inner), m_bits, k_bits, (),
                           kwords, operands, str(packed.dtype))
-    return _conv_epilogue(p, rowsum, epi, params, out_channels, groups)
+    return _conv_epilogue(p, rowsum, epi, params, out_channels, groups, channels_last)
 
 
 def window_popcount(packed: te.Tensor, kernel: tuple[int, int], strides: tuple[int, int],
@@ -482,3 +511,43 @@ def epilogue_from_branches(p: te.Tensor, rowsum, epi: Epilogue, *params,
         return _epilogue_value(epi, get, oc, p[nn, yy, xx, oc // inner, oc % inner], su)
 
     return te.compute((n, out_channels, oh, ow), conv_out, name=EPILOGUE_BLOCK)
+
+
+def integer_conv2d(data: te.Tensor, weight: te.Tensor, epi: Epilogue, *params, zero_point: int,
+                   groups: int, pads: tuple[int, int, int, int], strides: tuple[int, int],
+                   dilation: tuple[int, int], out_size: tuple[int, int],
+                   channels_last: bool = False) -> te.Tensor:
+    """Plain integer conv2d with the same fused epilogue (layers with many branches).
+
+    ``acc = sum (x - z_x) (w - z_w)`` in int32, the weights ``[OC / OCi, Cg, KH, KW, OCi]``
+    int32 (zero-point already subtracted); padding holds ``z_x`` (0 after the shift). The
+    accumulator takes the place of the branch sums ``P`` (block ``branch_popcount``, same
+    blocked layout), so the CPU schedule of the bit-serial conv serves it unchanged, and the
+    epilogue constants make ``2 acc = 2 P + 2 B``.
+    """
+    n, c, h, w = (int(s) for s in data.shape)
+    _, cg, kh, kw, oc_inner = (int(s) for s in weight.shape)
+    top, left, bottom, right = pads
+    out_channels = int(epi.neg_d.shape[0])
+    ocg = out_channels // groups
+
+    def shifted(nn, ch, yy, xx):
+        inside = tirx.all(yy >= top, yy < top + h, xx >= left, xx < left + w)
+        value = data[nn, ch, tirx.max(tirx.min(yy - top, h - 1), 0),
+                     tirx.max(tirx.min(xx - left, w - 1), 0)].astype("int32") - zero_point
+        return tirx.if_then_else(inside, value, tirx.const(0, "int32"))
+
+    xs = te.compute((n, c, h + top + bottom, w + left + right), shifted, name=INT_INPUT_BLOCK)
+    rc = te.reduce_axis((0, cg), name="rc")
+    ry = te.reduce_axis((0, kh), name="ry")
+    rx = te.reduce_axis((0, kw), name="rx")
+
+    def acc(nn, ob, yy, xx, oi):
+        g = (ob * oc_inner + oi) // ocg
+        return te.sum(xs[nn, g * cg + rc, yy * strides[0] + ry * dilation[0],
+                         xx * strides[1] + rx * dilation[1]] * weight[ob, rc, ry, rx, oi],
+                      axis=[rc, ry, rx])
+
+    p = te.compute((n, out_channels // oc_inner) + tuple(out_size) + (oc_inner,), acc,
+                   name=BRANCH_BLOCK)
+    return _conv_epilogue(p, None, epi, params, out_channels, groups, channels_last)

@@ -17,6 +17,7 @@ from tvm import te
 
 from . import bitserial as bs
 from .bitserial import words_for
+from .thresholds import MAX_THRESHOLDS, requantize_thresholds
 from .weights import choose_oc_block, decompose_weights, pack_conv_weights, pack_dense_weights
 
 MAX_BITS = 8
@@ -111,20 +112,26 @@ def conv_packing(cg: int, kh: int, kw: int, branches: int) -> str:
     return "im2col" if saving >= 4 and branches >= 16 else "channels"
 
 
-def _acc_dtype(d, const2, coef_su, n_taps: int, c_x: int, c_w: int) -> str:
-    """int32 if every term of ``2 acc = -d P + coef_su Su + const2`` (and every partial sum)
-    stays inside int32 for any input, else int64."""
+def _acc2_bound(d, const2, coef_su, n_taps: int, c_x: int, c_w: int) -> int:
+    """A bound on ``|2 acc| = |-d P + coef_su Su + const2|`` (and every partial sum) for any
+    input."""
     max_p, max_su = n_taps * c_x * c_w, n_taps * c_x
-    bound = (np.abs(np.asarray(d, np.int64)).max() * max_p
-             + np.abs(np.asarray(coef_su, np.int64)).max() * max_su
-             + np.abs(np.asarray(const2, np.int64)).max())
-    return "int32" if bound < 2**31 else "int64"
+    return int(np.abs(np.asarray(d, np.int64)).max() * max_p
+               + np.abs(np.asarray(coef_su, np.int64)).max() * max_su
+               + np.abs(np.asarray(const2, np.int64)).max())
 
 
-def plan_layer(layer: QuantizedLayer, oc_block: int = 16, word_bits: int = 64) -> LayerPlan:
+def plan_layer(layer: QuantizedLayer, oc_block: int = 16, word_bits: int = 64,
+               max_thresholds: int = MAX_THRESHOLDS,
+               integer_min_branches: int | None = None) -> LayerPlan:
     """Derive the bit-serial form of ``layer``: planes, packed weights, epilogue constants.
 
     ``oc_block`` output channels share one vector of weight words of ``word_bits`` bits.
+    A quantized output with at most ``max_thresholds`` code steps is computed by integer
+    thresholds on the accumulator (:mod:`.thresholds`); 0 keeps the float epilogue.
+    ``integer_min_branches``: a conv with at least this many branches (M·K, e.g. the 8-bit
+    first layer of a network) gets a plain integer kernel instead (``conv_layout="integer"``):
+    one int32 multiply-add per tap beats M·K popcounts there. None: always bit-serial.
     """
     if not 1 <= layer.act_bits <= MAX_BITS:
         raise ValueError(f"layer {layer.name}: act_bits={layer.act_bits}, "
@@ -140,7 +147,14 @@ def plan_layer(layer: QuantizedLayer, oc_block: int = 16, word_bits: int = 64) -
     layout = "channels"
     if layer.kind == "conv2d":
         layout = conv_packing(*planes.codes.shape[1:], layer.act_bits * planes.bits)
-    if layout == "im2col":
+        if integer_min_branches and layer.act_bits * planes.bits >= integer_min_branches:
+            layout = "integer"
+    if layout == "integer":
+        wz = layer.weight - np.asarray(layer.weight_zero_point, np.int64).reshape(-1, 1, 1, 1)
+        oc_, cg, kh, kw = wz.shape
+        packed = np.ascontiguousarray(np.transpose(
+            wz.reshape(oc_ // block, block, cg, kh, kw), (0, 2, 3, 4, 1))).astype(np.int32)
+    elif layout == "im2col":
         flat = planes.codes.reshape(planes.codes.shape[0], -1)  # (c, ky, kx) order
         packed = pack_dense_weights(flat, planes.bits, block, word_bits)
     elif layer.kind == "conv2d":
@@ -162,12 +176,34 @@ def plan_layer(layer: QuantizedLayer, oc_block: int = 16, word_bits: int = 64) -
     def per_oc(a, dtype):
         return np.broadcast_to(np.asarray(a, dtype), (oc,)).copy()
 
+    neg_d = np.broadcast_to(-d, (oc,)).astype(np.int64)
+    coef_su = np.broadcast_to(d * c_w + 2 * e_w, (oc,)).astype(np.int64)
+    const2 = np.broadcast_to(const2, (oc,)).astype(np.int64)
+    bound = _acc2_bound(d, const2, coef_su, n_taps, c_x, c_w)
+    if layout == "integer":  # the kernel's "P" is acc - int_bias itself: 2acc = 2P + 2B
+        int_bias = np.zeros(oc, np.int64) if layer.int_bias is None else layer.int_bias
+        neg_d, coef_su = np.full(oc, 2, np.int64), np.zeros(oc, np.int64)
+        const2 = 2 * np.broadcast_to(np.asarray(int_bias, np.int64), (oc,))
+        max_x = max(zx, c_x - zx)
+        bound = int(2 * n_taps * max_x * np.abs(packed).max() + np.abs(const2).max())
+    acc_dtype = "int32" if bound < 2**31 else "int64"
+    mscale = per_oc(np.float32(layer.act_scale) * np.asarray(layer.weight_scale, np.float32),
+                    np.float32)
+    steps = None
+    if layer.out_scale is not None and max_thresholds > 0:
+        steps = requantize_thresholds(mscale, per_oc(layer.bias, np.float32), layer.clamp_lo,
+                                      layer.clamp_hi, per_oc(layer.out_scale, np.float32),
+                                      per_oc(layer.out_zero_point, np.int64), layer.qmin,
+                                      layer.qmax, bound // 2, max_thresholds)
+    if steps is not None:
+        # Mirrored channels count upwards on -2acc: negate their accumulator constants.
+        flip = np.where(steps.mirrored, -1, 1)
+        neg_d, coef_su, const2 = neg_d * flip, coef_su * flip, const2 * flip
     epi = bs.Epilogue(
-        neg_d=-d,
-        coef_su=d * c_w + 2 * e_w,
+        neg_d=neg_d,
+        coef_su=coef_su,
         const2=const2,
-        mscale=per_oc(np.float32(layer.act_scale) * np.asarray(layer.weight_scale, np.float32),
-                      np.float32),
+        mscale=mscale,
         bias=per_oc(layer.bias, np.float32),
         clamp_lo=layer.clamp_lo,
         clamp_hi=layer.clamp_hi,
@@ -177,17 +213,23 @@ def plan_layer(layer: QuantizedLayer, oc_block: int = 16, word_bits: int = 64) -
                         else per_oc(layer.out_zero_point, np.int32)),
         qmin=layer.qmin,
         qmax=layer.qmax,
-        acc_dtype=_acc_dtype(d, const2, d * c_w + 2 * e_w, n_taps, c_x, c_w),
+        acc_dtype=acc_dtype,
+        thresholds=None if steps is None else np.minimum(
+            steps.values, np.iinfo(acc_dtype).max).astype(acc_dtype),
+        base=None if steps is None else steps.base.astype(np.int32),
     )
     return LayerPlan(layer, planes.bits, block, packed, epi, pad_code=zx, conv_layout=layout,
                      word_bits=word_bits)
 
 
-def layer_compute(plan: LayerPlan, data: te.Tensor, weight: te.Tensor,
-                  *params: te.Tensor) -> te.Tensor:
+def layer_compute(plan: LayerPlan, data: te.Tensor, weight: te.Tensor, *params: te.Tensor,
+                  packed_input: bool = False, channels_last_output: bool = False) -> te.Tensor:
     """TE of the whole layer: activation packing, optional window popcount, branches+epilogue.
 
-    ``params`` are the tensors of ``plan.epilogue.tensor_params()``, in order.
+    ``params`` are the tensors of ``plan.epilogue.tensor_params()``, in order. For a conv
+    inside a chain of bit-serial convs (:func:`chains_channels_last`): ``packed_input``, the
+    data are already the padded bit-planes (:func:`packed_input_shape`); ``channels_last_output``,
+    the output is written NHWC for :mod:`.pack_channels_last`.
     """
     layer, epi, word_bits = plan.layer, plan.epilogue, plan.word_bits
     if layer.kind == "dense":
@@ -197,21 +239,49 @@ def layer_compute(plan: LayerPlan, data: te.Tensor, weight: te.Tensor,
                                   out_features=layer.out_channels, rowsum=rowsum)
     kernel = tuple(int(s) for s in layer.weight.shape[2:])
     out_size = layer.output_shape[2:]
+    if plan.conv_layout == "integer":
+        return bs.integer_conv2d(data, weight, epi, *params, zero_point=layer.act_zero_point,
+                                 groups=layer.groups, pads=layer.pads, strides=layer.strides,
+                                 dilation=layer.dilation, out_size=out_size,
+                                 channels_last=channels_last_output)
     if plan.conv_layout == "im2col":
         packed = bs.pack_bitplanes_im2col(data, layer.act_lo, layer.act_bits, layer.groups,
                                           kernel, layer.strides, layer.dilation, layer.pads,
                                           plan.pad_code, out_size, word_bits)
         rowsum = bs.patch_popcount(packed) if epi.needs_rowsum else None
         return bs.bitserial_conv2d_im2col(packed, weight, epi, *params,
-                                          out_channels=layer.out_channels, rowsum=rowsum)
-    packed = bs.pack_bitplanes_nchw(data, layer.act_lo, layer.act_bits, layer.groups,
-                                    layer.pads, plan.pad_code, word_bits)
+                                          out_channels=layer.out_channels, rowsum=rowsum,
+                                          channels_last=channels_last_output)
+    if packed_input:
+        packed = data
+    else:
+        packed = bs.pack_bitplanes_nchw(data, layer.act_lo, layer.act_bits, layer.groups,
+                                        layer.pads, plan.pad_code, word_bits)
     rowsum = None
     if epi.needs_rowsum:
         rowsum = bs.window_popcount(packed, kernel, layer.strides, layer.dilation, out_size)
     return bs.bitserial_conv2d_nchw(packed, weight, epi, *params,
                                     out_channels=layer.out_channels, strides=layer.strides,
-                                    dilation=layer.dilation, out_size=out_size, rowsum=rowsum)
+                                    dilation=layer.dilation, out_size=out_size, rowsum=rowsum,
+                                    channels_last=channels_last_output)
+
+
+def chains_channels_last(plan: LayerPlan) -> bool:
+    """Whether ``plan``'s conv can take packed bit-planes from a channels-last producer.
+
+    Grouped and im2col-packed convs pack their input themselves, and so do convs of codes
+    wider than a byte (the pack compares byte vectors).
+    """
+    return (plan.layer.kind == "conv2d" and plan.layer.groups == 1
+            and plan.conv_layout == "channels" and plan.layer.input_dtype in ("int8", "uint8"))
+
+
+def packed_input_shape(plan: LayerPlan) -> tuple[int, ...]:
+    """``[N, 1, M, Hp, Wp, Cw]``: the padded bit-planes a chained conv reads."""
+    n, c, h, w = plan.layer.input_shape
+    top, left, bottom, right = plan.layer.pads
+    return (n, 1, plan.layer.act_bits, h + top + bottom, w + left + right,
+            words_for(c, plan.word_bits))
 
 
 def reference_output(layer: QuantizedLayer, xq: np.ndarray) -> np.ndarray:

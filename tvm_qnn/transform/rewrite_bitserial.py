@@ -42,7 +42,9 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from ..topi.layer import MAX_BITS, QuantizedLayer, layer_compute, plan_layer
+from ..topi.layer import (MAX_BITS, QuantizedLayer, chains_channels_last, layer_compute,
+                          packed_input_shape, plan_layer)
+from ..topi.pack_channels_last import pack_channels_last_func
 from .graph_facts import FunctionFacts, op_name, prim_value
 
 logger = logging.getLogger("tvm_qnn.rewrite")
@@ -390,6 +392,10 @@ class LayerRewriter(PyExprMutator):
         """The expression computing ``match.end`` from the layer's input codes ``data``."""
         raise NotImplementedError
 
+    def link_layers(self, facts: FunctionFacts) -> None:
+        """Called once the function's layers are planned (``self.plans``), before rewriting:
+        a lowering may decide here how its layers pass tensors to each other."""
+
     def transform(self) -> tvm.IRModule:
         """Rewrite every Relax function of the module."""
         for gvar, func in self.mod.functions_items():
@@ -405,6 +411,7 @@ class LayerRewriter(PyExprMutator):
                     continue
                 self.plans[m.anchor] = m
                 self.skip.update(m.consumed)
+            self.link_layers(FunctionFacts(func))
             updated = self.visit_expr(func)
             self.builder_.update_func(gvar, updated)
         return self.builder_.get()
@@ -429,21 +436,89 @@ class LayerRewriter(PyExprMutator):
         self.set_var_remap(match.end, new)
 
 
+# Below this many words the channels-last packing runs on one core (thread start-up dominates).
+_PACK_PARALLEL_WORDS = 1 << 16
+
+
+def _feeds_only(facts: FunctionFacts, var: relax.Var, anchor: relax.Var, hops: int = 3) -> bool:
+    """True if ``var``'s only use leads, through single-use bindings, to ``anchor``."""
+    user = facts.single_user(var)
+    for _ in range(hops):
+        if user is None:
+            return False
+        if user.same_as(anchor):
+            return True
+        user = facts.single_user(user)
+    return False
+
+
 @mutator
 class _CpuRewriter(LayerRewriter):
-    def __init__(self, mod, oc_block: int, word_bits: int):
+    def __init__(self, mod, oc_block: int, word_bits: int, integer_min_branches=None):
         super().__init__(mod)
         self.oc_block = oc_block
         self.word_bits = word_bits
+        self.integer_min_branches = integer_min_branches
+        self._plans = {}
+        self.channels_last_out: set = set()  # producers that write NHWC codes
+        self.packed_in: dict = {}  # consumer anchor -> its producer's match
+
+    def _plan(self, match):
+        if match.anchor not in self._plans:
+            self._plans[match.anchor] = plan_layer(
+                match.layer, self.oc_block, self.word_bits,
+                integer_min_branches=self.integer_min_branches)
+        return self._plans[match.anchor]
+
+    def link_layers(self, facts):
+        """Bit-serial conv → bit-serial conv with nothing in between: the producer writes its
+        codes channels-last and one vector pack makes the consumer's bit-planes (instead of
+        an NCHW write and a scalar pack inside the consumer)."""
+        self.channels_last_out.clear()
+        self.packed_in.clear()
+        by_end = {m.end: m for m in self.plans.values()}
+        for cons in self.plans.values():
+            prod = by_end.get(cons.data)
+            if prod is None or prod.layer.kind != "conv2d" or prod.layer.out_scale is None:
+                continue
+            if not chains_channels_last(self._plan(cons)) or \
+                    not _feeds_only(facts, prod.end, cons.anchor):
+                continue
+            self.channels_last_out.add(prod.anchor)
+            self.packed_in[cons.anchor] = prod
+            logger.info("%s → %s: bit-planes packed channels-last between the layers",
+                        prod.name, cons.name)
+
+    def _pack(self, plan, codes: relax.Expr) -> relax.Expr:
+        """Emit the channels-last pack of ``codes`` (NHWC) into ``plan``'s bit-planes."""
+        layer = plan.layer
+        n, c, h, w = layer.input_shape
+        shape = packed_input_shape(plan)
+        func = pack_channels_last_func(
+            (n, h, w, c), layer.input_dtype, layer.act_lo, layer.act_bits, layer.pads,
+            plan.pad_code, plan.word_bits,
+            parallel=int(np.prod(shape)) >= _PACK_PARALLEL_WORDS)
+        gvar = self.builder_.add_func(func, "pack_channels_last")
+        return self.builder_.emit(relax.call_tir(
+            gvar, [codes], relax.TensorType(shape, f"uint{plan.word_bits}")))
 
     def rewrite_layer(self, match, data):
-        plan = plan_layer(match.layer, self.oc_block, self.word_bits)
+        plan = self._plan(match)
         params = [relax.const(arr) for _, arr in plan.epilogue.tensor_params()]
         kind = match.layer.kind
-        logger.info("%s (%s): bit-serial W%dA%d, %d branches", match.name, kind,
-                    plan.weight_bits, match.layer.act_bits, plan.branches)
+        packed_in = match.anchor in self.packed_in
+        if packed_in:
+            data = self._pack(plan, data)
+        if plan.conv_layout == "integer":
+            logger.info("%s (%s): integer kernel for W%dA%d (%d branches would cost more)",
+                        match.name, kind, plan.weight_bits, match.layer.act_bits, plan.branches)
+        else:
+            logger.info("%s (%s): bit-serial W%dA%d, %d branches", match.name, kind,
+                        plan.weight_bits, match.layer.act_bits, plan.branches)
+        compute = functools.partial(layer_compute, plan, packed_input=packed_in,
+                                    channels_last_output=match.anchor in self.channels_last_out)
         return self.builder_.call_te(
-            functools.partial(layer_compute, plan),
+            compute,
             data,
             relax.const(plan.packed_weight),
             *params,
@@ -466,12 +541,18 @@ class RewriteBitserial:
         group when needed.
     word_bits : int
         Bits per packed word: 64 (x86: 64-bit popcount lanes) or 8 (NEON: byte lanes).
+    integer_min_branches : int, optional
+        Convs with at least this many branches (M·K) get a plain integer kernel instead;
+        None (the default here) keeps every layer bit-serial.
     """
 
-    def __init__(self, oc_block: int = 16, word_bits: int = 64):
+    def __init__(self, oc_block: int = 16, word_bits: int = 64,
+                 integer_min_branches: int | None = None):
         self.oc_block = oc_block
         self.word_bits = word_bits
+        self.integer_min_branches = integer_min_branches
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:  # noqa: D102
-        mod = _CpuRewriter(mod, self.oc_block, self.word_bits).transform()
+        mod = _CpuRewriter(mod, self.oc_block, self.word_bits,
+                           self.integer_min_branches).transform()
         return relax.transform.DeadCodeElimination()(mod)

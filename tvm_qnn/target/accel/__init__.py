@@ -30,6 +30,9 @@ class AccelTarget(QnnTarget):
         self.host = host or X86Target()
         self.oc_block = self.host.oc_block
         self.word_bits = self.host.word_bits
+        # Layers the accelerator cannot take stay bit-serial on the host (as the simulator's
+        # P would be): one kind of kernel per layer, whichever device runs it.
+        self.integer_min_branches = None
 
     @property
     def tvm_target(self):

@@ -64,6 +64,7 @@ class ArmTarget(CpuTarget):
         self.knobs = knobs or self.default_knobs
         self.oc_block = self.knobs.oc_block or 64
         self.word_bits = self.knobs.word_bits or 8
+        self.integer_min_branches = self.knobs.integer_min_branches
 
     @property
     def alias(self) -> str:

@@ -41,6 +41,7 @@ class X86Target(CpuTarget):
         # 16 uint64 lanes = two zmm per tile row with VPOPCNTDQ; 8 (two ymm) on AVX2.
         self.oc_block = self.knobs.oc_block or (16 if self.has_vpopcntdq else 8)
         self.word_bits = self.knobs.word_bits or 64
+        self.integer_min_branches = self.knobs.integer_min_branches
 
     @staticmethod
     def _mcpu_has_vpopcnt(mcpu: str) -> bool:
