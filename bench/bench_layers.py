@@ -3,6 +3,10 @@
 
     python -m bench [--layers conv56 … dense64] [--bits 1x1 2x2 1x2] [--threads 1 2]
                     [--models [CNV_1W1A CNV_2W2A]] [--json out.json] [--png out.png]
+                    [--mcpu haswell]
+
+``--mcpu`` generates the code (and the roofline probe) for another x86 CPU that runs here,
+e.g. ``haswell`` for the AVX2 path (``vpshufb`` popcount, 8 output channels per vector).
 
 **Layers** (batch 1): conv3x3 s1 p1 at 56²×64→64, 28²×128→128, 14²×256→256, 7²×512→512 and
 dense 1×4096→4096, 64×4096→4096, at each ``--bits`` ``WxA`` (weight × activation bits; a
@@ -12,9 +16,13 @@ single ``N`` means ``NxN``) and each ``--threads`` count. One line per case::
            ort_int8_ms=… roofline_ms=… of_roofline=… x_fp32=… x_int8=… int8_engine=…
            ort_op=… isa=vpopcntq zmm
 
-``tvm_qnn_ms`` is the whole layer as compiled (activation packing from int8 codes, the
-xor/popcount branches, the fused requantize epilogue to int8 codes), timed by TVM's
-``time_evaluator``. The peers (:mod:`bench.peers`) are PyTorch fp32, PyTorch int8 (the fastest
+``tvm_qnn_ms`` is the whole layer as it runs inside a network of such layers, timed by TVM's
+``time_evaluator``: for a conv, the vector pack of the previous layer's channels-last codes
+into bit-planes, the xor/popcount branches and the fused requantize epilogue writing
+``A``-bit codes channels-last (:class:`tvm_qnn.testing.layers.ChainedLayerKernel`, what
+``tvm_qnn.compile`` emits between two bit-serial convs); ``alone_ms`` is the same conv as a
+network's first bit-serial layer (NCHW codes in, the scalar pack inside the kernel, NCHW
+codes out). A dense layer reads uint8 codes and writes uint8 codes. The peers (:mod:`bench.peers`) are PyTorch fp32, PyTorch int8 (the fastest
 of its quantized engines, named in ``int8_engine``) and onnxruntime int8 (QDQ model fused into
 the op named in ``ort_op``). ``roofline_ms = W·A × MACs / rate`` with the peak rate of the
 popcount probe (:mod:`bench.roofline`, its fastest sample) at that thread count;
@@ -83,14 +91,21 @@ def bench_line(row: dict) -> str:
     return text + (f" isa={row['isa']}" if "isa" in row else "")
 
 
-def _qnn_kernel(kind, cin, cout, size, wbits, abits):
-    from tvm_qnn.testing.layers import LayerKernel, random_layer
+def _qnn_kernel(kind, cin, cout, size, wbits, abits, target="x86"):
+    """(kernel as timed, input codes, popcount ISA, the conv alone or None)."""
+    from tvm_qnn.testing.layers import ChainedLayerKernel, LayerKernel, random_layer
 
-    shape = dict(size=(size, size)) if kind == "conv2d" else dict(batch=size)
-    layer, xq = random_layer(kind, act_bits=abits, weight_bits=wbits, in_channels=cin,
-                             out_channels=cout, **shape)
-    kernel = LayerKernel(layer)
-    return kernel, xq, roofline.isa_of(kernel.module.inspect_source("asm"))
+    if kind == "conv2d":  # A-bit codes out, as the next layer of the network reads them
+        layer, xq = random_layer(kind, act_bits=abits, weight_bits=wbits, in_channels=cin,
+                                 out_channels=cout, size=(size, size), out_bits=abits)
+    else:
+        layer, xq = random_layer(kind, act_bits=abits, weight_bits=wbits, in_channels=cin,
+                                 out_channels=cout, batch=size)
+    alone = LayerKernel(layer, target=target)
+    isa = roofline.isa_of(alone.module.inspect_source("asm"))
+    if kind == "conv2d":
+        return ChainedLayerKernel(layer, target=target), xq, isa, alone
+    return alone, xq, isa, None
 
 
 def _qnn_ms(kernel, xq, timing: peers.Timing) -> float:
@@ -102,7 +117,7 @@ def _qnn_ms(kernel, xq, timing: peers.Timing) -> float:
                             estimate, timing)
 
 
-def bench_layers(names, bits, threads, rates, timing) -> list[dict]:
+def bench_layers(names, bits, threads, rates, timing, target="x86") -> list[dict]:
     """Every (layer, bits, threads) case; peers measured once per (layer, threads)."""
     rows = []
     for name in names:
@@ -119,10 +134,11 @@ def bench_layers(names, bits, threads, rates, timing) -> list[dict]:
                            engines=engines, ort_op=ort_op)
         for wbits, abits in bits:
             peers.pin(max(threads))  # compile with every core the run may use
-            kernel, xq, isa = _qnn_kernel(kind, cin, cout, size, wbits, abits)
+            kernel, xq, isa, alone = _qnn_kernel(kind, cin, cout, size, wbits, abits, target)
             for n in threads:
                 peers.pin(n)
                 qnn_ms = _qnn_ms(kernel, xq, timing)
+                extra = {} if alone is None else dict(alone_ms=_qnn_ms(alone, xq, timing))
                 p = peer[n]
                 roof_ms = 1e3 * wbits * abits * macs / rates[n]
                 int8_ms = min(p["torch_int8_ms"], p["ort_int8_ms"])
@@ -131,13 +147,14 @@ def bench_layers(names, bits, threads, rates, timing) -> list[dict]:
                            ort_int8_ms=p["ort_int8_ms"], roofline_ms=roof_ms,
                            of_roofline=roof_ms / qnn_ms, x_fp32=p["torch_fp32_ms"] / qnn_ms,
                            x_int8=int8_ms / qnn_ms, int8_engine=f"torch:{p['engine']}",
-                           ort_op=p["ort_op"], torch_int8_engines_ms=p["engines"], isa=isa)
+                           ort_op=p["ort_op"], **extra, torch_int8_engines_ms=p["engines"],
+                           isa=isa)
                 rows.append(row)
                 print(bench_line(row), flush=True)
     return rows
 
 
-def bench_models(names, threads, timing) -> list[dict]:
+def bench_models(names, threads, timing, target="x86") -> list[dict]:
     """The shipped CNVs compiled by tvm_qnn vs onnxruntime (QDQ and fp32) and PyTorch fp32."""
     import numpy as np
 
@@ -147,7 +164,7 @@ def bench_models(names, threads, timing) -> list[dict]:
     x = np.random.default_rng(0).random((1, 1, 28, 28), dtype=np.float32)
     rows = []
     peers.pin(max(threads))
-    arts = {name: tvm_qnn.compile(os.path.join(MODEL_DIR, f"{name}.onnx"), target="x86")
+    arts = {name: tvm_qnn.compile(os.path.join(MODEL_DIR, f"{name}.onnx"), target=target)
             for name in names}
     import torch
 
@@ -246,6 +263,8 @@ def main(argv=None) -> int:
                         help=f"also the shipped models (no names: {' '.join(MODELS)})")
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--png", help="write a bar chart of the speed-ups here")
+    parser.add_argument("--mcpu", help="generate code for this x86 CPU instead of the host's "
+                        "(e.g. haswell: the AVX2 vpshufb popcount path; it must run here)")
     parser.add_argument("--quick", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.bits = [parse_bits(b) if isinstance(b, str) else b for b in args.bits]
@@ -255,24 +274,28 @@ def main(argv=None) -> int:
 
 
 def _run(args, timing) -> int:
+    from tvm_qnn.target import X86Target
+
     start = time.perf_counter()
+    target = X86Target(mcpu=args.mcpu) if args.mcpu else "x86"
     rates = {}
     for n in args.threads:
         peers.pin(n)
-        probe = (roofline.measure(n, repeats=500, rounds=1, repeat=2) if args.quick else
-                 roofline.measure(n))
+        probe = (roofline.measure(n, repeats=500, rounds=1, repeat=2, target=target)
+                 if args.quick else roofline.measure(n, target=target))
         rates[n] = probe["bit_macs_per_s"]
         print(f"bench: roofline threads={n} bit_macs_per_s={rates[n]:.4g} "
               f"per_core={rates[n] / n:.4g} isa={probe['isa']}", flush=True)
-    rows = bench_layers(args.layers, args.bits, args.threads, rates, timing)
+    rows = bench_layers(args.layers, args.bits, args.threads, rates, timing, target)
     model_rows = []
     if args.models is not None:
-        model_rows = bench_models(args.models or list(MODELS), args.threads, timing)
+        model_rows = bench_models(args.models or list(MODELS), args.threads, timing, target)
     elapsed = time.perf_counter() - start
     print(f"bench: done in {elapsed:.1f} s", flush=True)
     if args.json:
         result = dict(machine=dict(cpu=_cpu_name(), cpus=len(peers.CPUS),
-                                   python=platform.python_version()),
+                                   python=platform.python_version(),
+                                   mcpu=args.mcpu or "host"),
                       timing=dataclasses.asdict(timing),
                       roofline_bit_macs_per_s={str(k): v for k, v in rates.items()},
                       layers=rows, models=model_rows, seconds=elapsed)

@@ -61,18 +61,19 @@ def bit_macs(threads: int, repeats: int) -> int:
 
 
 def measure(threads: int, repeats: int = 5000, rounds: int = 5, repeat: int = 10,
-            number: int = 3) -> dict:
+            number: int = 3, target="x86") -> dict:
     """Run the probe on ``threads`` threads: ``{"threads", "bit_macs_per_s", "isa"}``.
 
     The rate is that of the **fastest** of ``rounds × repeat`` timings (``number`` calls
     each, ~2 ms per call): a roofline is a peak actually reached, and on shared cores any
     slower sample only measures the neighbours. The caller pins the process and configures
-    TVM's thread pool (see ``bench.peers.pin``).
+    TVM's thread pool (see ``bench.peers.pin``). ``target``: the code's target (e.g. an
+    ``X86Target(mcpu="haswell")`` for the AVX2 ``vpshufb`` popcount).
     """
     from tvm_qnn.target import resolve_target
 
     func, tvm = probe_kernel(threads, repeats)
-    module = tvm.compile(func, resolve_target("x86").tvm_target).mod
+    module = tvm.compile(func, resolve_target(target).tvm_target).mod
     asm = module.inspect_source("asm")
     dev = tvm.cpu()
     rng = np.random.default_rng(0)
