@@ -99,6 +99,19 @@ def test_zero_bit_activations():
 def test_unknown_target():
     with pytest.raises(tvm_qnn.TvmQnnError, match="unknown target 'riscv'"):
         tvm_qnn.compile(make_conv_model("qcdq", act_bits=2), target="riscv")
+    with pytest.raises(tvm_qnn.TvmQnnError, match="LLVM knows no x86 CPU 'pentium9'"):
+        tvm_qnn.compile(make_conv_model("qcdq", act_bits=2), target="x86:pentium9")
+
+
+def test_x86_mcpu_target_compiles_the_avx2_path():
+    """``x86:haswell``: the AVX2 code path (it runs on this host too), bit-exact."""
+    from tvm_qnn.testing.onnx_models import random_input, run_onnxruntime
+
+    model = make_conv_model("qcdq", act_bits=2, weight_bits=2, in_ch=16, out_ch=16)
+    art = tvm_qnn.compile(model, target="x86:haswell")
+    assert "haswell, AVX2" in art.target
+    feeds = random_input(model, seed=1)
+    np.testing.assert_array_equal(art.run(*feeds.values()), run_onnxruntime(model, feeds)[0])
 
 
 def test_wrong_model_type():

@@ -22,6 +22,16 @@ def resolve_target(target) -> QnnTarget:
         return target
     if isinstance(target, str) and target in _ALIASES:
         return _ALIASES[target]()
+    if isinstance(target, str) and target.startswith("x86:"):  # another x86 CPU, by -mcpu
+        mcpu = target.partition(":")[2]
+        from tvm.target.codegen import llvm_get_cpu_archlist
+
+        known = llvm_get_cpu_archlist(tvm.target.Target({"kind": "llvm",
+                                                         "mtriple": "x86_64-linux-gnu"}))
+        if mcpu not in known:
+            raise TvmQnnError(f"target {target!r}: LLVM knows no x86 CPU {mcpu!r} "
+                              "(e.g. haswell, skylake-avx512, znver4)")
+        return X86Target(mcpu=mcpu)
     if isinstance(target, str) and (target == "accel" or target.startswith("accel:")):
         return AccelTarget(target.partition(":")[2] or None)
     if isinstance(target, str) and (target == "arm_cpu" or target.startswith("arm_cpu:")):
@@ -38,7 +48,8 @@ def resolve_target(target) -> QnnTarget:
             for name, board in BOARDS.items():
                 if board.arch == arch and board.mcpu == (mcpu or board.mcpu):
                     return ArmTarget(name)
-    raise TvmQnnError(f"unknown target {target!r}: use one of {sorted(_ALIASES)}, 'arm_cpu', "
+    raise TvmQnnError(f"unknown target {target!r}: use one of {sorted(_ALIASES)}, "
+                      "'x86:<mcpu>' (e.g. x86:haswell, the AVX2 code), 'arm_cpu', "
                       f"'arm_cpu:<board>' (boards: {', '.join(BOARDS)}), 'accel', "
                       "'accel:<config.json>', a TVM Target or a "
                       "target dict")

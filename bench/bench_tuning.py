@@ -1,0 +1,95 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Tuned vs default template on the layer suite, and what tuning and a database hit cost.
+
+    python -m bench.bench_tuning [--layers conv56 conv28 conv14 conv7] [--bits 1x1 2x2]
+                                 [--trials 64] [--json out.json]
+
+Each suite conv becomes a one-layer QCDQ ONNX model (``A``-bit ReLU output), tuned on this CPU
+by :func:`tvm_qnn.tune` into a fresh database. One line per case::
+
+    bench: tune layer=conv56 bits=W1A1 trials=64 tune_s=… default_ms=… tuned_ms=… speedup=…
+           compile_s=… compile_with_db_s=…
+
+``default_ms`` / ``tuned_ms`` are the layer kernel with the default template and with the best
+record, both timed the same way (:func:`tvm_qnn.tune_report`); ``tune_s`` is the wall time of
+the whole tuning run (default template, search, builds, measurements); ``compile_s`` and
+``compile_with_db_s`` are ``tvm_qnn.compile`` without schedules and with the database: a hit
+costs a trace replay, no tuning. The caller should pin the process (``taskset -c 0``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+from tvm_qnn.testing.suite import LAYER_SUITE
+
+from .bench_layers import bench_line, parse_bits
+
+
+def _model(name: str, wbits: int, abits: int):
+    from tvm_qnn.testing.onnx_models import make_conv_model
+
+    _, cin, cout, size = LAYER_SUITE[name]
+    return make_conv_model("qcdq", in_ch=cin, out_ch=cout, size=(size, size), act_bits=abits,
+                           weight_bits=wbits, relu=True)
+
+
+def bench_case(name: str, wbits: int, abits: int, trials: int) -> dict:
+    """Tune one suite conv; the row of figures described in the module docstring."""
+    import tvm_qnn
+
+    model = _model(name, wbits, abits)
+    with tempfile.TemporaryDirectory(dir=os.environ.get("TMPDIR")) as work:
+        start = time.perf_counter()
+        tvm_qnn.tune(model, "x86", trials=trials, work_dir=work, seed=0)
+        tune_s = time.perf_counter() - start
+        (row,) = [r for r in tvm_qnn.tune_report(model, "x86", work) if r.kind == "conv2d"]
+        os.environ["TVM_QNN_SCHEDULES"] = "off"
+        try:
+            start = time.perf_counter()
+            tvm_qnn.compile(model, "x86")
+            compile_s = time.perf_counter() - start
+            start = time.perf_counter()
+            tvm_qnn.compile(model, "x86", tuning_db=work)
+            compile_db_s = time.perf_counter() - start
+        finally:
+            del os.environ["TVM_QNN_SCHEDULES"]
+    return dict(layer=name, bits=f"W{wbits}A{abits}", trials=row.trials, tune_s=tune_s,
+                default_ms=row.default_ms, tuned_ms=row.best_ms,
+                speedup=row.default_ms / row.best_ms, compile_s=compile_s,
+                compile_with_db_s=compile_db_s)
+
+
+def main(argv=None) -> int:
+    """Run the cases; print one ``bench: tune`` line each."""
+    parser = argparse.ArgumentParser(prog="python -m bench.bench_tuning",
+                                     description=__doc__.split("\n")[0])
+    convs = [n for n, spec in LAYER_SUITE.items() if spec[0] == "conv2d"]
+    parser.add_argument("--layers", nargs="+", default=convs, choices=convs)
+    parser.add_argument("--bits", type=parse_bits, nargs="+", default=["1x1", "2x2"])
+    parser.add_argument("--trials", type=int, default=64)
+    parser.add_argument("--json", help="write the rows here")
+    args = parser.parse_args(argv)
+    rows = []
+    for name in args.layers:
+        for bits in args.bits:
+            wbits, abits = parse_bits(bits) if isinstance(bits, str) else bits
+            row = bench_case(name, wbits, abits, args.trials)
+            rows.append(row)
+            print("bench: tune " + bench_line(row).removeprefix("bench: "), flush=True)
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        tmp = args.json + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(rows, f, indent=1)
+        os.replace(tmp, args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
