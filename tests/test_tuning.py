@@ -126,6 +126,55 @@ def test_a_write_cut_short_loses_one_record_not_the_database(conv, tmp_path, cap
     assert (work / "database_tuning_record.json.corrupt").read_text() == text[:-25]
 
 
+_FULL_DISK_RUN = """
+import resource, signal, sys
+import tvm_qnn
+from tvm_qnn.testing.onnx_models import make_conv_model
+# Writes past LIMIT bytes fail (EFBIG), as they would on a full disk.
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+limit = int(sys.argv[2])
+if limit:
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+model = make_conv_model("qcdq", in_ch=16, out_ch=16, size=(12, 12), act_bits=2, weight_bits=2)
+try:
+    tvm_qnn.tune(model, "x86", trials=int(sys.argv[3]), work_dir=sys.argv[1], seed=0)
+except tvm_qnn.TvmQnnError as err:
+    print("ERROR", err)
+    sys.exit(3)
+"""
+
+
+def test_a_full_disk_stops_tuning_clearly_and_a_rerun_resumes(tmp_path):
+    """MetaSchedule does not check its appends: without the check, a full disk would cut
+    records short while tuning carried on. Here it stops with a clear error, keeps what was
+    written, and a later run resumes from it."""
+    import subprocess
+    import sys
+
+    work = tmp_path / "db"
+
+    def run(limit, trials):
+        return subprocess.run([sys.executable, "-c", _FULL_DISK_RUN, str(work), str(limit),
+                               str(trials)], capture_output=True, text=True, timeout=600)
+
+    first = run(0, 2)
+    assert first.returncode == 0, first.stderr[-2000:]
+    records = work / "database_tuning_record.json"
+    kept = records.read_text()
+    full = run(len(kept.encode()) + 200, 8)  # room for part of one more record
+    assert full.returncode == 3, full.stdout[-2000:] + full.stderr[-2000:]
+    assert f"ERROR {work}: a tuning record could not be written" in full.stdout
+    assert "is the disk full?" in full.stdout
+    assert records.read_text().startswith(kept)  # what was written before is intact
+    again = run(0, 4)
+    assert again.returncode == 0, again.stderr[-2000:]
+    db = open_database(work)
+    # The cut-short line was dropped (kept as .corrupt); the first run's records survive and
+    # the budget of 4 was filled up, not measured again from scratch.
+    assert kept.splitlines()[0] in records.read_text().splitlines()
+    assert len(db.get_all_tuning_records()) == 4
+
+
 @pytest.mark.skipif(shutil.which("llvm-mca-19") is None or shutil.which("qemu-aarch64") is None
                     or shutil.which("aarch64-linux-gnu-gcc") is None,
                     reason="llvm-19 / qemu-user / gcc-aarch64-linux-gnu missing "

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import tvm
 import tvm_ffi
 
+from ..topi.bitserial import INT_INPUT_BLOCK
 from ..transform.rewrite_bitserial import KERNEL_ATTR
 
 LAYER_ATTR = "tvm_qnn.layer"
@@ -34,6 +35,13 @@ class Task:
     bits: str  # e.g. "W1A1"
     mod: tvm.IRModule  # the workload
     layers: list[str] = field(default_factory=list)
+
+    @property
+    def integer(self) -> bool:
+        """True for a plain integer kernel (``conv_layout="integer"``): no popcount loop."""
+        from .pretuned import signature
+
+        return INT_INPUT_BLOCK in signature(self.mod["main"])[2]
 
     @property
     def name(self) -> str:

@@ -10,8 +10,10 @@ directory skips tasks that already have their trials and spends only the rest on
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import shutil
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,6 +68,61 @@ class _Progress(ms.measure_callback.PyMeasureCallback):
     def close(self):
         for bar in self.bars:
             bar.close()
+
+
+# Tuning writes each candidate's build (a few hundred KiB) and a record per trial.
+_MIN_FREE_BYTES = 16 << 20
+
+
+def _check_free_space(work_dir: str) -> None:
+    free = shutil.disk_usage(work_dir).free
+    if free < _MIN_FREE_BYTES:
+        raise TvmQnnError(f"{work_dir}: only {free >> 10} KiB free on its disk; tuning writes "
+                          "builds and records there. Free some space and run tune again: it "
+                          "resumes from the database.")
+
+
+def _records_on_disk(work_dir: str) -> tuple[int, bool]:
+    """(lines of the record file, whether its last line is whole JSON)."""
+    path = os.path.join(work_dir, "database_tuning_record.json")
+    if not os.path.isfile(path):
+        return 0, True
+    with open(path, encoding="utf-8", errors="replace") as f:
+        lines = f.read().splitlines()
+    try:
+        whole = not lines or bool(json.loads(lines[-1]))
+    except ValueError:
+        whole = False
+    return len(lines), whole
+
+
+def _check_written(db: ms.database.Database, work_dir: str) -> None:
+    """Every record MetaSchedule holds must be on disk, whole.
+
+    Its JSON database appends a line per record and does not check the write: on a full disk
+    the line is cut short (or missing) and tuning would carry on, losing every result.
+    """
+    held = len(db.get_all_tuning_records())
+    lines, whole = _records_on_disk(work_dir)
+    if lines < held or not whole:
+        raise TvmQnnError(
+            f"{work_dir}: a tuning record could not be written ({held} measured, {lines} on "
+            "disk{}): is the disk full? The records written so far are kept; free some space "
+            "and run tune again: it resumes from the database.".format(
+                "" if whole else ", the last one cut short"))
+
+
+@derived_object
+class _WriteCheck(ms.measure_callback.PyMeasureCallback):
+    """After each batch (and MetaSchedule's own commit): :func:`_check_written`."""
+
+    def __init__(self, db: ms.database.Database, work_dir: str):
+        self.db = db
+        self.work_dir = work_dir
+
+    def apply(self, task_scheduler, task_id, measure_candidates, builder_results,
+              runner_results):
+        _check_written(self.db, self.work_dir)
 
 
 def _records(db: ms.database.Database, mod: tvm.IRModule, limit: int = 1 << 20) -> list:
@@ -143,7 +200,7 @@ def _modelled_board(backend):
 def _model_time(backend, task: Task):
     """``f(func, target) -> seconds`` by the llvm-mca model of an aarch64 board, or None."""
     board = _modelled_board(backend)
-    if board is None:
+    if board is None or task.integer:  # the model scores popcount loops only
         return None
     from ..target.arm.mca import kernel_seconds
     from .model_runner import popcount_bytes
@@ -260,16 +317,25 @@ def tune(model, target="x86", *, trials: int = 64, work_dir: str | os.PathLike =
         raise TvmQnnError(f"trials={trials}: at least 1")
     backend = resolve_target(target)
     tasks = extract_tasks(lower_for_tuning(load_model(model, shapes, example_inputs), backend))
+    if runner in (None, "model") and _modelled_board(backend) is not None \
+            and not backend.runs_here():
+        # llvm-mca scores the xor-popcount loop; an integer kernel has none.
+        for task in [t for t in tasks if t.integer]:
+            logger.info("%s: integer kernel, which the llvm-mca model does not score: "
+                        "default template", task.name)
+        tasks = [t for t in tasks if not t.integer]
     if not tasks:
         raise TvmQnnError("the model has no bit-serial layer to tune")
     work_dir = os.fspath(work_dir)
     db = open_database(work_dir, create=True)
+    _check_free_space(work_dir)
     runner = _runner(runner, timeout, backend, tasks)
     pending, budgets = [], []
     for task in tasks:
         done = len(_records(db, task.mod))
         if done == 0:
             _measure_default(task, backend, db, runner)
+            _check_written(db, work_dir)
             done = len(_records(db, task.mod))
         if done >= trials:
             logger.info("%s: %d trials in the database, skipped", task.name, done)
@@ -288,7 +354,13 @@ def tune(model, target="x86", *, trials: int = 64, work_dir: str | os.PathLike =
                       builder=_builder(runner), runner=runner,
                       cost_model="xgb", task_scheduler="round-robin",
                       measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"),
-                                         progress])
+                                         progress, _WriteCheck(db, work_dir)])
+    except Exception as err:  # noqa: BLE001 - a callback's TvmQnnError comes back wrapped
+        text = str(err)
+        start = text.rfind(f"{work_dir}: a tuning record could not be written")
+        if isinstance(err, TvmQnnError) or start < 0:
+            raise
+        raise TvmQnnError(text[start:].splitlines()[0]) from None
     finally:
         progress.close()
     return db
