@@ -62,8 +62,9 @@ def lower_for_tuning(mod: tvm.IRModule, backend) -> tvm.IRModule:
 def layer_report(mod: tvm.IRModule, integer_min_branches: int | None = None) -> list[dict]:
     """One dict per conv2d/matmul of ``main``: name, kind, bitserial, bits, MACs, reason.
 
-    ``kernel`` says how a rewritten layer runs: ``bit-serial``, or ``integer`` for a conv
-    with at least ``integer_min_branches`` branches (the target's choice).
+    ``bitserial`` is True for a layer tvm_qnn rewrites (else ``reason`` says why not);
+    ``kernel`` says how it runs: ``bit-serial``, or ``integer`` for a conv with at least
+    ``integer_min_branches`` branches (the target's choice, e.g. an 8-bit first layer).
     """
     rows = []
     for m in find_layers(mod["main"]):
