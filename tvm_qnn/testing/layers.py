@@ -143,8 +143,9 @@ def random_layer(kind: str = "conv2d", *, act_bits: int = 2, weight_bits: int = 
     clip = out_bits is not None
     out_bits = out_bits or max(act_bits, 2)
     q_hi = (1 << out_bits) - 1 if relu else (1 << (out_bits - 1)) - 1
-    out_scale = _pow2_at_least(spread / q_hi) if pow2_scales else np.float32(
-        max(spread, 1e-3) / q_hi * 1.37)
+    levels = max(q_hi, 1)  # signed 1-bit codes are {-1, 0}
+    out_scale = _pow2_at_least(spread / levels) if pow2_scales else np.float32(
+        max(spread, 1e-3) / levels * 1.37)
     out_dtype = "uint8" if relu else "int8"
     qmin, qmax = int(np.iinfo(out_dtype).min), int(np.iinfo(out_dtype).max)
     if clip:
