@@ -213,3 +213,38 @@ def test_cli_sim_reports_suite_and_model(capsys, tmp_path):
     assert main(["sim", _shipped("CNV_1W1A.onnx")]) == 0
     out = capsys.readouterr().out
     assert "conv_4" in out and "not_exact=0" in out and "accel=7" in out
+
+
+def test_tuned_tilings_resume_apply_and_stay_exact(tmp_path, monkeypatch):
+    """tune(model, "accel"): each layer's tiling searched on the simulator (never slower than
+    the pipeline model's pick), a re-run simulates nothing, and compile applies the records
+    (fewer cycles, same bits as the CPU kernels)."""
+    from tvm_qnn.target.accel.lower import tiling_space
+
+    monkeypatch.setenv("TVM_QNN_SCHEDULES", "off")
+    model = _shipped("CNV_1W1A.onnx")
+    work = tmp_path / "tilings"
+    report = tvm_qnn.tune(model, "accel", work_dir=work)
+    assert set(report) == {"conv_1", "conv_4", "conv_8", "conv_11", "conv_15", "conv_18",
+                           "fc_23"}
+    assert all(r["cycles"] <= r["default_cycles"] for r in report.values())
+    assert any(r["cycles"] < r["default_cycles"] for r in report.values())
+    layer, _ = suite_layer("conv56", 1, 1)
+    assert len(tiling_space(plan_layer(layer), AccelConfig.load())) > 10
+    text = (work / "accel_tilings.json").read_text()
+    tvm_qnn.tune(model, "accel", work_dir=work)
+    assert (work / "accel_tilings.json").read_text() == text
+    x = np.random.default_rng(3).random((1, 1, 28, 28), dtype=np.float32)
+    default = tvm_qnn.compile(model, "accel")
+    tuned = tvm_qnn.compile(model, "accel", tuning_db=work)
+    want = tvm_qnn.compile(model, "x86").run(x)
+    np.testing.assert_array_equal(tuned.run(x), want)
+    cycles = [sum(r.get("cycles", 0) for r in art.profile(x)) for art in (default, tuned)]
+    assert cycles[1] < cycles[0]
+
+
+def test_shipped_tilings_are_used(caplog):
+    with caplog.at_level(logging.INFO, logger="tvm_qnn"):
+        tvm_qnn.compile(_shipped("CNV_2W2A.onnx"), "accel")
+    assert "accelerator tilings:" in caplog.text and "accel-zynq7020-bitserial" in caplog.text
+    assert caplog.text.count("(tuned tiling)") == 7

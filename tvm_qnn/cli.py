@@ -69,8 +69,18 @@ def _cmd_tune(args) -> int:
     from .tuning import tune, tune_report
 
     start = time.perf_counter()
-    tune(args.model, target=args.target, trials=args.trials, work_dir=args.work_dir,
-         runner=args.runner, timeout=args.timeout, shapes=_shapes(args.shape))
+    result = tune(args.model, target=args.target, trials=args.trials, work_dir=args.work_dir,
+                  runner=args.runner, timeout=args.timeout, shapes=_shapes(args.shape))
+    if isinstance(result, dict):  # the accelerator: tilings scored by the simulator
+        print(f"{'layer':<24} {'rows':>4} {'group':>5} {'trials':>6} {'cycles':>9} "
+              f"{'default':>9} {'speed-up':>8}")
+        for name, r in result.items():
+            print(f"{name:<24} {r['rows'] or '-':>4} {r['group_blocks'] or '-':>5} "
+                  f"{r['trials']:>6} {r['cycles']:>9} {r['default_cycles']:>9} "
+                  f"{r['default_cycles'] / r['cycles']:>8.2f}")
+        print(f"tuned: {args.work_dir} layers={len(result)} "
+              f"seconds={time.perf_counter() - start:.1f}")
+        return 0
     rows = tune_report(args.model, target=args.target, tuning_db=args.work_dir,
                        shapes=_shapes(args.shape))
     print(f"{'task':<24} {'kind':<7} {'bits':<5} {'trials':>6} {'tuned ms':>9} "
@@ -230,7 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("tune", help="tune the bit-serial layers (MetaSchedule + XGBoost)")
     p.add_argument("model", help="quantized ONNX model")
-    p.add_argument("--target", default="x86", help="x86 (default): tuned on this CPU")
+    p.add_argument("--target", default="x86", help="x86 (default): tuned on this CPU; "
+                   "x86:<mcpu>, arm_cpu[:board] (llvm-mca model), accel[:config.json] "
+                   "(tilings, scored by the simulator's cycles)")
     p.add_argument("--trials", type=int, default=64, help="trials per distinct layer kernel")
     p.add_argument("--work-dir", default="tvm_qnn_tuning", help="the JSON database (resumable)")
     p.add_argument("--runner", default=None,

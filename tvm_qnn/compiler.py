@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import tvm
 from tvm.relax.backend.cpu_generic import pipeline as cpu_pipeline
@@ -104,9 +105,10 @@ def compile(model, target="x86", *, shapes: dict | None = None,  # noqa: A001
         Raise :class:`UnsupportedModelError` (naming the layer and the reason) when a
         conv2d/dense cannot be made bit-serial, instead of compiling it as TVM would.
     tuning_db : Database or path, optional
-        Tuning records (:func:`tvm_qnn.tune`) for the CPU kernels. Without it, the pre-tuned
-        schedules shipped for this device (or its class) are used when there are some
-        (``schedules/``, TopHub-style; ``TVM_QNN_SCHEDULES=off`` turns that off).
+        Tuning records (:func:`tvm_qnn.tune`) for the CPU kernels, or for ``"accel"`` the
+        folder of its tuned tilings. Without it, the pre-tuned schedules shipped for this
+        device (or its class) are used when there are some (``schedules/``, TopHub-style;
+        ``TVM_QNN_SCHEDULES=off`` turns that off).
 
     Returns
     -------
@@ -131,7 +133,16 @@ def compile(model, target="x86", *, shapes: dict | None = None,  # noqa: A001
     inputs = [TensorInfo(p.name, tuple(int(s) for s in p.ty.shape.values), str(p.ty.dtype))
               for p in params]
     logger.info("compiling for %s", backend.describe())
-    database = open_database(tuning_db) if tuning_db is not None else None
+    from .tuning.accel import find_tilings
+
+    tilings, where = find_tilings(backend, tuning_db)
+    if tilings:
+        logger.info("accelerator tilings: %s", where)
+    # A folder of accelerator tilings only (tune(model, "accel")) has no CPU records.
+    cpu_db = tuning_db is not None and not (
+        tilings and isinstance(tuning_db, (str, os.PathLike)) and not os.path.isfile(
+            os.path.join(os.fspath(tuning_db), "database_tuning_record.json")))
+    database = open_database(tuning_db) if cpu_db else None
     pretuned = None
     if database is None:
         from .tuning.pretuned import find_pretuned
@@ -143,7 +154,7 @@ def compile(model, target="x86", *, shapes: dict | None = None,  # noqa: A001
         else:
             pretuned, key, level = found
             logger.info("pre-tuned schedules: %s (%s %s)", pretuned, level, key)
-    offload = backend.offload_pass()
+    offload = backend.offload_pass(tilings)
     exe = tvm.compile(mod, backend.tvm_target,
                       relax_pipeline=build_pipeline(backend, database, offload, pretuned))
     accel_layers = None

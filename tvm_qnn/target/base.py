@@ -61,9 +61,10 @@ class QnnTarget(abc.ABC):
         with level "exact device" or "device class" (:mod:`tvm_qnn.tuning.pretuned`)."""
         return []
 
-    def offload_pass(self):
+    def offload_pass(self, tilings: dict | None = None):
         """A fresh Relax pass moving layers to an accelerator (run before the CPU rewrite), or
-        None for a plain CPU target."""
+        None for a plain CPU target. ``tilings``: tuned tiling records
+        (:mod:`tvm_qnn.tuning.accel`)."""
         return None
 
     def export_library(self, module, path: str) -> None:

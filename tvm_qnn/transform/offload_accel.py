@@ -44,9 +44,15 @@ class _Offloader(LayerRewriter):
         from ..target.accel.driver import AccelLayer
         from ..target.accel.lower import NotOffloadable, lower_layer
 
+        from ..target.accel.lower import TilingChoice
+        from ..tuning.accel import tiling_key
+
         plan = plan_layer(match.layer)
+        record = self.owner.tilings.get(tiling_key(plan, self.owner.config))
+        choice = TilingChoice() if record is None else TilingChoice(record["rows"],
+                                                                     record["group_blocks"])
         try:
-            lowered = lower_layer(plan, self.owner.config)
+            lowered = lower_layer(plan, self.owner.config, choice)
         except NotOffloadable as err:
             logger.info("%s (%s): runs on the host CPU, not the accelerator: %s", match.name,
                         match.kind, err)
@@ -57,8 +63,9 @@ class _Offloader(LayerRewriter):
         name = layer.register(f"tvm_qnn.accel.{self.owner.session}.{len(self.owner.layers)}")
         self.owner.layers[match.name] = layer
         self.lowered[match.anchor] = (plan, layer, name)
-        logger.info("%s (%s): accelerator %s, %d weight group(s) x %d-row tiles", match.name,
-                    match.kind, bits, len(lowered.tiling.groups), lowered.tiling.rows)
+        logger.info("%s (%s): accelerator %s, %d weight group(s) x %d-row tiles%s", match.name,
+                    match.kind, bits, len(lowered.tiling.groups), lowered.tiling.rows,
+                    "" if record is None else " (tuned tiling)")
         return True
 
     def rewrite_layer(self, match, data):
@@ -83,8 +90,9 @@ class OffloadAccel:
         Why each layer that stayed on the CPU did.
     """
 
-    def __init__(self, config):
+    def __init__(self, config, tilings: dict | None = None):
         self.config = config
+        self.tilings = tilings or {}
         self.session = uuid.uuid4().hex[:12]  # global function names unique per compile
         self.layers = {}
         self.reasons = {}

@@ -307,7 +307,9 @@ def tune(model, target="x86", *, trials: int = 64, work_dir: str | os.PathLike =
     -------
     tvm.s_tir.meta_schedule.Database
         Pass it (or ``work_dir``) to ``tvm_qnn.compile(..., tuning_db=...)``;
-        :func:`tune_report` gives the table of tuned vs default times.
+        :func:`tune_report` gives the table of tuned vs default times. For ``"accel"``: a
+        dict of layer name → tiling record (:func:`tvm_qnn.tuning.accel.tune_accel`, the
+        simulator's cycle count is the runner); pass ``work_dir`` to ``compile``.
     """
     from ..compiler import lower_for_tuning
     from ..frontend import load_model
@@ -316,6 +318,11 @@ def tune(model, target="x86", *, trials: int = 64, work_dir: str | os.PathLike =
     if trials < 1:
         raise TvmQnnError(f"trials={trials}: at least 1")
     backend = resolve_target(target)
+    if getattr(backend, "config", None) is not None:  # the accelerator: tilings, simulated
+        from .accel import tune_accel
+
+        return tune_accel(model, backend, work_dir, trials=trials, shapes=shapes,
+                          example_inputs=example_inputs)
     tasks = extract_tasks(lower_for_tuning(load_model(model, shapes, example_inputs), backend))
     if runner in (None, "model") and _modelled_board(backend) is not None \
             and not backend.runs_here():

@@ -47,10 +47,10 @@ class AccelTarget(QnnTarget):
     def schedule_keys(self):
         return self.host.schedule_keys()  # the layers left on the host CPU
 
-    def offload_pass(self):
+    def offload_pass(self, tilings: dict | None = None):
         from ...transform.offload_accel import OffloadAccel
 
-        return OffloadAccel(self.config)
+        return OffloadAccel(self.config, tilings)
 
     def describe(self) -> str:
         cfg = self.config

@@ -119,8 +119,22 @@ class Tiling:
         return len(self.groups) > 1
 
 
-def choose_tiling(g: Geometry, cfg: AccelConfig) -> Tiling:
-    """Pick the tiling of ``g`` for ``cfg``; raises :class:`NotOffloadable` if nothing fits."""
+@dataclass(frozen=True)
+class TilingChoice:
+    """The two knobs of a tiling a tuner may set: output rows per tile and output blocks per
+    weight group (each capped to what fits; None: the pipeline model's choice)."""
+
+    rows: int | None = None
+    group_blocks: int | None = None
+
+
+def choose_tiling(g: Geometry, cfg: AccelConfig,
+                  choice: TilingChoice = TilingChoice()) -> Tiling:
+    """Pick the tiling of ``g`` for ``cfg``; raises :class:`NotOffloadable` if nothing fits.
+
+    ``choice`` overrides the rows per tile and the weight group size (each clamped to what
+    the buffers hold), for :mod:`tvm_qnn.tuning.accel`.
+    """
     if cfg.batch != 1:
         raise NotOffloadable(f"the lowering drives batch-1 GEMM cores (config batch={cfg.batch})")
     if not (1 <= g.a_bits <= 8 and 1 <= g.w_bits <= 8):
@@ -152,8 +166,10 @@ def choose_tiling(g: Geometry, cfg: AccelConfig) -> Tiling:
     # turns in the two halves of the weight buffer (a group never overwrites the weights
     # the group before it is still computing with).
     obg_max = group_cap(cfg.wgt_entries, 2)
-    if obg_max < ob:
+    if obg_max < ob or (choice.group_blocks is not None and choice.group_blocks < ob):
         obg_max = group_cap(cfg.wgt_entries // 2, 4)
+    if obg_max >= 1 and choice.group_blocks is not None:
+        obg_max = max(1, min(obg_max, choice.group_blocks))
     if obg_max < 1:
         raise NotOffloadable(f"one block of {cfg.block_out} output channels needs {per_ob} "
                              f"weight entries, {4 * taps} micro-ops and {g.ow} accumulator "
@@ -178,6 +194,8 @@ def choose_tiling(g: Geometry, cfg: AccelConfig) -> Tiling:
         return load + tiles * max(compute, load + store) + store
 
     rows = min(range(1, max_rows + 1), key=estimate)
+    if choice.rows is not None:
+        rows = max(1, min(max_rows, choice.rows))
     # Several groups: sizes ramp 1, 2, 4, ... so the unhidden first weight load is small.
     groups, size, left_ob = [], 1 if obg_max < ob else ob, ob
     while left_ob:
@@ -302,8 +320,29 @@ def _weight_loads(tiles, t: Tiling, taps: int, k: int, wgt_dram: int, wgt_half: 
     return before, after
 
 
-def lower_layer(plan: LayerPlan, cfg: AccelConfig) -> LoweredLayer:
+def tiling_space(plan: LayerPlan, cfg: AccelConfig) -> list[TilingChoice]:
+    """The tilings a tuner may try for ``plan``: every row count that fits, with the largest
+    weight group that fits and with halved ones (at most 64 candidates)."""
+    g = geometry(plan, cfg.block_in)
+    widest = choose_tiling(g, cfg, TilingChoice(rows=1))
+    groups, size = [], widest.obg_max
+    while size >= 1 and len(groups) < 4:
+        groups.append(size)
+        size //= 2
+    out = []
+    for group in groups:
+        tallest = choose_tiling(g, cfg, TilingChoice(rows=g.oh, group_blocks=group)).rows
+        rows = sorted({*range(1, min(tallest, 8) + 1), *range(tallest, 0, -max(1, tallest // 8))})
+        out += [TilingChoice(r, group) for r in rows]
+    return out[:64]
+
+
+def lower_layer(plan: LayerPlan, cfg: AccelConfig,
+                choice: TilingChoice = TilingChoice()) -> LoweredLayer:
     """Build the program and constant DRAM image of ``plan`` for accelerator ``cfg``.
+
+    ``choice``: rows per tile and weight group size from a tuning record (default: the
+    pipeline model's choice).
 
     Raises
     ------
@@ -311,7 +350,7 @@ def lower_layer(plan: LayerPlan, cfg: AccelConfig) -> LoweredLayer:
         With the reason, when the layer does not fit this accelerator.
     """
     g = geometry(plan, cfg.block_in)
-    t = choose_tiling(g, cfg)
+    t = choose_tiling(g, cfg, choice)
     sh, sw = g.strides
     dh, dw = g.dilation
     top, left, bottom, right = g.pads
