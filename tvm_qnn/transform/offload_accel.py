@@ -48,10 +48,11 @@ class _Offloader(LayerRewriter):
         from ..tuning.accel import tiling_key
 
         plan = plan_layer(match.layer)
-        record = self.owner.tilings.get(tiling_key(plan, self.owner.config))
-        choice = TilingChoice() if record is None else TilingChoice(record["rows"],
-                                                                     record["group_blocks"])
         try:
+            record = (self.owner.tilings.get(tiling_key(plan, self.owner.config))
+                      if self.owner.tilings else None)
+            choice = TilingChoice() if record is None else TilingChoice(
+                record["rows"], record["group_blocks"])
             lowered = lower_layer(plan, self.owner.config, choice)
         except NotOffloadable as err:
             logger.info("%s (%s): runs on the host CPU, not the accelerator: %s", match.name,
