@@ -207,3 +207,15 @@ def test_integer_kernel_property(act_bits, weight_bits, act_signed, groups_mult,
     kernel = LayerKernel(layer, integer_min_branches=16)
     assert kernel.plan.conv_layout == "integer"
     np.testing.assert_array_equal(kernel(xq), reference_output(layer, xq))
+
+
+def test_single_branch_layers_get_their_own_register_tile():
+    """W1A1 layers use CpuKnobs.single_branch (wider weight vectors), others oc_block; both
+    bit-exact."""
+    target = X86Target(knobs=CpuKnobs(single_branch=(2, 2, 32)))
+    for bits, block in ((1, 32), (2, 16)):
+        layer, xq = random_layer("conv2d", act_bits=bits, weight_bits=bits, in_channels=64,
+                                 out_channels=64, size=(6, 6), out_bits=bits, seed=bits)
+        kernel = LayerKernel(layer, target=target)
+        assert kernel.plan.oc_block == block
+        np.testing.assert_array_equal(kernel(xq), reference_output(layer, xq))

@@ -26,7 +26,8 @@ def _before_scheduling(backend, offload=None) -> list[tvm.transform.Pass]:
     return (cpu_pipeline.library_dispatch_passes(target)
             + ([offload] if offload is not None else [])
             + [RewriteBitserial(backend.oc_block, backend.word_bits,
-                                backend.integer_min_branches), LegalizeQuantize()]
+                                backend.integer_min_branches,
+                                backend.single_branch_oc_block), LegalizeQuantize()]
             + cpu_pipeline.legalize_passes(target)[1:])  # TVM's LegalizeOps is done above
 
 

@@ -19,6 +19,16 @@ class QnnTarget(abc.ABC):
     word_bits: int = 64
     #: convs with at least this many branches (M·K) get a plain integer kernel; None: never
     integer_min_branches: int | None = None
+    #: output channels per weight vector for single-branch (W1A1) layers; None: ``oc_block``
+    single_branch_oc_block: int | None = None
+
+    def plan(self, layer, **kwargs):
+        """``plan_layer`` of ``layer`` with this target's layout (weights, words, kernels)."""
+        from ..topi.layer import plan_layer
+
+        kwargs.setdefault("integer_min_branches", self.integer_min_branches)
+        return plan_layer(layer, self.oc_block, self.word_bits,
+                          single_branch_oc_block=self.single_branch_oc_block, **kwargs)
 
     @property
     @abc.abstractmethod

@@ -34,6 +34,11 @@ class CpuKnobs:
     # the 8-bit first conv of CNV_2W2A (W6A8, 48 branches, im2col): 0.156 ms bit-serial.
     # 17: an int32 multiply-add per 16 lanes beats 17+ popcounts per 64 (None: never).
     integer_min_branches: int | None = 17
+    # (ow_tile, oh_tile, oc_block) for single-branch (W1A1) convs, else the knobs above.
+    # Measured on the AVX-512 suite convs (chained, one core): 2x2 positions x 32 channels
+    # took conv56 from 0.79 to 0.84 of the roofline, but made W2A2 up to 18 % slower, so it
+    # applies to one branch only. None: the same knobs for every bit width.
+    single_branch: tuple[int, int, int] | None = None
     # Below this many xor-popcounts a layer runs on one core: starting the thread pool costs
     # more than it saves (measured: the demo CNN's 28x28 layers were slower on 2 threads).
     min_parallel_popcounts: int = 1 << 20
@@ -46,6 +51,22 @@ def _parallel_worth_it(sch: s_tir.Schedule, knobs: CpuKnobs) -> bool:
     for iv in block.iter_vars:
         work *= int(iv.dom.extent)
     return knobs.parallel and work >= knobs.min_parallel_popcounts
+
+
+def _branches(sch: s_tir.Schedule) -> int | None:
+    """M·K of a bit-serial kernel (the extents of its two plane loops); None for the integer
+    kernel."""
+    if _has_block(sch, bs.INT_INPUT_BLOCK):
+        return None
+    block = sch.get(sch.get_sblock(bs.CHUNK_BLOCK if _has_block(sch, bs.CHUNK_BLOCK)
+                                   else bs.BRANCH_BLOCK))
+    planes = [iv for iv in block.iter_vars if iv.iter_type == tirx.IterVar.CommReduce][:2]
+    if _has_block(sch, bs.CHUNK_BLOCK):  # the chunk block keeps i, j as spatial vars
+        rank = len(sch.get(sch.get_sblock(bs.BRANCH_BLOCK)).iter_vars) - len(
+            [iv for iv in sch.get(sch.get_sblock(bs.BRANCH_BLOCK)).iter_vars
+             if iv.iter_type == tirx.IterVar.CommReduce])
+        planes = block.iter_vars[rank:rank + 2]
+    return int(planes[0].dom.extent) * int(planes[1].dom.extent)
 
 
 def _has_block(sch: s_tir.Schedule, name: str) -> bool:
@@ -100,6 +121,8 @@ def schedule_conv2d(sch: s_tir.Schedule, knobs: CpuKnobs = CpuKnobs(),
     epi = sch.get_sblock(bs.EPILOGUE_BLOCK)
     branch = sch.get_sblock(bs.BRANCH_BLOCK)
     oc_inner = int(sch.get(branch).writes[0].source.shape[4])
+    if knobs.single_branch and _branches(sch) == 1:
+        knobs = replace(knobs, ow_tile=knobs.single_branch[0], oh_tile=knobs.single_branch[1])
     if sch.get(epi).annotations.get(bs.LAYOUT_ATTR) == "NHWC":
         n, oh, ow, oc = sch.get_loops(epi)
     else:

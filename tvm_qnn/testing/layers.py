@@ -8,7 +8,7 @@ import tvm
 from tvm import te
 
 from ..target import resolve_target
-from ..topi.layer import QuantizedLayer, layer_compute, plan_layer
+from ..topi.layer import QuantizedLayer, layer_compute
 from ..topi.thresholds import MAX_THRESHOLDS
 
 
@@ -29,8 +29,8 @@ class LayerKernel:
                  max_thresholds: int = MAX_THRESHOLDS, integer_min_branches: int | None = None):
         backend = resolve_target(target)
         self.layer = layer
-        self.plan = plan_layer(layer, backend.oc_block, backend.word_bits, max_thresholds,
-                               integer_min_branches)
+        self.plan = backend.plan(layer, max_thresholds=max_thresholds,
+                                 integer_min_branches=integer_min_branches)
         data = te.placeholder(layer.input_shape, layer.input_dtype, "data")
         weight = te.placeholder(self.plan.packed_weight.shape,
                                 str(self.plan.packed_weight.dtype), "weight")
@@ -176,7 +176,7 @@ class ChainedLayerKernel:
         from ..transform.rewrite_bitserial import KERNEL_ATTR
 
         backend = resolve_target(target)
-        plan = plan_layer(layer, backend.oc_block, backend.word_bits)
+        plan = backend.plan(layer, integer_min_branches=None)
         if not chains_channels_last(plan):
             raise ValueError(f"layer {layer.name} does not take packed input (groups or im2col)")
         n, c, h, w = layer.input_shape

@@ -123,7 +123,8 @@ def _acc2_bound(d, const2, coef_su, n_taps: int, c_x: int, c_w: int) -> int:
 
 def plan_layer(layer: QuantizedLayer, oc_block: int = 16, word_bits: int = 64,
                max_thresholds: int = MAX_THRESHOLDS,
-               integer_min_branches: int | None = None) -> LayerPlan:
+               integer_min_branches: int | None = None,
+               single_branch_oc_block: int | None = None) -> LayerPlan:
     """Derive the bit-serial form of ``layer``: planes, packed weights, epilogue constants.
 
     ``oc_block`` output channels share one vector of weight words of ``word_bits`` bits.
@@ -132,6 +133,7 @@ def plan_layer(layer: QuantizedLayer, oc_block: int = 16, word_bits: int = 64,
     ``integer_min_branches``: a conv with at least this many branches (M·K, e.g. the 8-bit
     first layer of a network) gets a plain integer kernel instead (``conv_layout="integer"``):
     one int32 multiply-add per tap beats M·K popcounts there. None: always bit-serial.
+    ``single_branch_oc_block``: ``oc_block`` for a layer with one branch (W1A1), if set.
     """
     if not 1 <= layer.act_bits <= MAX_BITS:
         raise ValueError(f"layer {layer.name}: act_bits={layer.act_bits}, "
@@ -143,6 +145,8 @@ def plan_layer(layer: QuantizedLayer, oc_block: int = 16, word_bits: int = 64,
         ocg = layer.out_channels // layer.groups
     else:
         ocg = layer.out_channels
+    if single_branch_oc_block and layer.act_bits * planes.bits == 1:
+        oc_block = single_branch_oc_block
     block = choose_oc_block(ocg, oc_block)
     layout = "channels"
     if layer.kind == "conv2d":

@@ -454,11 +454,13 @@ def _feeds_only(facts: FunctionFacts, var: relax.Var, anchor: relax.Var, hops: i
 
 @mutator
 class _CpuRewriter(LayerRewriter):
-    def __init__(self, mod, oc_block: int, word_bits: int, integer_min_branches=None):
+    def __init__(self, mod, oc_block: int, word_bits: int, integer_min_branches=None,
+                 single_branch_oc_block=None):
         super().__init__(mod)
         self.oc_block = oc_block
         self.word_bits = word_bits
         self.integer_min_branches = integer_min_branches
+        self.single_branch_oc_block = single_branch_oc_block
         self._plans = {}
         self.channels_last_out: set = set()  # producers that write NHWC codes
         self.packed_in: dict = {}  # consumer anchor -> its producer's match
@@ -467,7 +469,8 @@ class _CpuRewriter(LayerRewriter):
         if match.anchor not in self._plans:
             self._plans[match.anchor] = plan_layer(
                 match.layer, self.oc_block, self.word_bits,
-                integer_min_branches=self.integer_min_branches)
+                integer_min_branches=self.integer_min_branches,
+                single_branch_oc_block=self.single_branch_oc_block)
         return self._plans[match.anchor]
 
     def link_layers(self, facts):
@@ -544,15 +547,19 @@ class RewriteBitserial:
     integer_min_branches : int, optional
         Convs with at least this many branches (M·K) get a plain integer kernel instead;
         None (the default here) keeps every layer bit-serial.
+    single_branch_oc_block : int, optional
+        ``oc_block`` of single-branch (W1A1) layers, when it differs.
     """
 
     def __init__(self, oc_block: int = 16, word_bits: int = 64,
-                 integer_min_branches: int | None = None):
+                 integer_min_branches: int | None = None,
+                 single_branch_oc_block: int | None = None):
         self.oc_block = oc_block
         self.word_bits = word_bits
         self.integer_min_branches = integer_min_branches
+        self.single_branch_oc_block = single_branch_oc_block
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:  # noqa: D102
-        mod = _CpuRewriter(mod, self.oc_block, self.word_bits,
-                           self.integer_min_branches).transform()
+        mod = _CpuRewriter(mod, self.oc_block, self.word_bits, self.integer_min_branches,
+                           self.single_branch_oc_block).transform()
         return relax.transform.DeadCodeElimination()(mod)

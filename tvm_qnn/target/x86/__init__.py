@@ -35,13 +35,16 @@ class X86Target(CpuTarget):
                  knobs: CpuKnobs | None = None):
         self.mcpu = mcpu or tvm.target.codegen.llvm_get_system_cpu()
         self.num_cores = num_cores or len(os.sched_getaffinity(0))
-        self.knobs = knobs or CpuKnobs()
         flags = host_cpu_flags() if mcpu is None else frozenset()
         self.has_vpopcntdq = "avx512_vpopcntdq" in flags or self._mcpu_has_vpopcnt(self.mcpu)
+        # The W1A1 register tile was measured with VPOPCNTDQ only (see CpuKnobs).
+        self.knobs = knobs or CpuKnobs(single_branch=(2, 2, 32) if self.has_vpopcntdq else None)
         # 16 uint64 lanes = two zmm per tile row with VPOPCNTDQ; 8 (two ymm) on AVX2.
         self.oc_block = self.knobs.oc_block or (16 if self.has_vpopcntdq else 8)
         self.word_bits = self.knobs.word_bits or 64
         self.integer_min_branches = self.knobs.integer_min_branches
+        self.single_branch_oc_block = (self.knobs.single_branch[2] if self.knobs.single_branch
+                                       else None)
 
     @staticmethod
     def _mcpu_has_vpopcnt(mcpu: str) -> bool:
