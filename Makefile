@@ -10,6 +10,10 @@ STAMP := $(VENV)/.tvm_qnn-installed
 SYSTEM_PACKAGES := g++ cmake dataset-fashion-mnist qemu-user gcc-aarch64-linux-gnu \
 	gcc-arm-linux-gnueabihf llvm-19 verilator yosys nextpnr-ice40 iverilog
 
+# apt verifies signatures as its sandbox user _apt; where that user cannot (e.g. /dev/null not
+# writable by others), root can do it without the sandbox.
+APT_AS_ROOT := apt-get -o APT::Sandbox::User=root
+
 .PHONY: demo test venv sysdeps data clean
 
 venv: sysdeps $(STAMP)
@@ -18,7 +22,8 @@ sysdeps:
 	@missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
-	  { apt-get install -y -q $$missing || { apt-get update -q && apt-get install -y -q $$missing; }; } >/dev/null 2>&1 \
+	  { apt-get install -y -q $$missing || { { apt-get update -q || $(APT_AS_ROOT) update -q; } \
+	    && apt-get install -y -q $$missing; }; } >/dev/null 2>&1 \
 	  || echo "warning: could not install$$missing (not root or no apt-get); tests needing them will say so"; \
 	fi
 

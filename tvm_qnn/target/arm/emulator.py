@@ -62,6 +62,31 @@ def _say(msg: str) -> None:
     print(f"tvm_qnn emulator: {msg}", file=sys.stderr, flush=True)
 
 
+def _apt_download(pkgs: list[str], dest: Path) -> None:
+    """``apt-get download`` ``pkgs`` into ``dest``, updating apt's lists when they lack them."""
+    def run(apt, *args):
+        return subprocess.run([*apt, *args], cwd=dest, capture_output=True, text=True)
+
+    if run(["apt-get"], "download", *pkgs).returncode == 0:
+        return
+    attempts = [["apt-get"]]
+    if os.geteuid() == 0:
+        # apt checks signatures as its sandbox user _apt. Some containers leave that user
+        # unable to (measured: /dev/null not writable by others, so apt-key reports gpgv as
+        # missing, and update keeps the old lists, without the arm64 ones); root can check
+        # them outside the sandbox.
+        attempts.append(["apt-get", "-o", "APT::Sandbox::User=root"])
+    for apt in attempts:
+        _say(f"{' '.join(apt)} update (arm64 lists)")
+        update = run(apt, "update", "-q")
+        got = run(apt, "download", *pkgs)
+        if got.returncode == 0:
+            return
+    raise TvmQnnError("building the aarch64 emulator failed at apt-get download of the arm64 "
+                      f"packages: {got.stderr.strip()[-600:]} (apt-get update said: "
+                      f"{update.stderr.strip()[-400:] or 'nothing'})")
+
+
 class EmulatedDevice:
     """The aarch64 Linux device under ``qemu-aarch64``."""
 
@@ -92,11 +117,7 @@ class EmulatedDevice:
             debs = work / "debs"
             debs.mkdir()
             pkgs = [f"{p}:arm64" for p in PACKAGES]
-            if subprocess.run(["apt-get", "download", *pkgs], cwd=debs,
-                              capture_output=True).returncode != 0:
-                _say("apt-get update (arm64 lists)")
-                self._run(["apt-get", "update", "-q"])
-                self._run(["apt-get", "download", *pkgs], cwd=debs)
+            _apt_download(pkgs, debs)
             root = work / "root"
             for deb in sorted(debs.glob("*.deb")):
                 self._run(["dpkg-deb", "-x", str(deb), str(root)])
