@@ -2,7 +2,7 @@
 """Tuned vs default template on the layer suite, and what tuning and a database hit cost.
 
     python -m bench.bench_tuning [--layers conv56 conv28 conv14 conv7] [--bits 1x1 2x2]
-                                 [--trials 64] [--json out.json]
+                                 [--trials 64] [--json out.json] [--work-dir DIR]
 
 Each suite conv becomes a one-layer QCDQ ONNX model (``A``-bit ReLU output), tuned on this CPU
 by :func:`tvm_qnn.tune` into a fresh database. One line per case::
@@ -39,12 +39,23 @@ def _model(name: str, wbits: int, abits: int):
                            weight_bits=wbits, relu=True)
 
 
-def bench_case(name: str, wbits: int, abits: int, trials: int) -> dict:
-    """Tune one suite conv; the row of figures described in the module docstring."""
+def bench_case(name: str, wbits: int, abits: int, trials: int,
+               keep_in: str | None = None) -> dict:
+    """Tune one suite conv; the row of figures described in the module docstring.
+
+    ``keep_in``: tune into this database folder (kept, e.g. a ``schedules/`` folder to ship)
+    instead of a temporary one; the layer must not be in it yet, or ``tune_s`` would not be
+    the cost of tuning it.
+    """
     import tvm_qnn
 
     model = _model(name, wbits, abits)
-    with tempfile.TemporaryDirectory(dir=os.environ.get("TMPDIR")) as work:
+    with tempfile.TemporaryDirectory(dir=os.environ.get("TMPDIR")) as tmp:
+        work = keep_in or tmp
+        if keep_in and os.path.isdir(keep_in) and any(
+                r.trials for r in tvm_qnn.tune_report(model, "x86", keep_in, time_kernels=False)):
+            raise SystemExit(f"{keep_in} already has records of {name} W{wbits}A{abits}: "
+                             "its tuning time would not be measured")
         start = time.perf_counter()
         tvm_qnn.tune(model, "x86", trials=trials, work_dir=work, seed=0)
         tune_s = time.perf_counter() - start
@@ -74,12 +85,14 @@ def main(argv=None) -> int:
     parser.add_argument("--bits", type=parse_bits, nargs="+", default=["1x1", "2x2"])
     parser.add_argument("--trials", type=int, default=64)
     parser.add_argument("--json", help="write the rows here")
+    parser.add_argument("--work-dir", help="tune into this database folder and keep it "
+                        "(default: a temporary folder per case)")
     args = parser.parse_args(argv)
     rows = []
     for name in args.layers:
         for bits in args.bits:
             wbits, abits = parse_bits(bits) if isinstance(bits, str) else bits
-            row = bench_case(name, wbits, abits, args.trials)
+            row = bench_case(name, wbits, abits, args.trials, args.work_dir)
             rows.append(row)
             print("bench: tune " + bench_line(row).removeprefix("bench: "), flush=True)
     if args.json:

@@ -75,6 +75,33 @@ def test_database_record_changes_the_generated_code(conv, tmp_path, caplog):
     np.testing.assert_array_equal(tuned.run(feeds), default.run(feeds))
 
 
+def test_every_point_of_the_search_space_is_exact(conv):
+    """Schedules sampled from the tuning template (register tiles, unroll depth), after the
+    search's postprocessing, compile through a database to the same outputs as the default."""
+    target = X86Target()
+    (task,) = extract_tasks(lower_for_tuning(load_model(conv), target))
+    feeds = random_input(conv, seed=3)
+    want = tvm_qnn.compile(conv, "x86").run(feeds)
+    seen = set()
+    for seed in range(1, 41):
+        sch = s_tir.Schedule(task.mod, seed=seed)
+        target.schedule_space(task.kind)(sch)
+        assert ms.postproc.RewriteParallelVectorizeUnroll().apply(sch)
+        decisions = tuple(str(d) for d in sch.trace.decisions.values())
+        if decisions in seen:
+            continue
+        seen.add(decisions)
+        db = ms.database.MemoryDatabase()
+        db.commit_tuning_record(ms.database.TuningRecord(
+            sch.trace, db.commit_workload(task.mod), [1e-6], target.tvm_target,
+            ms.arg_info.ArgInfo.from_prim_func(task.mod["main"])))
+        np.testing.assert_array_equal(tvm_qnn.compile(conv, "x86", tuning_db=db).run(feeds),
+                                      want)
+        if len(seen) == 4:
+            break
+    assert len(seen) == 4, "the template samples fewer than 4 distinct schedules"
+
+
 def test_missing_database_is_a_clear_error(conv, tmp_path):
     with pytest.raises(tvm_qnn.TvmQnnError, match="no such directory"):
         tvm_qnn.compile(conv, "x86", tuning_db=tmp_path / "nope")

@@ -25,6 +25,10 @@ class CpuKnobs:
 
     ow_tile: int = 4  # output columns per register tile (conv)
     oh_tile: int = 1  # output rows per register tile (conv)
+    oc_vectors: int = 1  # weight vectors (of oc_block channels) per register tile
+    # Unroll the loops under each parallel task up to this many steps (TVM's
+    # ``pragma_auto_unroll_max_step``; 0: only the register tile is unrolled).
+    unroll_max_step: int = 0
     row_tile: int = 1  # batch rows per register tile (dense)
     # Layout (decided when the weights are packed); None: the target's default.
     oc_block: int | None = None  # output channels per weight vector (power of two)
@@ -42,6 +46,10 @@ class CpuKnobs:
     # Below this many xor-popcounts a layer runs on one core: starting the thread pool costs
     # more than it saves (measured: the demo CNN's 28x28 layers were slower on 2 threads).
     min_parallel_popcounts: int = 1 << 20
+
+
+#: The values of ``unroll_max_step`` that tuning explores.
+UNROLL_STEPS = (0, 16, 64, 512)
 
 
 def _parallel_worth_it(sch: s_tir.Schedule, knobs: CpuKnobs) -> bool:
@@ -128,28 +136,28 @@ def schedule_conv2d(sch: s_tir.Schedule, knobs: CpuKnobs = CpuKnobs(),
     else:
         n, oc, oh, ow = sch.get_loops(epi)
     ocb, oci = sch.split(oc, [None, oc_inner])
+    ocbo, ocbi = _tile_split(sch, ocb, knobs.oc_vectors, sample, max_tile=4)
     oho, ohi = _tile_split(sch, oh, knobs.oh_tile, sample, max_tile=4)
     owo, owi = _tile_split(sch, ow, knobs.ow_tile, sample, max_tile=8)
-    sch.reorder(n, ocb, oho, owo, ohi, owi, oci)
+    sch.reorder(n, ocbo, oho, owo, ohi, owi, ocbi, oci)
     # Unit loops kept so the loop list has a fixed shape whatever the tile sizes:
-    # [n, ocb, oho, owo | n', ob', oh', ow', oi' | i, j, (ry, rx,) rw].
+    # [n, ocbo, oho, owo | n', ob', oh', ow', oi' | i, j, (ry, rx,) rw].
     n_red = _reduction_loops(sch, branch)
     sch.compute_at(branch, owo, preserve_unit_loops=True)
     sch.set_scope(branch, 0, "local")
     loops = sch.get_loops(branch)
-    tile_oh, tile_ow, tile_oc = loops[-n_red - 3:-n_red]
+    tile_ob, tile_oh, tile_ow, tile_oc = loops[-n_red - 4:-n_red]
     reduction = loops[-n_red:]
-    sch.reorder(*reduction, tile_oh, tile_ow, tile_oc)
+    sch.reorder(*reduction, tile_oh, tile_ow, tile_ob, tile_oc)
     _schedule_chunks(sch, branch, reduction[-1])
     sch.vectorize(tile_oc)
-    sch.unroll(tile_ow)
-    sch.unroll(tile_oh)
+    for loop in (tile_ob, tile_ow, tile_oh, ocbi, owi, ohi):
+        sch.unroll(loop)
     sch.vectorize(oci)
-    sch.unroll(owi)
-    sch.unroll(ohi)
-    fused = sch.fuse(n, ocb, oho)
+    fused = sch.fuse(n, ocbo, oho)
     if knobs.parallel:
         sch.parallel(fused)
+    _unroll_pragma(sch, fused, knobs, sample)
     _schedule_producers(sch, knobs)
     # Last: parallel() needs the reduction block whole (init not yet split off).
     _decompose_reductions(sch, branch, reduction[0])
@@ -169,23 +177,41 @@ def schedule_dense(sch: s_tir.Schedule, knobs: CpuKnobs = CpuKnobs(),
     r, oc = sch.get_loops(epi)
     ro, ri = _tile_split(sch, r, knobs.row_tile, sample, max_tile=4)
     ocb, oci = sch.split(oc, [None, oc_inner])
-    sch.reorder(ocb, ro, ri, oci)
-    # [ocb, ro | r', ob', oi' | i, j, rw] with unit loops kept.
+    ocbo, ocbi = _tile_split(sch, ocb, knobs.oc_vectors, sample, max_tile=4)
+    sch.reorder(ocbo, ro, ri, ocbi, oci)
+    # [ocbo, ro | r', ob', oi' | i, j, rw] with unit loops kept.
     sch.compute_at(branch, ro, preserve_unit_loops=True)
     sch.set_scope(branch, 0, "local")
     loops = sch.get_loops(branch)
-    tile_r, tile_oc, reduction = loops[-6], loops[-4], loops[-3:]
-    sch.reorder(*reduction, tile_r, tile_oc)
+    tile_r, tile_ob, tile_oc, reduction = loops[-6], loops[-5], loops[-4], loops[-3:]
+    sch.reorder(*reduction, tile_r, tile_ob, tile_oc)
     _schedule_chunks(sch, branch, reduction[-1])
     sch.vectorize(tile_oc)
-    sch.unroll(tile_r)
+    for loop in (tile_ob, tile_r, ocbi):
+        sch.unroll(loop)
     sch.vectorize(oci)
-    fused = sch.fuse(ocb, ro)
+    fused = sch.fuse(ocbo, ro)
     if knobs.parallel:
         sch.parallel(fused)
+    _unroll_pragma(sch, fused, knobs, sample)
     _schedule_producers(sch, knobs)
     _decompose_reductions(sch, branch, reduction[0])
     return sch
+
+
+def _unroll_pragma(sch: s_tir.Schedule, loop, knobs: CpuKnobs, sample: bool) -> None:
+    """Let LLVM see the (plane, tap, word) reduction unrolled up to ``unroll_max_step``.
+
+    Sampled: a categorical decision on the root block that MetaSchedule's unroll mutator
+    explores and its ``RewriteParallelVectorizeUnroll`` postprocessor turns into the pragma.
+    """
+    if sample:
+        step = sch.sample_categorical(candidates=list(UNROLL_STEPS),
+                                      probs=[1 / len(UNROLL_STEPS)] * len(UNROLL_STEPS))
+        sch.annotate(sch.get_sblock("root"), "meta_schedule.unroll_explicit", step)
+    elif knobs.unroll_max_step:
+        sch.annotate(loop, "pragma_auto_unroll_max_step", knobs.unroll_max_step)
+        sch.annotate(loop, "pragma_unroll_explicit", 1)
 
 
 def _schedule_chunks(sch: s_tir.Schedule, branch, word_loop) -> None:

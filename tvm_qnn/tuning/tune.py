@@ -2,7 +2,8 @@
 """``tvm_qnn.tune``: MetaSchedule + XGBoost over the bit-serial schedule templates.
 
 Each distinct layer kernel is a task. Its design space is the target's own template with the
-register-tile knobs left to ``sample_perfect_tile`` decisions (``QnnTarget.schedule_space``),
+register-tile knobs (positions × output-channel vectors) left to ``sample_perfect_tile``
+decisions and the unroll depth to a categorical one (``QnnTarget.schedule_space``),
 so the evolutionary search, guided by the XGBoost cost model, explores exactly our knob space.
 Records go to MetaSchedule's JSON database in ``work_dir``; a second call on the same
 directory skips tasks that already have their trials and spends only the rest on the others.
@@ -267,9 +268,13 @@ def _measure_default(task: Task, backend, db, runner) -> None:
 
 
 def _context(task: Task, backend, seed: int | None) -> ms.TuneContext:
+    # The template samples register tiles (the tile-size mutator explores them) and an unroll
+    # depth (a categorical on the root block: the unroll mutator, and the postprocessor that
+    # turns it into ``pragma_auto_unroll_max_step``).
     space = ms.space_generator.ScheduleFn(
-        backend.schedule_space(task.kind), sch_rules=[], postprocs=[],
-        mutator_probs={ms.mutator.MutateTileSize(): 1.0})
+        backend.schedule_space(task.kind), sch_rules=[],
+        postprocs=[ms.postproc.RewriteParallelVectorizeUnroll()],
+        mutator_probs={ms.mutator.MutateTileSize(): 0.75, ms.mutator.MutateUnroll(): 0.25})
     # A small population: the template's space is small, and the default (512 samples,
     # 50 unmeasured before each round) costs a minute per task for nothing.
     strategy = ms.search_strategy.EvolutionarySearch(
