@@ -8,13 +8,16 @@ Each suite conv becomes a one-layer QCDQ ONNX model (``A``-bit ReLU output), tun
 by :func:`tvm_qnn.tune` into a fresh database. One line per case::
 
     bench: tune layer=conv56 bits=W1A1 trials=64 tune_s=… default_ms=… tuned_ms=… speedup=…
-           compile_s=… compile_with_db_s=…
+           compile_s=… compile_with_db_s=… roofline_ms=… headroom=…
 
 ``default_ms`` / ``tuned_ms`` are the layer kernel with the default template and with the best
-record, both timed the same way (:func:`tvm_qnn.tune_report`); ``tune_s`` is the wall time of
+record, both timed the same way (:func:`tvm_qnn.tune_report`), medians of 5 rounds; ``tune_s`` is the wall time of
 the whole tuning run (default template, search, builds, measurements); ``compile_s`` and
 ``compile_with_db_s`` are ``tvm_qnn.compile`` without schedules and with the database: a hit
-costs a trace replay, no tuning. The caller should pin the process (``taskset -c 0``).
+costs a trace replay, no tuning. ``roofline_ms`` is the layer's bit-MACs at the popcount
+probe's peak (:mod:`bench.roofline`) and ``headroom = default_ms / roofline_ms`` the most any
+schedule could gain over the default. Kernels run on TVM's default thread pool, as they
+were tuned (``TVM_NUM_THREADS``, else half the logical CPUs); run nothing else meanwhile.
 """
 
 from __future__ import annotations
@@ -22,13 +25,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
 
 from tvm_qnn.testing.suite import LAYER_SUITE
 
+from . import roofline
 from .bench_layers import bench_line, parse_bits
+from .peers import layer_macs
+
+ROUNDS = 5
 
 
 def _model(name: str, wbits: int, abits: int):
@@ -40,7 +48,7 @@ def _model(name: str, wbits: int, abits: int):
 
 
 def bench_case(name: str, wbits: int, abits: int, trials: int,
-               keep_in: str | None = None) -> dict:
+               keep_in: str | None = None, rate: float | None = None) -> dict:
     """Tune one suite conv; the row of figures described in the module docstring.
 
     ``keep_in``: tune into this database folder (kept, e.g. a ``schedules/`` folder to ship)
@@ -59,21 +67,31 @@ def bench_case(name: str, wbits: int, abits: int, trials: int,
         start = time.perf_counter()
         tvm_qnn.tune(model, "x86", trials=trials, work_dir=work, seed=0)
         tune_s = time.perf_counter() - start
-        (row,) = [r for r in tvm_qnn.tune_report(model, "x86", work) if r.kind == "conv2d"]
-        os.environ["TVM_QNN_SCHEDULES"] = "off"
-        try:
-            start = time.perf_counter()
-            tvm_qnn.compile(model, "x86")
-            compile_s = time.perf_counter() - start
-            start = time.perf_counter()
-            tvm_qnn.compile(model, "x86", tuning_db=work)
-            compile_db_s = time.perf_counter() - start
-        finally:
-            del os.environ["TVM_QNN_SCHEDULES"]
-    return dict(layer=name, bits=f"W{wbits}A{abits}", trials=row.trials, tune_s=tune_s,
-                default_ms=row.default_ms, tuned_ms=row.best_ms,
-                speedup=row.default_ms / row.best_ms, compile_s=compile_s,
-                compile_with_db_s=compile_db_s)
+        rows, compile_s, compile_db_s = [], [], []
+        for _ in range(ROUNDS):  # the machine is shared: medians of rounds, each timing both
+            (row,) = [r for r in tvm_qnn.tune_report(model, "x86", work) if r.kind == "conv2d"]
+            rows.append(row)
+            os.environ["TVM_QNN_SCHEDULES"] = "off"
+            try:
+                start = time.perf_counter()
+                tvm_qnn.compile(model, "x86")
+                compile_s.append(time.perf_counter() - start)
+                start = time.perf_counter()
+                tvm_qnn.compile(model, "x86", tuning_db=work)
+                compile_db_s.append(time.perf_counter() - start)
+            finally:
+                del os.environ["TVM_QNN_SCHEDULES"]
+    default_ms = statistics.median(r.default_ms for r in rows)
+    tuned_ms = statistics.median(r.best_ms for r in rows)
+    row = dict(layer=name, bits=f"W{wbits}A{abits}", trials=rows[0].trials, tune_s=tune_s,
+               default_ms=default_ms, tuned_ms=tuned_ms, speedup=default_ms / tuned_ms,
+               compile_s=statistics.median(compile_s),
+               compile_with_db_s=statistics.median(compile_db_s))
+    if rate:
+        kind, cin, cout, size = LAYER_SUITE[name]
+        row["roofline_ms"] = 1e3 * wbits * abits * layer_macs(kind, cin, cout, size) / rate
+        row["headroom"] = default_ms / row["roofline_ms"]
+    return row
 
 
 def main(argv=None) -> int:
@@ -88,11 +106,19 @@ def main(argv=None) -> int:
     parser.add_argument("--work-dir", help="tune into this database folder and keep it "
                         "(default: a temporary folder per case)")
     args = parser.parse_args(argv)
+    # Kernels are tuned and timed on TVM's default thread pool (TVM_NUM_THREADS, else half
+    # the logical CPUs on x86: 1 here): the roofline at that count.
+    import tvm
+
+    probe = roofline.measure(int(tvm.get_global_func("runtime.NumThreads")()))
+    print(f"bench: roofline threads={probe['threads']} "
+          f"bit_macs_per_s={probe['bit_macs_per_s']:.4g} isa={probe['isa']}", flush=True)
     rows = []
     for name in args.layers:
         for bits in args.bits:
             wbits, abits = parse_bits(bits) if isinstance(bits, str) else bits
-            row = bench_case(name, wbits, abits, args.trials, args.work_dir)
+            row = bench_case(name, wbits, abits, args.trials, args.work_dir,
+                             probe["bit_macs_per_s"])
             rows.append(row)
             print("bench: tune " + bench_line(row).removeprefix("bench: "), flush=True)
     if args.json:

@@ -19,10 +19,11 @@ from tvm_qnn.topi.weights import decompose_weights
 LAYOUTS = {
     "words64": lambda: X86Target(),
     "bytes": lambda: X86Target(knobs=CpuKnobs(ow_tile=2, oc_block=64, word_bits=8)),
-    # Register tiles of several weight vectors and rows, the reduction unrolled.
+    # Register tiles of several weight vectors and rows, the reduction unrolled, the input
+    # packed as column vectors.
     "wide_tile": lambda: X86Target(knobs=CpuKnobs(ow_tile=3, oh_tile=2, row_tile=2,
                                                   oc_block=8, oc_vectors=2,
-                                                  unroll_max_step=64)),
+                                                  unroll_max_step=64, vector_pack=True)),
 }
 
 

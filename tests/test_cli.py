@@ -51,9 +51,11 @@ def test_console_script_and_verbose_log(tmp_path):
 def test_tune_then_compile_with_the_database(tmp_path, capsys):
     # One trial: the default template measured and recorded, the search itself skipped.
     db = tmp_path / "db"
-    assert cli.main(["tune", _model(tmp_path), "--trials", "1", "--work-dir", str(db)]) == 0
+    assert cli.main(["tune", _model(tmp_path), "--trials", "1", "--work-dir", str(db),
+                     "--keep-best"]) == 0
     out = capsys.readouterr().out
     assert re.search(rf"^tuned: {re.escape(str(db))} tasks=4 seconds=[\d.]+$", out, re.M)
+    assert "kept the best record of each kernel: 4 -> 4 records" in out
     assert re.search(r"^conv1\s+conv2d\s+W2A2\s+1\s+[\d.]+\s+[\d.]+\s+[\d.]+$", out, re.M)
     assert cli.main(["compile", _model(tmp_path), "-o", str(tmp_path / "t.so"),
                      "--tuning-db", str(db)]) == 0

@@ -15,7 +15,7 @@ from tvm_qnn.frontend import load_model
 from tvm_qnn.target import X86Target
 from tvm_qnn.target.cpu_schedule import CpuKnobs
 from tvm_qnn.testing.onnx_models import make_cnn_model, make_conv_model, random_input
-from tvm_qnn.tuning import extract_tasks, open_database
+from tvm_qnn.tuning import extract_tasks, keep_best, open_database
 
 
 @pytest.fixture(scope="module")
@@ -76,30 +76,50 @@ def test_database_record_changes_the_generated_code(conv, tmp_path, caplog):
 
 
 def test_every_point_of_the_search_space_is_exact(conv):
-    """Schedules sampled from the tuning template (register tiles, unroll depth), after the
-    search's postprocessing, compile through a database to the same outputs as the default."""
+    """Schedules sampled from the tuning template (register tiles, unroll depth, both ways of
+    packing the input), after the search's postprocessing, compile through a database to the
+    same outputs as the default."""
     target = X86Target()
     (task,) = extract_tasks(lower_for_tuning(load_model(conv), target))
     feeds = random_input(conv, seed=3)
     want = tvm_qnn.compile(conv, "x86").run(feeds)
-    seen = set()
+    seen, variants = set(), set()
     for seed in range(1, 41):
-        sch = s_tir.Schedule(task.mod, seed=seed)
-        target.schedule_space(task.kind)(sch)
-        assert ms.postproc.RewriteParallelVectorizeUnroll().apply(sch)
-        decisions = tuple(str(d) for d in sch.trace.decisions.values())
-        if decisions in seen:
-            continue
-        seen.add(decisions)
-        db = ms.database.MemoryDatabase()
-        db.commit_tuning_record(ms.database.TuningRecord(
-            sch.trace, db.commit_workload(task.mod), [1e-6], target.tvm_target,
-            ms.arg_info.ArgInfo.from_prim_func(task.mod["main"])))
-        np.testing.assert_array_equal(tvm_qnn.compile(conv, "x86", tuning_db=db).run(feeds),
-                                      want)
-        if len(seen) == 4:
+        spaces = target.schedule_space(task.kind)(s_tir.Schedule(task.mod, seed=seed))
+        assert len(spaces) == 2  # the pack as scalar words and as column vectors
+        for k, sch in enumerate(spaces):
+            assert ms.postproc.RewriteParallelVectorizeUnroll().apply(sch)
+            if str(sch.trace) in seen:
+                continue
+            seen.add(str(sch.trace))
+            variants.add(k)
+            db = ms.database.MemoryDatabase()
+            db.commit_tuning_record(ms.database.TuningRecord(
+                sch.trace, db.commit_workload(task.mod), [1e-6], target.tvm_target,
+                ms.arg_info.ArgInfo.from_prim_func(task.mod["main"])))
+            np.testing.assert_array_equal(
+                tvm_qnn.compile(conv, "x86", tuning_db=db).run(feeds), want)
+        if len(seen) >= 6:
             break
-    assert len(seen) == 4, "the template samples fewer than 4 distinct schedules"
+    assert len(seen) >= 6 and variants == {0, 1}
+
+
+def test_keep_best_leaves_the_fastest_record_of_each_kernel(conv, tmp_path):
+    target = X86Target()
+    (task,) = extract_tasks(lower_for_tuning(load_model(conv), target))
+    db = open_database(tmp_path / "db", create=True)
+    for tile, secs in [(1, 3e-6), (2, 1e-6), (3, 2e-6)]:
+        sch = s_tir.Schedule(task.mod)
+        X86Target(knobs=CpuKnobs(ow_tile=tile)).template(task.kind)(sch)
+        db.commit_tuning_record(ms.database.TuningRecord(
+            sch.trace, db.commit_workload(task.mod), [secs, secs], target.tvm_target,
+            ms.arg_info.ArgInfo.from_prim_func(task.mod["main"])))
+    assert keep_best(tmp_path / "db") == (3, 1)
+    (kept,) = open_database(tmp_path / "db").get_all_tuning_records()
+    assert [float(s) for s in kept.run_secs] == [1e-6, 1e-6]
+    feeds = random_input(conv, seed=4)
+    np.testing.assert_array_equal(tvm_qnn.compile(conv, "x86", tuning_db=tmp_path / "db")
+                                  .run(feeds), tvm_qnn.compile(conv, "x86").run(feeds))
 
 
 def test_missing_database_is_a_clear_error(conv, tmp_path):

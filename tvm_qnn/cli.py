@@ -92,6 +92,11 @@ def _cmd_tune(args) -> int:
               f"{fmt(r.default_ms, '10.4f')} {fmt(r.speedup, '8.2f')}")
     print(f"tuned: {args.work_dir} tasks={len(rows)} "
           f"seconds={time.perf_counter() - start:.1f}")
+    if args.keep_best:
+        from .tuning import keep_best
+
+        before, after = keep_best(args.work_dir)
+        print(f"kept the best record of each kernel: {before} -> {after} records")
     return 0
 
 
@@ -253,6 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds before a candidate (or RPC session) counts as failed")
     p.add_argument("--shape", action="append", metavar="NAME=D0,D1,...",
                    help="static shape of an input with symbolic dimensions")
+    p.add_argument("--keep-best", action="store_true",
+                   help="then keep only each kernel's best record (a database to ship: "
+                        "small and fast to load; tuning it again starts over)")
     p.set_defaults(func=_cmd_tune)
 
     # Listed for --help; main() hands their arguments to tvm_qnn.train / bench untouched.

@@ -65,4 +65,33 @@ def open_database(db, create: bool = False) -> ms.database.Database:
     return ms.database.JSONDatabase(work_dir=path)
 
 
-__all__ = ["open_database"]
+def keep_best(db_dir: str | os.PathLike) -> tuple[int, int]:
+    """Keep only the fastest record of each layer kernel in the database ``db_dir``.
+
+    For a database to ship in ``schedules/``: ``compile`` uses only the best record, but
+    loading costs about 1.4 ms per record (measured: 529 records, 0.72 s on every compile).
+    Records are ranked as MetaSchedule ranks them (mean of ``run_secs``); the file is
+    replaced atomically. Tuning the folder again starts those layers over (one record each).
+    Returns (records before, records after).
+    """
+    path = os.path.join(os.fspath(db_dir), FILES[1])
+    if not os.path.isfile(path):
+        raise TvmQnnError(f"tuning database {os.fspath(db_dir)!r} has no {FILES[1]}")
+    _repair(path)
+    with open(path, encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    best: dict[int, tuple[float, int]] = {}
+    for k, line in enumerate(lines):
+        workload, (_, run_secs, *_) = json.loads(line)
+        mean = sum(run_secs) / len(run_secs) if run_secs else float("inf")
+        if workload not in best or mean < best[workload][0]:
+            best[workload] = (mean, k)
+    kept = sorted(k for _, k in best.values())
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write("".join(lines[k] + "\n" for k in kept))
+    os.replace(tmp, path)
+    return len(lines), len(kept)
+
+
+__all__ = ["keep_best", "open_database"]
