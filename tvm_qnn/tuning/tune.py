@@ -23,7 +23,7 @@ from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
 
 from ..errors import TvmQnnError
-from .database import open_database
+from .database import open_database, replace_records
 from .tasks import Task, extract_tasks
 
 logger = logging.getLogger("tvm_qnn")
@@ -267,6 +267,69 @@ def _measure_default(task: Task, backend, db, runner) -> None:
         args_info))
 
 
+def _retime_best(tasks: list[Task], backend, work_dir: str, max_checks: int = 8,
+                 rounds: int = 3) -> None:
+    """Time each task's best records again in this process, the way ``compile`` runs them,
+    and store those times in place of the runner's.
+
+    The runner times each candidate in a fresh worker process, and a schedule can be lucky
+    there: measured on conv7 W1A1 (Zen 5), the runner's best took 0.0538 ms there and
+    0.064-0.083 ms here in every re-run, against 0.055 ms for the default template. So the
+    best record (and the default template's) is timed here; while the fastest record is one
+    not yet re-timed, that one is timed too, up to ``max_checks`` per task.
+    """
+    from tvm import s_tir
+
+    db = open_database(work_dir)
+    retimed: dict[tuple[int, str], list[float]] = {}  # (task, trace) -> seconds
+    workloads = [db.commit_workload(task.mod) for task in tasks]
+    for k, task in enumerate(tasks):
+        records = _records(db, task.mod)
+        if not records:
+            continue
+        default = s_tir.Schedule(task.mod)
+        backend.template(task.kind)(default)
+        mine: dict[str, float] = {}
+
+        def seconds(rec, mine=mine):
+            return mine.get(str(rec.trace), float(np.mean([float(x) for x in rec.run_secs])))
+
+        def retime(rec, mine=mine, k=k, task=task):
+            sch = s_tir.Schedule(task.mod)
+            rec.trace.apply_to_schedule(sch, remove_postproc=False)
+            samples = [_time(sch.mod["main"], backend.tvm_target) for _ in range(rounds)]
+            mine[str(rec.trace)] = float(np.median(samples))
+            retimed[(k, str(rec.trace))] = samples
+
+        for rec in records:  # the default template's record, timed here as well
+            if str(rec.trace) == str(default.trace):
+                retime(rec)
+        runner_best = min(float(np.mean([float(x) for x in r.run_secs])) for r in records)
+        for _ in range(max_checks):
+            best = min(records, key=seconds)
+            if str(best.trace) in mine:
+                break
+            retime(best)
+        best = min(records, key=seconds)
+        logger.info("%s: best record %.4f ms timed here (the runner's best: %.4f ms)",
+                    task.name, seconds(best) * 1e3, runner_best * 1e3)
+    if not retimed:
+        return
+
+    def fill(new: ms.database.Database) -> None:
+        for rec in db.get_all_tuning_records():
+            k = next((k for k, w in enumerate(workloads) if rec.workload.same_as(w)), None)
+            secs = retimed.get((k, str(rec.trace))) if k is not None else None
+            if secs is not None:
+                rec = ms.database.TuningRecord(rec.trace, rec.workload, secs, rec.target,
+                                               rec.args_info)
+            new.commit_tuning_record(ms.database.TuningRecord(
+                rec.trace, new.commit_workload(rec.workload.mod), rec.run_secs, rec.target,
+                rec.args_info))
+
+    replace_records(work_dir, fill)
+
+
 def _context(task: Task, backend, seed: int | None) -> ms.TuneContext:
     # The template samples register tiles (the tile-size mutator explores them) and an unroll
     # depth (a categorical on the root block: the unroll mutator, and the postprocessor that
@@ -380,6 +443,9 @@ def tune(model, target="x86", *, trials: int = 64, work_dir: str | os.PathLike =
         raise TvmQnnError(text[start:].splitlines()[0]) from None
     finally:
         progress.close()
+    if backend.runs_here() and (runner is None or isinstance(runner, ms.runner.LocalRunner)):
+        _retime_best(pending, backend, work_dir)
+        db = open_database(work_dir)
     return db
 
 
