@@ -298,7 +298,9 @@ def _retime_best(tasks: list[Task], backend, work_dir: str, max_checks: int = 8,
             sch = s_tir.Schedule(task.mod)
             rec.trace.apply_to_schedule(sch, remove_postproc=False)
             samples = [_time(sch.mod["main"], backend.tvm_target) for _ in range(rounds)]
-            mine[str(rec.trace)] = float(np.median(samples))
+            # Ranked as the database will rank it: by the mean of the stored samples (each a
+            # median of 7 repeats); a median here could disagree with the database's order.
+            mine[str(rec.trace)] = float(np.mean(samples))
             retimed[(k, str(rec.trace))] = samples
 
         for rec in records:  # the default template's record, timed here as well
