@@ -185,7 +185,12 @@ def _cmd_demo(args) -> int:
     return demo.main([])
 
 
+def _stop_on_signal(signum, _frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def _cmd_device(args) -> int:
+    import signal
     import time
 
     from .target import ArmTarget, resolve_target
@@ -195,6 +200,11 @@ def _cmd_device(args) -> int:
     if not isinstance(backend, ArmTarget) or backend.emulator() is None:
         raise TvmQnnError(f"--target {args.target}: emulated devices exist for aarch64 boards")
     key = args.key or backend.board_name
+    # Ctrl-C and kill both stop the device cleanly. Set explicitly: a process started in the
+    # background by a non-interactive shell inherits SIGINT ignored, and Python then never
+    # raises KeyboardInterrupt (measured: the CI job's device never stopped).
+    signal.signal(signal.SIGINT, _stop_on_signal)
+    signal.signal(signal.SIGTERM, _stop_on_signal)
     dev = EmulatedRPCDevice(key, tracker_port=args.tracker_port).start()
     print(f"device: key={key} tracker=127.0.0.1:{dev.tracker_port} ready (Ctrl-C stops it)",
           flush=True)
