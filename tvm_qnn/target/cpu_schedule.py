@@ -52,7 +52,6 @@ class CpuKnobs:
     min_parallel_popcounts: int = 1 << 20
 
 
-#: The values of ``unroll_max_step`` that tuning explores.
 #: The values of ``unroll_max_step`` that tuning explores (512 was dropped: never faster on
 #: the suite, up to 1.8x slower on conv7 W2A2, and slow to build).
 UNROLL_STEPS = (0, 16, 64)

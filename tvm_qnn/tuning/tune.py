@@ -445,7 +445,7 @@ def tune(model, target="x86", *, trials: int = 64, work_dir: str | os.PathLike =
         raise TvmQnnError(text[start:].splitlines()[0]) from None
     finally:
         progress.close()
-    if backend.runs_here() and (runner is None or isinstance(runner, ms.runner.LocalRunner)):
+    if backend.runs_here() and isinstance(runner, ms.runner.LocalRunner):
         _retime_best(pending, backend, work_dir)
         db = open_database(work_dir)
     return db
