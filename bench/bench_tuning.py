@@ -11,8 +11,8 @@ by :func:`tvm_qnn.tune` into a fresh database. One line per case::
            compile_s=… compile_with_db_s=… roofline_ms=… headroom=…
 
 ``default_ms`` / ``tuned_ms`` are the layer kernel with the default template and with the best
-record, both timed the same way (:func:`tvm_qnn.tune_report`), medians of 5 rounds; ``tune_s`` is the wall time of
-the whole tuning run (default template, search, builds, measurements); ``compile_s`` and
+record, both timed the same way (:func:`tvm_qnn.tune_report`), medians of 5 rounds;
+``tune_s`` is the wall time of the whole tuning run (default template, search, builds, measurements); ``compile_s`` and
 ``compile_with_db_s`` are ``tvm_qnn.compile`` without schedules and with the database: a hit
 costs a trace replay, no tuning. ``roofline_ms`` is the layer's bit-MACs at the popcount
 probe's peak (:mod:`bench.roofline`) and ``headroom = default_ms / roofline_ms`` the most any
@@ -111,10 +111,9 @@ def main(argv=None) -> int:
     # TVM_NUM_THREADS); the roofline is measured pinned to that many cores. Builds still use
     # every core.
     os.environ["TVM_NUM_THREADS"] = str(THREADS)
-    with peers.thread_control(THREADS):
+    with peers.thread_control(THREADS):  # restores TVM_NUM_THREADS as set here
         peers.pin(THREADS)
         probe = roofline.measure(THREADS)
-    os.environ["TVM_NUM_THREADS"] = str(THREADS)
     print(f"bench: roofline threads={probe['threads']} "
           f"bit_macs_per_s={probe['bit_macs_per_s']:.4g} isa={probe['isa']}", flush=True)
     rows = []

@@ -267,6 +267,11 @@ def _measure_default(task: Task, backend, db, runner) -> None:
         args_info))
 
 
+def _mean_secs(rec: ms.database.TuningRecord) -> float:
+    """The mean of a record's run times: what the database ranks records by."""
+    return float(np.mean([float(x) for x in rec.run_secs]))
+
+
 def _retime_best(tasks: list[Task], backend, work_dir: str, max_checks: int = 8,
                  rounds: int = 3) -> None:
     """Time each task's best records again in this process, the way ``compile`` runs them,
@@ -292,7 +297,7 @@ def _retime_best(tasks: list[Task], backend, work_dir: str, max_checks: int = 8,
         mine: dict[str, float] = {}
 
         def seconds(rec, mine=mine):
-            return mine.get(str(rec.trace), float(np.mean([float(x) for x in rec.run_secs])))
+            return mine.get(str(rec.trace), _mean_secs(rec))
 
         def retime(rec, mine=mine, k=k, task=task):
             sch = s_tir.Schedule(task.mod)
@@ -306,7 +311,7 @@ def _retime_best(tasks: list[Task], backend, work_dir: str, max_checks: int = 8,
         for rec in records:  # the default template's record, timed here as well
             if str(rec.trace) == str(default.trace):
                 retime(rec)
-        runner_best = min(float(np.mean([float(x) for x in r.run_secs])) for r in records)
+        runner_best = min(_mean_secs(r) for r in records)
         for _ in range(max_checks):
             best = min(records, key=seconds)
             if str(best.trace) in mine:
@@ -321,12 +326,9 @@ def _retime_best(tasks: list[Task], backend, work_dir: str, max_checks: int = 8,
     def fill(new: ms.database.Database) -> None:
         for rec in db.get_all_tuning_records():
             k = next((k for k, w in enumerate(workloads) if rec.workload.same_as(w)), None)
-            secs = retimed.get((k, str(rec.trace))) if k is not None else None
-            if secs is not None:
-                rec = ms.database.TuningRecord(rec.trace, rec.workload, secs, rec.target,
-                                               rec.args_info)
+            secs = retimed.get((k, str(rec.trace)), rec.run_secs)
             new.commit_tuning_record(ms.database.TuningRecord(
-                rec.trace, new.commit_workload(rec.workload.mod), rec.run_secs, rec.target,
+                rec.trace, new.commit_workload(rec.workload.mod), secs, rec.target,
                 rec.args_info))
 
     replace_records(work_dir, fill)
