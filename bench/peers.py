@@ -18,12 +18,10 @@ The int8 peers compute the same int8 problem (:class:`Int8Layer`: uint8 codes in
 weights, uint8 codes out, per-tensor scales), which :func:`int8_reference` computes with
 numpy; the tests check both peers against it.
 
-Timing (:class:`Timing`, :func:`measure_ms`): warm-up calls, then ``rounds`` rounds of
-``repeat`` samples, each sample the mean of ``number`` back-to-back calls (``number`` chosen so
-a sample lasts ``min_sample_ms``); a round's value is the median of its samples and the result
-the **minimum over rounds** — the quietest round, since the 2 cores are shared. Python-called
-peers include their call overhead (a few µs), as a user sees it; onnxruntime runs through an
-``IOBinding`` to keep that small. Threads: :func:`pin` restricts every thread of the process to
+Timing: tvm_qnn's own protocol (:mod:`tvm_qnn.runtime.timing`: warm-up, then the minimum over
+rounds of the median of samples), in milliseconds here. Python-called peers include their
+call overhead (a few µs), as a user sees it; onnxruntime runs through an ``IOBinding`` to keep
+that small. Threads: :func:`pin` restricts every thread of the process to
 the first ``threads`` CPUs and sets PyTorch's and TVM's pool sizes.
 """
 
@@ -32,14 +30,14 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import statistics
 import sys
 import tempfile
-import time
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
+
+from tvm_qnn.runtime.timing import QUICK, Timing, measure_seconds, time_call  # noqa: F401 - QUICK: for bench_layers
 
 CPUS = sorted(os.sched_getaffinity(0))
 TORCH_ENGINES = ("onednn", "x86", "fbgemm")
@@ -100,45 +98,15 @@ def _set_affinity(cpus) -> None:
             pass  # a thread that just ended
 
 
-@dataclass(frozen=True)
-class Timing:
-    """How long to measure (see the module docstring)."""
-
-    rounds: int = 3
-    repeat: int = 5
-    min_sample_ms: float = 5.0
-    min_number: int = 10
-    warmup: int = 5
-
-
-QUICK = Timing(rounds=1, repeat=2, min_sample_ms=0.2, min_number=2, warmup=1)
+def time_call_ms(fn, timing: Timing) -> float:
+    """Milliseconds per call of ``fn`` (:func:`tvm_qnn.runtime.timing.time_call`)."""
+    return 1e3 * time_call(fn, timing)
 
 
 def measure_ms(sample, estimate_s: float, timing: Timing) -> float:
-    """Milliseconds per call: min over rounds of ``sample(number, repeat)`` (median seconds)."""
-    number = max(timing.min_number, math.ceil(timing.min_sample_ms * 1e-3 / max(estimate_s,
-                                                                                1e-7)))
-    return 1e3 * min(sample(number, timing.repeat) for _ in range(timing.rounds))
-
-
-def time_call_ms(fn, timing: Timing) -> float:
-    """:func:`measure_ms` for a Python callable (after ``timing.warmup`` warm-up calls)."""
-    for _ in range(timing.warmup):
-        fn()
-    start = time.perf_counter()
-    fn()
-    estimate = time.perf_counter() - start
-
-    def sample(number, repeat):
-        samples = []
-        for _ in range(repeat):
-            start = time.perf_counter()
-            for _ in range(number):
-                fn()
-            samples.append((time.perf_counter() - start) / number)
-        return statistics.median(samples)
-
-    return measure_ms(sample, estimate, timing)
+    """Milliseconds per call of ``sample(number, repeat)`` (median seconds), the minimum over
+    rounds (:func:`tvm_qnn.runtime.timing.measure_seconds`)."""
+    return 1e3 * measure_seconds(sample, estimate_s, timing)
 
 
 # ---------------------------------------------------------------- the layers

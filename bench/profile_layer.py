@@ -35,7 +35,7 @@ def main(argv=None) -> int:
     from tvm import s_tir, te
 
     from tvm_qnn.target import X86Target
-    from tvm_qnn.target.cpu_schedule import _schedule_producers
+    from tvm_qnn.target.cpu.schedule import _schedule_producers
     from tvm_qnn.testing.layers import LayerKernel
     from tvm_qnn.testing.suite import suite_layer
     from tvm_qnn.topi import bitserial as bs
@@ -50,7 +50,7 @@ def main(argv=None) -> int:
     packed = bs.pack_bitplanes_nchw(data, layer.act_lo, layer.act_bits, 1, layer.pads,
                                     plan.pad_code)
     sch = s_tir.Schedule(te.create_prim_func([data, packed]))
-    _schedule_producers(sch, backend.knobs)
+    _schedule_producers(sch, backend.schedule_config)
     pack = tvm.compile(sch.mod["main"], backend.tvm_target).mod
     pack_ms = _median_ms(pack, [tvm.runtime.tensor(xq, dev), tvm.runtime.tensor(
         np.zeros([int(s) for s in packed.shape], "uint64"), dev)])

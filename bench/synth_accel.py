@@ -29,8 +29,8 @@ import sys
 import tempfile
 import time
 
-from tvm_qnn.accel import AccelConfig
-from tvm_qnn.accel.rtl import source_dir
+from tvm_qnn.bitserial_accel import AccelConfig
+from tvm_qnn.bitserial_accel.rtl import source_dir
 
 DEFAULT_JSON = os.path.join(os.path.dirname(__file__), "results", "accel_synth.json")
 NOTE = ("synthesis estimates (yosys 0.23 synth_xilinx / synth_ice40 + nextpnr-ice40), not a "

@@ -12,9 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import tvm_qnn
-from tvm_qnn.accel import AccelConfig
-from tvm_qnn.errors import TvmQnnError
-from tvm_qnn.target.accel.lower import NotOffloadable, lower_layer
+from tvm_qnn.bitserial_accel import AccelConfig
+from tvm_qnn.errors import NotOffloadable, TvmQnnError
+from tvm_qnn.target.accel.lower import lower_layer
 from tvm_qnn.target.accel.report import reference_p, simulate_layer
 from tvm_qnn.testing.layers import random_layer
 from tvm_qnn.testing.onnx_models import make_cnn_model, make_conv_model, random_input
@@ -219,7 +219,7 @@ def test_tuned_tilings_resume_apply_and_stay_exact(tmp_path, monkeypatch):
     """tune(model, "accel"): each layer's tiling searched on the simulator (never slower than
     the pipeline model's pick), a re-run simulates nothing, and compile applies the records
     (fewer cycles, same bits as the CPU kernels)."""
-    from tvm_qnn.target.accel.lower import tiling_space
+    from tvm_qnn.target.accel.tiling import tiling_space
 
     monkeypatch.setenv("TVM_QNN_SCHEDULES", "off")
     model = _shipped("CNV_1W1A.onnx")

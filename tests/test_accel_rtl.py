@@ -15,8 +15,9 @@ import pytest
 from test_accel_sim import SMALL, _conv_program, _random_program
 
 import tvm_qnn
-from tvm_qnn import accel
-from tvm_qnn.accel import AccelConfig, ConfigError, Program, Simulator, rtl
+from tvm_qnn import bitserial_accel as accel
+from tvm_qnn.bitserial_accel import AccelConfig, Program, Simulator, rtl
+from tvm_qnn.errors import ConfigError
 
 pytestmark = pytest.mark.skipif(rtl.unavailable_reason() is not None,
                                 reason=f"RTL co-simulation: {rtl.unavailable_reason()}")
@@ -150,7 +151,7 @@ def test_trained_cnv_layers_rtl_equals_functional():
 
 
 def test_wrong_library_and_bad_arguments_are_refused():
-    from tvm_qnn.accel._lib import library
+    from tvm_qnn.bitserial_accel._lib import library
 
     lib = rtl.build_gemm_core(SMALL)
     p = Program()

@@ -9,8 +9,9 @@ import subprocess
 import numpy as np
 import pytest
 
-from tvm_qnn import accel
-from tvm_qnn.accel import AccelConfig, Program, Simulator
+from tvm_qnn import bitserial_accel as accel
+from tvm_qnn import errors
+from tvm_qnn.bitserial_accel import AccelConfig, Program, Simulator
 
 # Small buffers so out-of-range indices are easy to reach; batch 2 and 128-bit planes so the
 # batch and multi-word paths are exercised.
@@ -20,7 +21,7 @@ SMALL = AccelConfig(batch=2, block_in=128, block_out=4, inp_buff_bytes=64 * 32,
 
 @pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake not installed")
 def test_cpp_unit_tests(tmp_path):
-    from tvm_qnn.accel._lib import build_library
+    from tvm_qnn.bitserial_accel._lib import build_library
 
     build_library(str(tmp_path), tests=True)
     r = subprocess.run(["ctest", "--test-dir", str(tmp_path), "--output-on-failure"],
@@ -194,7 +195,7 @@ def _tiny_program():
 def test_error_sram_out_of_range():
     p = _tiny_program()
     p.gemm(uop_bgn=0, uop_end=1, iter_in=70, src_factor=(0, 1), a_bits=1)
-    with pytest.raises(accel.ProgramError, match=r"instruction 1 \(GEMM\): input buffer index "
+    with pytest.raises(errors.ProgramError, match=r"instruction 1 \(GEMM\): input buffer index "
                        r"64 out of range \[0, 64\) at \(iter_out=0, iter_in=64, uop=0\)") as e:
         Simulator(SMALL).run(p, np.zeros(64, np.uint8))
     assert e.value.instruction == 1
@@ -203,7 +204,7 @@ def test_error_sram_out_of_range():
 def test_error_dram_out_of_bounds():
     p = _tiny_program()
     p.load("WGT", sram_base=0, dram_base=1, x_size=1)
-    with pytest.raises(accel.ProgramError, match=r"instruction 1 \(LOAD WGT\): DRAM bytes "
+    with pytest.raises(errors.ProgramError, match=r"instruction 1 \(LOAD WGT\): DRAM bytes "
                        r"\[64, 128\) of row 0 out of bounds \(DRAM has 64 bytes\)"):
         Simulator(SMALL).run(p, np.zeros(64, np.uint8))
 
@@ -212,7 +213,7 @@ def test_error_deadlock():
     p = _tiny_program()
     p.store(sram_base=0, dram_base=0, x_size=1, pop_prev=True)  # compute never pushes
     p.gemm(uop_bgn=0, uop_end=1, reset=True, pop_next=True)     # store never pushes either
-    with pytest.raises(accel.DeadlockError, match=r"deadlock at instruction 1: .*compute2store"):
+    with pytest.raises(errors.DeadlockError, match=r"deadlock at instruction 1: .*compute2store"):
         Simulator(SMALL).run(p, np.zeros(64, np.uint8))
 
 
@@ -221,22 +222,22 @@ def test_error_full_queue_deadlock():
     p = Program()
     for _ in range(3):  # the third push waits for a pop that never comes
         p.load("INP", sram_base=0, dram_base=0, x_size=1, push_next=True)
-    with pytest.raises(accel.DeadlockError, match="full load2compute queue"):
+    with pytest.raises(errors.DeadlockError, match="full load2compute queue"):
         Simulator(cfg).run(p, np.zeros(64, np.uint8))
 
 
 def test_error_budget_and_bad_fields():
     p = _tiny_program()
     p.gemm(uop_bgn=0, uop_end=1, iter_out=2000, iter_in=2000, reset=True)
-    with pytest.raises(accel.CycleBudgetError, match="instruction 1 .*max_cycles=1000"):
+    with pytest.raises(errors.CycleBudgetError, match="instruction 1 .*max_cycles=1000"):
         Simulator(SMALL).run(p, np.zeros(64, np.uint8), max_cycles=1000)
     p = Program()
     p.load("INP", sram_base=0, dram_base=0, x_size=1, planes=9)
-    with pytest.raises(accel.ProgramError, match=r"instruction 0 \(LOAD INP\): planes"):
+    with pytest.raises(errors.ProgramError, match=r"instruction 0 \(LOAD INP\): planes"):
         Simulator(SMALL).run(p, np.zeros(64, np.uint8))
-    with pytest.raises(accel.ProgramError, match="multiple of 16"):
+    with pytest.raises(errors.ProgramError, match="multiple of 16"):
         Simulator(SMALL).run(b"\0" * 8, b"")
-    with pytest.raises(accel.ConfigError, match="block_in"):
+    with pytest.raises(errors.ConfigError, match="block_in"):
         Simulator(SMALL.replace(block_in=96)).run(b"", b"")
 
 

@@ -7,23 +7,26 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from tvm import s_tir, tirx
 
-from tvm_qnn.target.cpu_schedule import CpuKnobs
+from tvm_qnn.target.cpu import ScheduleConfig
 from tvm_qnn.target.x86 import X86Target
 from tvm_qnn.testing.layers import LayerKernel, random_layer
-from tvm_qnn.topi import bitserial as bs
+from tvm_qnn.topi.attrs import BRANCH_BLOCK, CHUNK_BLOCK
 from tvm_qnn.topi.layer import plan_layer, reference_output
+from tvm_qnn.topi.layout import Layout
 from tvm_qnn.topi.weights import decompose_weights
 
 # The NEON layout (byte words, uint8 chunk sums, 64-channel weight vectors) is plain TIR, so
 # it runs here on x86 too: every layout is checked on the host, ARM code under qemu.
 LAYOUTS = {
     "words64": lambda: X86Target(),
-    "bytes": lambda: X86Target(knobs=CpuKnobs(ow_tile=2, oc_block=64, word_bits=8)),
+    "bytes": lambda: X86Target(schedule_config=ScheduleConfig(ow_tile=2),
+                               layout=Layout(oc_block=64, word_bits=8)),
     # Register tiles of several weight vectors and rows, the reduction unrolled, the input
     # packed as column vectors.
-    "wide_tile": lambda: X86Target(knobs=CpuKnobs(ow_tile=3, oh_tile=2, row_tile=2,
-                                                  oc_block=8, oc_vectors=2,
-                                                  unroll_max_step=64, vector_pack=True)),
+    "wide_tile": lambda: X86Target(
+        schedule_config=ScheduleConfig(ow_tile=3, oh_tile=2, row_tile=2, oc_vectors=2,
+                                       unroll_max_step=64, vector_pack=True),
+        layout=Layout(oc_block=8)),
 }
 
 
@@ -56,11 +59,11 @@ def test_byte_word_chunks_and_accumulators(kind, in_channels, bits, chunk, acc):
                              out_channels=64, size=(3, 3), batch=2, seed=in_channels)
     kernel = LayerKernel(layer, target=LAYOUTS["bytes"]())
     sch = s_tir.Schedule(kernel.func)  # the scheduled func: reductions split into init/update
-    chunk_block = sch.get(sch.get_sblock(bs.CHUNK_BLOCK + "_update"))
+    chunk_block = sch.get(sch.get_sblock(CHUNK_BLOCK + "_update"))
     red = {iv.var.name: int(iv.dom.extent) for iv in chunk_block.iter_vars
            if iv.iter_type == tirx.IterVar.CommReduce}
     assert red == {"v_rwi": chunk}
-    branch = sch.get(sch.get_sblock(bs.BRANCH_BLOCK + "_update"))
+    branch = sch.get(sch.get_sblock(BRANCH_BLOCK + "_update"))
     assert str(branch.writes[0].source.dtype) == acc
     np.testing.assert_array_equal(kernel(xq), reference_output(layer, xq))
 
@@ -183,7 +186,7 @@ def test_chained_conv_property(act_bits, weight_bits, act_signed, cin, cout, siz
                              act_zero_point=lo + abs(act_zero_point) % (1 << act_bits),
                              seed=seed)
     target = LAYOUTS[layout]()
-    assume(chains_channels_last(plan_layer(layer, target.oc_block, target.word_bits)))
+    assume(chains_channels_last(plan_layer(layer, target.layout)))
     kernel = ChainedLayerKernel(layer, target=target)
     np.testing.assert_array_equal(kernel(xq), reference_output(layer, xq))
 
@@ -215,9 +218,11 @@ def test_integer_kernel_property(act_bits, weight_bits, act_signed, groups_mult,
 
 
 def test_single_branch_layers_get_their_own_register_tile():
-    """W1A1 layers use CpuKnobs.single_branch (wider weight vectors), others oc_block; both
-    bit-exact."""
-    target = X86Target(knobs=CpuKnobs(single_branch=(2, 2, 32)))
+    """W1A1 layers use the layout's single-branch weight vectors (and the config's tile),
+    others oc_block; both bit-exact. The layout is set here, not the host's: the test holds
+    on any x86 CPU."""
+    target = X86Target(schedule_config=ScheduleConfig(single_branch_tile=(2, 2)),
+                       layout=Layout(oc_block=16, single_branch_oc_block=32))
     for bits, block in ((1, 32), (2, 16)):
         layer, xq = random_layer("conv2d", act_bits=bits, weight_bits=bits, in_channels=64,
                                  out_channels=64, size=(6, 6), out_bits=bits, seed=bits)

@@ -10,8 +10,9 @@ from tvm import relax
 from tvm.script import ir as I
 from tvm.script import relax as R
 
+from tvm_qnn.topi.attrs import KERNEL_ATTR
 from tvm_qnn.topi.layer import QuantizedLayer, layer_compute, plan_layer
-from tvm_qnn.transform import KERNEL_ATTR, RewriteBitserial
+from tvm_qnn.transform import RewriteBitserial
 
 RNG = np.random.default_rng(7)
 W = RNG.integers(-2, 2, size=(16, 8, 3, 3)).astype("int8")

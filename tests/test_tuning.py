@@ -10,10 +10,10 @@ from tvm import s_tir
 from tvm.s_tir import meta_schedule as ms
 
 import tvm_qnn
-from tvm_qnn.compiler import lower_for_tuning
 from tvm_qnn.frontend import load_model
+from tvm_qnn.pipeline import lower_for_tuning
 from tvm_qnn.target import X86Target
-from tvm_qnn.target.cpu_schedule import CpuKnobs
+from tvm_qnn.target.cpu import ScheduleConfig
 from tvm_qnn.testing.onnx_models import make_cnn_model, make_conv_model, random_input
 from tvm_qnn.tuning import extract_tasks, keep_best, open_database
 
@@ -61,7 +61,7 @@ def test_database_record_changes_the_generated_code(conv, tmp_path, caplog):
     """A record with other tile decisions than the default must reach the compiled code."""
     target = X86Target()
     (task,) = extract_tasks(lower_for_tuning(load_model(conv), target))
-    other = X86Target(knobs=CpuKnobs(ow_tile=1, oh_tile=2))
+    other = X86Target(schedule_config=ScheduleConfig(ow_tile=1, oh_tile=2))
     sch = s_tir.Schedule(task.mod)
     other.template(task.kind)(sch)
     db = open_database(tmp_path / "db", create=True)
@@ -109,19 +109,20 @@ def test_every_point_of_the_search_space_is_exact(conv):
 def test_best_records_are_timed_again_here(conv, tmp_path):
     """A record the runner timed impossibly fast (a lucky process) is timed again in-process
     and loses its place; the default template's record is timed here too."""
-    from tvm_qnn.tuning.tune import _retime_best
+    from tvm_qnn.tuning.retime import retime_best
 
     target = X86Target()
     (task,) = extract_tasks(lower_for_tuning(load_model(conv), target))
     db = open_database(tmp_path / "db", create=True)
     for tile, secs in [(None, 1e-3), (1, 1e-12), (3, 1e-3)]:  # default, "lucky", slow
         sch = s_tir.Schedule(task.mod)
-        (target if tile is None else X86Target(knobs=CpuKnobs(ow_tile=tile))).template(
+        (target if tile is None
+         else X86Target(schedule_config=ScheduleConfig(ow_tile=tile))).template(
             task.kind)(sch)
         db.commit_tuning_record(ms.database.TuningRecord(
             sch.trace, db.commit_workload(task.mod), [secs] * 5, target.tvm_target,
             ms.arg_info.ArgInfo.from_prim_func(task.mod["main"])))
-    _retime_best([task], target, str(tmp_path / "db"))
+    retime_best([task], target, str(tmp_path / "db"))
     records = open_database(tmp_path / "db").get_top_k(db.commit_workload(task.mod), 10)
     timed_here = [r for r in records if len(r.run_secs) == 3]
     assert len(records) == 3 and len(timed_here) >= 2  # the default and the lucky one
@@ -135,7 +136,7 @@ def test_keep_best_leaves_the_fastest_record_of_each_kernel(conv, tmp_path):
     db = open_database(tmp_path / "db", create=True)
     for tile, secs in [(1, 3e-6), (2, 1e-6), (3, 2e-6)]:
         sch = s_tir.Schedule(task.mod)
-        X86Target(knobs=CpuKnobs(ow_tile=tile)).template(task.kind)(sch)
+        X86Target(schedule_config=ScheduleConfig(ow_tile=tile)).template(task.kind)(sch)
         db.commit_tuning_record(ms.database.TuningRecord(
             sch.trace, db.commit_workload(task.mod), [secs, secs], target.tvm_target,
             ms.arg_info.ArgInfo.from_prim_func(task.mod["main"])))
@@ -157,24 +158,24 @@ def test_missing_database_is_a_clear_error(conv, tmp_path):
 def test_rpc_runner_survives_a_dead_server_and_resumes(conv, tmp_path, caplog):
     """Tuning through a TVM tracker on loopback; the server dies; a re-run finishes the job."""
     from tvm_qnn.runtime.rpc import RPCDevice
-    from tvm_qnn.tuning.tune import _records
+    from tvm_qnn.tuning.database import measured_records
 
     work = tmp_path / "db"
     (task,) = extract_tasks(lower_for_tuning(load_model(conv), X86Target()))
     with RPCDevice("qnn-tuning-test") as device:
         db = tvm_qnn.tune(conv, "x86", trials=2, work_dir=work, runner=device.remote, seed=0)
-        measured = len(_records(db, task.mod))
+        measured = len(measured_records(db, task.mod))
         assert measured >= 1
         device.stop_server()  # the board dies
         with caplog.at_level(logging.WARNING, logger="tvm_qnn"):
             db = tvm_qnn.tune(conv, "x86", trials=4, work_dir=work, runner=device.remote,
                               timeout=4, seed=1)
         assert "failed" in caplog.text  # reported, not fatal, and nothing counted as measured
-        assert len(_records(db, task.mod)) == measured
+        assert len(measured_records(db, task.mod)) == measured
         device.start_server()  # back: the re-run measures what is missing
         spec = f"qnn-tuning-test@127.0.0.1:{device.tracker_port}"
         db = tvm_qnn.tune(conv, "x86", trials=4, work_dir=work, runner=spec, seed=2)
-        assert len(_records(db, task.mod)) > measured
+        assert len(measured_records(db, task.mod)) > measured
 
 
 def test_a_write_cut_short_loses_one_record_not_the_database(conv, tmp_path, caplog):
@@ -184,7 +185,7 @@ def test_a_write_cut_short_loses_one_record_not_the_database(conv, tmp_path, cap
     args_info = ms.arg_info.ArgInfo.from_prim_func(task.mod["main"])
     for tile in (1, 2, 3):
         sch = s_tir.Schedule(task.mod)
-        X86Target(knobs=CpuKnobs(ow_tile=tile)).template(task.kind)(sch)
+        X86Target(schedule_config=ScheduleConfig(ow_tile=tile)).template(task.kind)(sch)
         db.commit_tuning_record(ms.database.TuningRecord(
             sch.trace, db.commit_workload(task.mod), [1e-5 * tile], X86Target().tvm_target,
             args_info))
@@ -270,7 +271,8 @@ def test_model_runner_tunes_a_board_we_do_not_have(conv, tmp_path):
 
 
 def test_model_runner_is_for_arm_boards(conv, tmp_path):
-    with pytest.raises(tvm_qnn.TvmQnnError, match="scores aarch64 boards with llvm-mca"):
+    with pytest.raises(tvm_qnn.TvmQnnError,
+                       match="runner='model' scores candidates with a model of the device"):
         tvm_qnn.tune(conv, "x86", trials=1, work_dir=tmp_path / "x", runner="model")
 
 
@@ -282,7 +284,7 @@ def test_pretuned_schedules_serve_layers_of_the_same_signature(conv, tmp_path, m
 
     target = X86Target()
     (task,) = extract_tasks(lower_for_tuning(load_model(conv), target))
-    other = X86Target(knobs=CpuKnobs(ow_tile=1, oh_tile=2))
+    other = X86Target(schedule_config=ScheduleConfig(ow_tile=1, oh_tile=2))
     sch = s_tir.Schedule(task.mod)
     other.template(task.kind)(sch)
     class_key = target.schedule_keys()[1][0]

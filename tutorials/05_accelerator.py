@@ -19,7 +19,7 @@ import os
 import numpy as np
 
 import tvm_qnn
-from tvm_qnn.accel import AccelConfig
+from tvm_qnn.bitserial_accel import AccelConfig
 
 MODELS = os.path.join(os.path.dirname(tvm_qnn.__file__), "models")
 

@@ -6,9 +6,9 @@ Acceleration" (arXiv 2106.09886). An M-bit × K-bit layer becomes M·K binary br
 (xor + popcount) recombined with scales 2^(i+j), bit-exact with the integer reference.
 """
 
-from .compiler import compile  # noqa: A004 - the product's entry point is named compile
+from .compiler import compile, load  # noqa: A004 - the product's entry point is named compile
 from .errors import TvmQnnError, UnsupportedModelError
-from .runtime import Artifact, load
+from .runtime import Artifact
 from .summary import summary
 from .tuning import tune, tune_report
 

@@ -118,8 +118,8 @@ def _cmd_sim(args) -> int:
 
     import numpy as np
 
-    from .accel import AccelConfig
-    from .target.accel.lower import NotOffloadable
+    from .bitserial_accel import AccelConfig
+    from .errors import NotOffloadable
     from .target.accel.report import simulate_layer
     from .testing.suite import suite_layer
 

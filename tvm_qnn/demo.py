@@ -12,23 +12,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import time
 
 import numpy as np
 
-
-def _median_seconds(fn, rounds: int = 5, number: int = 20) -> float:
-    fn()  # warm-up
-    samples = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        for _ in range(number):
-            fn()
-        samples.append((time.perf_counter() - start) / number)
-    return statistics.median(samples)
-
+from .runtime.timing import time_call
 
 MODELS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "models")
 
@@ -57,7 +46,7 @@ def trained_demo(images: int | None) -> int:
     name = fsess.get_inputs()[0].name
     f_acc = 100.0 * np.mean([np.argmax(fsess.run(None, {name: x[i:i + 1]})[0]) == y[i]
                              for i in range(len(x))])
-    t_ort = _median_seconds(lambda: fsess.run(None, {name: x[:1]}))
+    t_ort = time_call(lambda: fsess.run(None, {name: x[:1]}))
     float_art = tvm_qnn.runtime.Artifact(
         tvm.compile(tvm.relax.frontend.onnx.from_onnx(
             __import__("onnx").load(_shipped("CNV_FP32"))),
@@ -141,10 +130,10 @@ def main(argv: list[str] | None = None) -> int:
     so.intra_op_num_threads = threads
     fast = ort.InferenceSession(fmodel.SerializeToString(), so,
                                 providers=["CPUExecutionProvider"])
-    t_ort = _median_seconds(lambda: fast.run(None, feeds))
+    t_ort = time_call(lambda: fast.run(None, feeds))
     qsess = ort.InferenceSession(model.SerializeToString(), so,
                                  providers=["CPUExecutionProvider"])
-    t_ort_q = _median_seconds(lambda: qsess.run(None, feeds))
+    t_ort_q = time_call(lambda: qsess.run(None, feeds))
     float_mod = tvm.relax.frontend.onnx.from_onnx(fmodel)
     tvm_float = tvm_qnn.runtime.Artifact(
         tvm.compile(float_mod, tvm.target.Target({"kind": "llvm", "num-cores": threads})),

@@ -34,3 +34,18 @@ def cache_dir() -> str:
 def schedules_dir() -> str | None:
     """``TVM_QNN_SCHEDULES`` or None."""
     return os.environ.get("TVM_QNN_SCHEDULES") or None
+
+
+_PACKAGE_SCHEDULES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "schedules")
+_CHECKOUT_SCHEDULES = os.path.join(os.path.dirname(os.path.dirname(_PACKAGE_SCHEDULES)),
+                                   "schedules")
+
+
+def schedules_dirs() -> list[str]:
+    """Folders searched for pre-tuned schedules: ``TVM_QNN_SCHEDULES`` if set, else the
+    installed package's ``tvm_qnn/schedules`` and a source checkout's ``schedules/``."""
+    override = schedules_dir()
+    if override:
+        return [override]
+    return [d for d in dict.fromkeys([_PACKAGE_SCHEDULES, _CHECKOUT_SCHEDULES])
+            if os.path.isdir(d)]

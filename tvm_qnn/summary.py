@@ -59,7 +59,7 @@ def summary(model, shapes: dict | None = None) -> ModelSummary:
     shapes : dict, optional
         Static shapes for inputs with symbolic dimensions.
     """
-    from .compiler import layer_report
     from .frontend import load_model
+    from .pipeline import layer_report
 
     return ModelSummary(layer_report(load_model(model, shapes)))

@@ -1,11 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
-// tvm-ffi entry points of the simulator, loaded from Python by tvm_qnn.accel (tvm_ffi.load_module).
+// tvm-ffi entry points of the simulator, loaded from Python by tvm_qnn.bitserial_accel (tvm_ffi.load_module).
 //
 //   isa() -> str                                   instruction layouts as JSON
 //   run(config_json, program, dram, trace, max_cycles, gemm_rtl_lib) -> [bytes dram, str stats_json]
 //       gemm_rtl_lib: "" (functional GEMM) or the path of a verilated GEMM core (gemm_rtl.h)
 //
-// SimError kinds become the Python exceptions registered in tvm_qnn/accel/errors.py.
+// SimError kinds become the Python exceptions of tvm_qnn/errors.py (registered by _lib.py).
 #include <tvm/ffi/container/array.h>
 #include <tvm/ffi/error.h>
 #include <tvm/ffi/extra/json.h>

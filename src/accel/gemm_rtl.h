@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // The pin-level C interface between the simulator and a verilated GEMM core
 // (src/accel/rtl/gemm_core.v, docs/accelerator_rtl.md). The wrapper src/accel/rtl/gemm_core_capi.cc
-// implements it in a shared library that tvm_qnn.accel.rtl builds with verilator; the simulator
+// implements it in a shared library that tvm_qnn.bitserial_accel.rtl builds with verilator; the simulator
 // dlopens that library for `gemm="rtl"` runs, so it never links verilator itself.
 #ifndef TVM_QNN_ACCEL_GEMM_RTL_H_
 #define TVM_QNN_ACCEL_GEMM_RTL_H_

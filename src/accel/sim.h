@@ -105,7 +105,7 @@ RunResult Run(const Config& cfg, const uint8_t* program, size_t program_bytes,
               const std::string& gemm_rtl_lib = "");
 
 // The instruction and micro-op field layouts as JSON: the single source of truth the Python
-// assembler (tvm_qnn.accel.isa) builds its encoder from.
+// assembler (tvm_qnn.bitserial_accel.isa) builds its encoder from.
 std::string IsaJson();
 
 // A decoded 128-bit instruction: field accessors by name, for the assembler tests.

@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Compiled artifacts: run, benchmark, export, load."""
+"""Compiled artifacts: run, benchmark, export; RPC devices; timing."""
 
-from .artifact import Artifact, TensorInfo, load
+from .artifact import Artifact, TensorInfo, read_sidecar
 
-__all__ = ["Artifact", "TensorInfo", "load"]
+__all__ = ["Artifact", "TensorInfo", "read_sidecar"]

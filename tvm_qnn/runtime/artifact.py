@@ -13,6 +13,7 @@ import tvm
 from tvm import relax
 
 from ..errors import TvmQnnError
+from .timing import evaluator_seconds
 
 
 @dataclass(frozen=True)
@@ -164,11 +165,9 @@ class Artifact:
         if self._vm is None:
             raise TvmQnnError(f"{self.target}: wall time under emulation says nothing about the "
                               "board; time it on the board (or with a model of the core)")
-        vm_args = self._arguments(args, kwargs)
-        self._vm.set_input("main", *vm_args)
-        timer = self._vm.time_evaluator("invoke_stateful", self.device, number=number,
-                                        repeat=repeat, min_repeat_ms=min_repeat_ms)
-        return float(np.median(timer("main").results))
+        self._vm.set_input("main", *self._arguments(args, kwargs))
+        return evaluator_seconds(self._vm, "invoke_stateful", self.device, "main",
+                                 number=number, repeat=repeat, min_repeat_ms=min_repeat_ms)
 
     def assembly(self) -> str:
         """The generated machine code (assembly) of every compiled kernel.
@@ -221,9 +220,9 @@ def _to_numpy(result):
     return [_to_numpy(r) for r in result]
 
 
-def load(path: str | os.PathLike, device=None) -> Artifact:
-    """Load a library written by :meth:`Artifact.export_library`."""
-    path = os.fspath(path)
+def read_sidecar(path: str) -> tuple[dict, list[TensorInfo]]:
+    """The description :meth:`Artifact.export_library` writes next to a library
+    (``<path>.json``) and its inputs."""
     if not os.path.exists(path):
         raise TvmQnnError(f"no compiled model at {path}")
     meta_path = path + ".json"
@@ -233,13 +232,4 @@ def load(path: str | os.PathLike, device=None) -> Artifact:
     with open(meta_path, encoding="utf-8") as f:
         meta = json.load(f)
     inputs = [TensorInfo(i["name"], tuple(i["shape"]), i["dtype"]) for i in meta["inputs"]]
-    backend = None
-    if meta.get("target_alias"):
-        from ..target import resolve_target
-
-        backend = resolve_target(meta["target_alias"])
-    if backend is not None and not backend.runs_here():
-        return Artifact(None, inputs, meta["target"], meta["layers"], device, backend,
-                        library=path)
-    return Artifact(tvm.runtime.load_module(path), inputs, meta["target"], meta["layers"],
-                    device, backend)
+    return meta, inputs

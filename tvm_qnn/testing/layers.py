@@ -3,12 +3,25 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import tvm
 from tvm import te
 
+from ..pipeline import build_pipeline
+from ..runtime.timing import evaluator_seconds
 from ..target import resolve_target
-from ..topi.layer import QuantizedLayer, layer_compute
+from ..topi.attrs import KERNEL_ATTR
+from ..topi.layer import (
+    QuantizedLayer,
+    chains_channels_last,
+    layer_compute,
+    packed_input_shape,
+    plan_layer,
+    reference_output,
+)
+from ..topi.pack_channels_last import pack_channels_last_func
 from ..topi.thresholds import MAX_THRESHOLDS
 
 
@@ -29,8 +42,9 @@ class LayerKernel:
                  max_thresholds: int = MAX_THRESHOLDS, integer_min_branches: int | None = None):
         backend = resolve_target(target)
         self.layer = layer
-        self.plan = backend.plan(layer, max_thresholds=max_thresholds,
-                                 integer_min_branches=integer_min_branches)
+        # Alone, a layer is bit-serial unless ``integer_min_branches`` says otherwise.
+        layout = replace(backend.layout, integer_min_branches=integer_min_branches)
+        self.plan = plan_layer(layer, layout, max_thresholds)
         data = te.placeholder(layer.input_shape, layer.input_dtype, "data")
         weight = te.placeholder(self.plan.packed_weight.shape,
                                 str(self.plan.packed_weight.dtype), "weight")
@@ -70,9 +84,8 @@ class LayerKernel:
     def time(self, xq: np.ndarray, number: int = 20, repeat: int = 5) -> float:
         """Median seconds per call (TVM time_evaluator)."""
         x = tvm.runtime.tensor(np.ascontiguousarray(xq, self.layer.input_dtype), self.device)
-        timer = self.module.time_evaluator(self.module.entry_name, self.device, number=number,
-                                           repeat=repeat)
-        return float(np.median(timer(x, *self._args, self._out).results))
+        return evaluator_seconds(self.module, self.module.entry_name, self.device, x,
+                                 *self._args, self._out, number=number, repeat=repeat)
 
 
 def _pow2_at_least(x: float) -> np.float32:
@@ -126,8 +139,6 @@ def random_layer(kind: str = "conv2d", *, act_bits: int = 2, weight_bits: int = 
         act_scale=act_scale, act_zero_point=zx, act_lo=a_lo, act_bits=act_bits,
         input_dtype=dtype, bias=np.zeros(oc, np.float32),
         strides=tuple(strides), pads=tuple(pads), dilation=tuple(dilation), groups=groups)
-    from ..topi.layer import reference_output
-
     # A bias that centres each channel (as trained layers are), so ReLU keeps about half.
     acc = reference_output(layer, xq.astype(dtype)) / (act_scale * w_scale).reshape(
         (1, -1) + (1,) * (len(xshape) - 2))
@@ -170,13 +181,8 @@ class ChainedLayerKernel:
 
         from tvm import relax
 
-        from ..compiler import build_pipeline
-        from ..topi.layer import chains_channels_last, packed_input_shape
-        from ..topi.pack_channels_last import pack_channels_last_func
-        from ..transform.rewrite_bitserial import KERNEL_ATTR
-
         backend = resolve_target(target)
-        plan = backend.plan(layer, integer_min_branches=None)
+        plan = plan_layer(layer, replace(backend.layout, integer_min_branches=None))
         if not chains_channels_last(plan):
             raise ValueError(f"layer {layer.name} does not take packed input (groups or im2col)")
         n, c, h, w = layer.input_shape
@@ -213,5 +219,5 @@ class ChainedLayerKernel:
     def time(self, xq: np.ndarray, number: int = 20, repeat: int = 5) -> float:
         """Median seconds per call of pack + layer (TVM time_evaluator on the VM)."""
         x = np.ascontiguousarray(np.transpose(xq, (0, 2, 3, 1)), self.layer.input_dtype)
-        timer = self.vm.time_evaluator("main", self.device, number=number, repeat=repeat)
-        return float(np.median(timer(tvm.runtime.tensor(x, self.device)).results))
+        return evaluator_seconds(self.vm, "main", self.device, tvm.runtime.tensor(x, self.device),
+                                 number=number, repeat=repeat)

@@ -32,17 +32,19 @@ from dataclasses import dataclass
 import numpy as np
 from tvm import te, tirx
 
+from .attrs import (
+    BRANCH_BLOCK,
+    CHUNK_BLOCK,
+    EPILOGUE_BLOCK,
+    INT_INPUT_BLOCK,
+    LAYOUT_ATTR,
+    PACK_BLOCK,
+    ROWSUM_BLOCK,
+)
+
 WORD_BITS = 64  # x86 words; NEON kernels use bytes (word_bits=8)
 # Byte words (NEON): a byte popcount is at most 8, so 31 of them still fit a uint8 lane.
 BYTE_CHUNK = 31
-
-# Block names the target schedules look for.
-PACK_BLOCK = "bitpack"
-BRANCH_BLOCK = "branch_popcount"
-CHUNK_BLOCK = "branch_chunk"  # byte words: popcounts summed in uint8 lanes, a chunk at a time
-ROWSUM_BLOCK = "act_popcount"
-INT_INPUT_BLOCK = "int_input"  # integer kernel: padded, zero-point-shifted input codes
-EPILOGUE_BLOCK = "epilogue"
 
 
 def words_for(length: int, word_bits: int = WORD_BITS) -> int:
@@ -343,9 +345,6 @@ def _branch_popcounts(shape: tuple[int, ...], m_bits: int, k_bits: int,
         return te.sum(tirx.shift_left(part, (axes[0] + axes[1]).astype(acc)), axis=[*axes, rwo])
 
     return te.compute(shape, total, name=BRANCH_BLOCK)
-
-
-LAYOUT_ATTR = "tvm_qnn.layout"  # epilogue block attribute: "NHWC" when written channels-last
 
 
 def _conv_epilogue(p: te.Tensor, rowsum, epi: Epilogue, params, out_channels: int,

@@ -17,6 +17,7 @@ from tvm import te
 
 from . import bitserial as bs
 from .bitserial import words_for
+from .layout import Layout
 from .thresholds import MAX_THRESHOLDS, requantize_thresholds
 from .weights import choose_oc_block, decompose_weights, pack_conv_weights, pack_dense_weights
 
@@ -121,19 +122,16 @@ def _acc2_bound(d, const2, coef_su, n_taps: int, c_x: int, c_w: int) -> int:
                + np.abs(np.asarray(const2, np.int64)).max())
 
 
-def plan_layer(layer: QuantizedLayer, oc_block: int = 16, word_bits: int = 64,
-               max_thresholds: int = MAX_THRESHOLDS,
-               integer_min_branches: int | None = None,
-               single_branch_oc_block: int | None = None) -> LayerPlan:
+def plan_layer(layer: QuantizedLayer, layout: Layout = Layout(),
+               max_thresholds: int = MAX_THRESHOLDS) -> LayerPlan:
     """Derive the bit-serial form of ``layer``: planes, packed weights, epilogue constants.
 
-    ``oc_block`` output channels share one vector of weight words of ``word_bits`` bits.
+    ``layout`` is the target's (:class:`~.layout.Layout`): output channels per weight vector
+    (for single-branch layers too), word width, and from how many branches (M·K) a conv gets a
+    plain integer kernel instead (``conv_layout="integer"``: one int32 multiply-add per tap
+    beats M·K popcounts there, e.g. on the 8-bit first layer of a network).
     A quantized output with at most ``max_thresholds`` code steps is computed by integer
     thresholds on the accumulator (:mod:`.thresholds`); 0 keeps the float epilogue.
-    ``integer_min_branches``: a conv with at least this many branches (M·K, e.g. the 8-bit
-    first layer of a network) gets a plain integer kernel instead (``conv_layout="integer"``):
-    one int32 multiply-add per tap beats M·K popcounts there. None: always bit-serial.
-    ``single_branch_oc_block``: ``oc_block`` for a layer with one branch (W1A1), if set.
     """
     if not 1 <= layer.act_bits <= MAX_BITS:
         raise ValueError(f"layer {layer.name}: act_bits={layer.act_bits}, "
@@ -145,20 +143,20 @@ def plan_layer(layer: QuantizedLayer, oc_block: int = 16, word_bits: int = 64,
         ocg = layer.out_channels // layer.groups
     else:
         ocg = layer.out_channels
-    if single_branch_oc_block and layer.act_bits * planes.bits == 1:
-        oc_block = single_branch_oc_block
-    block = choose_oc_block(ocg, oc_block)
-    layout = "channels"
+    branches = layer.act_bits * planes.bits
+    word_bits = layout.word_bits
+    block = choose_oc_block(ocg, layout.oc_block_for(branches))
+    packing = "channels"
     if layer.kind == "conv2d":
-        layout = conv_packing(*planes.codes.shape[1:], layer.act_bits * planes.bits)
-        if integer_min_branches and layer.act_bits * planes.bits >= integer_min_branches:
-            layout = "integer"
-    if layout == "integer":
+        packing = conv_packing(*planes.codes.shape[1:], branches)
+        if layout.uses_integer_kernel(branches):
+            packing = "integer"
+    if packing == "integer":
         wz = layer.weight - np.asarray(layer.weight_zero_point, np.int64).reshape(-1, 1, 1, 1)
         oc_, cg, kh, kw = wz.shape
         packed = np.ascontiguousarray(np.transpose(
             wz.reshape(oc_ // block, block, cg, kh, kw), (0, 2, 3, 4, 1))).astype(np.int32)
-    elif layout == "im2col":
+    elif packing == "im2col":
         flat = planes.codes.reshape(planes.codes.shape[0], -1)  # (c, ky, kx) order
         packed = pack_dense_weights(flat, planes.bits, block, word_bits)
     elif layer.kind == "conv2d":
@@ -184,7 +182,7 @@ def plan_layer(layer: QuantizedLayer, oc_block: int = 16, word_bits: int = 64,
     coef_su = np.broadcast_to(d * c_w + 2 * e_w, (oc,)).astype(np.int64)
     const2 = np.broadcast_to(const2, (oc,)).astype(np.int64)
     bound = _acc2_bound(d, const2, coef_su, n_taps, c_x, c_w)
-    if layout == "integer":  # the kernel's "P" is acc - int_bias itself: 2acc = 2P + 2B
+    if packing == "integer":  # the kernel's "P" is acc - int_bias itself: 2acc = 2P + 2B
         int_bias = np.zeros(oc, np.int64) if layer.int_bias is None else layer.int_bias
         neg_d, coef_su = np.full(oc, 2, np.int64), np.zeros(oc, np.int64)
         const2 = 2 * np.broadcast_to(np.asarray(int_bias, np.int64), (oc,))
@@ -222,7 +220,7 @@ def plan_layer(layer: QuantizedLayer, oc_block: int = 16, word_bits: int = 64,
             steps.values, np.iinfo(acc_dtype).max).astype(acc_dtype),
         base=None if steps is None else steps.base.astype(np.int32),
     )
-    return LayerPlan(layer, planes.bits, block, packed, epi, pad_code=zx, conv_layout=layout,
+    return LayerPlan(layer, planes.bits, block, packed, epi, pad_code=zx, conv_layout=packing,
                      word_bits=word_bits)
 
 

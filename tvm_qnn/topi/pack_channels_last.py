@@ -17,9 +17,8 @@ from __future__ import annotations
 
 from tvm import tirx
 
+from .attrs import PACK_CL_ATTR
 from .bitserial import words_for
-
-PACK_CL_ATTR = "tvm_qnn.pack_channels_last"
 
 
 def pack_channels_last_func(shape: tuple[int, int, int, int], dtype: str, lo: int, bits: int,

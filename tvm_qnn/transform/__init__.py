@@ -1,16 +1,19 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Relax passes of tvm_qnn, one per module."""
+"""Relax passes of tvm_qnn, one per module, and the layer matcher they share."""
 
 from .canonicalize_fake_quant import CanonicalizeFakeQuant
+from .layer_matcher import LayerMatch, find_layers
 from .legalize_quantize import LegalizeQuantize, quantize_half_even
-from .rewrite_bitserial import KERNEL_ATTR, LayerMatch, RewriteBitserial, find_layers
-from .schedule_kernels import ScheduleBitserial
+from .offload_accel import OffloadAccel, OffloadedLayer
+from .rewrite_bitserial import RewriteBitserial
+from .schedule_bitserial import ScheduleBitserial
 
 __all__ = [
     "CanonicalizeFakeQuant",
-    "KERNEL_ATTR",
     "LayerMatch",
     "LegalizeQuantize",
+    "OffloadAccel",
+    "OffloadedLayer",
     "RewriteBitserial",
     "ScheduleBitserial",
     "find_layers",

@@ -1,11 +1,12 @@
 # SPDX-License-Identifier: Apache-2.0
 """OffloadAccel: quantized conv2d / dense chains → accelerator call + host epilogue.
 
-For every layer the accelerator can run (see :mod:`tvm_qnn.target.accel.lower`), the chain is
-replaced by a call of the layer's driver, which runs the accelerator program and returns the
-branch sums P, and a host PrimFunc that turns P into the layer's output (the CPU kernels'
-epilogue). Layers it cannot run stay as they are, with the reason logged, so
-:class:`~tvm_qnn.transform.RewriteBitserial` makes them CPU bit-serial kernels afterwards.
+The target decides which layers an accelerator runs (``QnnTarget.offload``) and hands this
+pass one :class:`OffloadedLayer` per layer name: the global function that runs the layer's
+program and returns the branch sums P, and the plan whose epilogue turns P into the layer's
+output on the host (the CPU kernels' epilogue, so both paths give the same bits). Layers not
+named stay as they are, so :class:`~tvm_qnn.transform.RewriteBitserial` makes them CPU
+bit-serial kernels afterwards.
 
 Before::
 
@@ -20,86 +21,63 @@ After::
 from __future__ import annotations
 
 import functools
-import logging
-import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 import tvm
 from tvm import relax
 from tvm.relax.expr_functor import mutator
 
-from ..topi.layer import branch_epilogue_compute, plan_layer
-from .rewrite_bitserial import LayerRewriter
+from ..topi.attrs import LAYER_ATTR
+from ..topi.layer import LayerPlan, branch_epilogue_compute
+from .layer_rewriter import LayerRewriter
 
-logger = logging.getLogger("tvm_qnn")
+
+@dataclass(frozen=True)
+class OffloadedLayer:
+    """One layer the accelerator runs: ``function(data, out)`` writes its branch sums P
+    (``p_shape``, ``p_dtype``); ``plan``'s epilogue turns them into the layer's output."""
+
+    plan: LayerPlan
+    function: str
+    p_shape: tuple[int, ...]
+    p_dtype: str
 
 
 @mutator
 class _Offloader(LayerRewriter):
-    def __init__(self, mod, owner: OffloadAccel):
+    def __init__(self, mod, layers: Mapping[str, OffloadedLayer]):
         super().__init__(mod)
-        self.owner = owner
-        self.lowered = {}
+        self.layers = layers
 
     def takes(self, match):
-        from ..target.accel.driver import AccelLayer
-        from ..target.accel.lower import NotOffloadable, lower_layer
-
-        from ..target.accel.lower import TilingChoice
-        from ..tuning.accel import tiling_key
-
-        plan = plan_layer(match.layer)
-        try:
-            record = (self.owner.tilings.get(tiling_key(plan, self.owner.config))
-                      if self.owner.tilings else None)
-            choice = TilingChoice() if record is None else TilingChoice(
-                record["rows"], record["group_blocks"])
-            lowered = lower_layer(plan, self.owner.config, choice)
-        except NotOffloadable as err:
-            logger.info("%s (%s): runs on the host CPU, not the accelerator: %s", match.name,
-                        match.kind, err)
-            self.owner.reasons[match.name] = str(err)
-            return False
-        bits = f"W{plan.weight_bits}A{match.layer.act_bits}"
-        layer = AccelLayer(match.name, match.kind, bits, lowered)
-        name = layer.register(f"tvm_qnn.accel.{self.owner.session}.{len(self.owner.layers)}")
-        self.owner.layers[match.name] = layer
-        self.lowered[match.anchor] = (plan, layer, name)
-        logger.info("%s (%s): accelerator %s, %d weight group(s) x %d-row tiles%s", match.name,
-                    match.kind, bits, len(lowered.tiling.groups), lowered.tiling.rows,
-                    "" if record is None else " (tuned tiling)")
-        return True
+        return match.name in self.layers
 
     def rewrite_layer(self, match, data):
-        plan, layer, name = self.lowered[match.anchor]
+        layer = self.layers[match.name]
         p = self.builder_.emit(relax.call_dps_packed(
-            name, (data,), relax.TensorType(layer.out_shape, layer.lowered.p_dtype)))
-        params = [relax.const(arr) for _, arr in plan.epilogue.tensor_params()]
-        return self.builder_.call_te(functools.partial(branch_epilogue_compute, plan), p, data,
-                                     *params, primfunc_name_hint="accel_epilogue",
-                                     primfunc_attrs={"tvm_qnn.layer": match.name})
+            layer.function, (data,), relax.TensorType(layer.p_shape, layer.p_dtype)))
+        params = [relax.const(arr) for _, arr in layer.plan.epilogue.tensor_params()]
+        return self.builder_.call_te(functools.partial(branch_epilogue_compute, layer.plan), p,
+                                     data, *params, primfunc_name_hint="accel_epilogue",
+                                     primfunc_attrs={LAYER_ATTR: match.name})
 
 
 @tvm.transform.module_pass(opt_level=0, name="OffloadAccel")
 class OffloadAccel:
-    """Offload the quantized layers the accelerator ``config`` can run.
+    """Replace the named quantized layers by accelerator calls and host epilogues.
 
-    Attributes
+    Parameters
     ----------
-    layers : dict of str to AccelLayer
-        The offloaded layers by name (their drivers, for running and profiling).
-    reasons : dict of str to str
-        Why each layer that stayed on the CPU did.
+    layers : mapping of str to OffloadedLayer
+        The layers to offload, by layer name (:attr:`LayerMatch.name`).
     """
 
-    def __init__(self, config, tilings: dict | None = None):
-        self.config = config
-        self.tilings = tilings or {}
-        self.session = uuid.uuid4().hex[:12]  # global function names unique per compile
-        self.layers = {}
-        self.reasons = {}
+    def __init__(self, layers: Mapping[str, OffloadedLayer]):
+        self.layers = dict(layers)
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:  # noqa: D102
-        return _Offloader(mod, self).transform()
+        return _Offloader(mod, self.layers).transform()
 
 
-__all__ = ["OffloadAccel"]
+__all__ = ["OffloadAccel", "OffloadedLayer"]

@@ -8,12 +8,17 @@ import logging
 import os
 import tempfile
 
+import numpy as np
 from tvm.s_tir import meta_schedule as ms
 
 from ..errors import TvmQnnError
 
 logger = logging.getLogger("tvm_qnn")
-FILES = ("database_workload.json", "database_tuning_record.json")
+WORKLOADS_FILE = "database_workload.json"
+RECORDS_FILE = "database_tuning_record.json"
+FILES = (WORKLOADS_FILE, RECORDS_FILE)
+# MetaSchedule stores a candidate that failed to build or run with this run time.
+_FAILED_SECONDS = 1e9
 
 
 def _repair(path: str) -> None:
@@ -59,11 +64,35 @@ def open_database(db, create: bool = False) -> ms.database.Database:
             raise TvmQnnError(f"tuning database {path!r}: no such directory "
                               "(tvm_qnn.tune(..., work_dir=...) writes one)")
         os.makedirs(path, exist_ok=True)
-    elif not create and not os.path.isfile(os.path.join(path, "database_tuning_record.json")):
+    elif not create and not os.path.isfile(os.path.join(path, RECORDS_FILE)):
         raise TvmQnnError(f"tuning database {path!r} has no database_tuning_record.json")
     for name in FILES:
         _repair(os.path.join(path, name))
     return ms.database.JSONDatabase(work_dir=path)
+
+
+def has_records(db) -> bool:
+    """True for a Database, or a folder holding a record file (tuning records to use)."""
+    return isinstance(db, ms.database.Database) or os.path.isfile(
+        os.path.join(os.fspath(db), RECORDS_FILE))
+
+
+def is_measured(rec: ms.database.TuningRecord) -> bool:
+    """True for a record of a candidate that ran (failed candidates are stored as 1e10 s)."""
+    secs = rec.run_secs or []
+    return bool(secs) and max(float(s) for s in secs) < _FAILED_SECONDS
+
+
+def mean_seconds(rec: ms.database.TuningRecord) -> float:
+    """The mean of a record's run times: what the database ranks records by."""
+    return float(np.mean([float(x) for x in rec.run_secs]))
+
+
+def measured_records(db: ms.database.Database, mod, limit: int = 1 << 20) -> list:
+    """The measured records of the workload ``mod``, fastest first."""
+    if not db.has_workload(mod):
+        return []
+    return [r for r in db.get_top_k(db.commit_workload(mod), limit) if is_measured(r)]
 
 
 def keep_best(db_dir: str | os.PathLike) -> tuple[int, int]:
@@ -87,7 +116,7 @@ def replace_records(db_dir: str | os.PathLike, fill) -> None:
     so their indices, and the workload file, stay as they are; the record file is replaced
     atomically."""
     path = os.fspath(db_dir)
-    workloads = os.path.join(path, FILES[0])
+    workloads = os.path.join(path, WORKLOADS_FILE)
     with open(workloads, encoding="utf-8") as f:
         old = f.read()
     with tempfile.TemporaryDirectory(dir=path) as tmp:
@@ -95,10 +124,11 @@ def replace_records(db_dir: str | os.PathLike, fill) -> None:
         for line in old.splitlines():
             new.commit_workload(ms.database.Workload.from_json(json.loads(line)).mod)
         fill(new)
-        with open(os.path.join(tmp, FILES[0]), encoding="utf-8") as f:
+        with open(os.path.join(tmp, WORKLOADS_FILE), encoding="utf-8") as f:
             if f.read() != old:  # fill added a workload: it must be on disk first
-                os.replace(os.path.join(tmp, FILES[0]), workloads)
-        os.replace(os.path.join(tmp, FILES[1]), os.path.join(path, FILES[1]))
+                os.replace(os.path.join(tmp, WORKLOADS_FILE), workloads)
+        os.replace(os.path.join(tmp, RECORDS_FILE), os.path.join(path, RECORDS_FILE))
 
 
-__all__ = ["keep_best", "open_database", "replace_records"]
+__all__ = ["RECORDS_FILE", "WORKLOADS_FILE", "has_records", "is_measured", "keep_best",
+           "mean_seconds", "measured_records", "open_database", "replace_records"]

@@ -25,23 +25,11 @@ from tvm import s_tir
 from tvm.s_tir import meta_schedule as ms
 
 from .. import knobs
-from .database import open_database
-from .model_runner import args_key
+from ..topi.attrs import KERNEL_ATTR, block_names
+from .database import has_records, is_measured, mean_seconds, open_database
 from .tasks import workload
 
 logger = logging.getLogger("tvm_qnn")
-_PACKAGE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                            "schedules")
-_CHECKOUT_DIR = os.path.join(os.path.dirname(os.path.dirname(_PACKAGE_DIR)), "schedules")
-
-
-def schedules_dirs() -> list[str]:
-    """Folders searched for pre-tuned databases: ``TVM_QNN_SCHEDULES`` if set, else the
-    installed package's ``tvm_qnn/schedules`` and a source checkout's ``schedules/``."""
-    override = knobs.schedules_dir()
-    if override:
-        return [override]
-    return [d for d in dict.fromkeys([_PACKAGE_DIR, _CHECKOUT_DIR]) if os.path.isdir(d)]
 
 
 def find_pretuned(backend) -> tuple[str, str, str] | None:
@@ -52,20 +40,19 @@ def find_pretuned(backend) -> tuple[str, str, str] | None:
     if knobs.schedules_dir() == "off":
         return None
     for key, level in backend.schedule_keys():
-        for folder in schedules_dirs():
+        for folder in knobs.schedules_dirs():
             path = os.path.join(folder, key)
-            if os.path.isfile(os.path.join(path, "database_tuning_record.json")):
+            if has_records(path):
                 return path, key, level
     return None
 
 
 def signature(func: tvm.tirx.PrimFunc) -> tuple:
     """What a tuned schedule needs to replay on ``func``: kind, arguments, blocks."""
-    kind = str(func.attrs.get("tvm_qnn.kernel", "")) if func.attrs is not None else ""
-    args = args_key(ms.arg_info.ArgInfo.from_prim_func(func))
-    sch = s_tir.Schedule(func)
-    blocks = tuple(sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root")))
-    return kind, args, blocks
+    kind = str(func.attrs.get(KERNEL_ATTR, "")) if func.attrs is not None else ""
+    args = tuple((str(a.dtype), tuple(int(d) for d in a.shape))
+                 for a in ms.arg_info.ArgInfo.from_prim_func(func))
+    return kind, args, block_names(func)
 
 
 @functools.lru_cache(maxsize=8)
@@ -73,11 +60,10 @@ def _index(path: str) -> dict:
     """The best measured record of ``path`` per signature."""
     best: dict = {}
     for rec in open_database(path).get_all_tuning_records():
-        secs = [float(s) for s in rec.run_secs or []]
-        if not secs or max(secs) >= 1e9:  # failed candidates are stored as 1e10 s
+        if not is_measured(rec):
             continue
         key = signature(rec.workload.mod["main"])
-        mean = sum(secs) / len(secs)
+        mean = mean_seconds(rec)
         if key not in best or mean < best[key][0]:
             best[key] = (mean, rec)
     return {k: rec for k, (_, rec) in best.items()}
@@ -97,4 +83,4 @@ def replay(path: str, func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc | None:
     return sch.mod["main"]
 
 
-__all__ = ["find_pretuned", "replay", "schedules_dirs", "signature"]
+__all__ = ["find_pretuned", "replay", "signature"]

@@ -13,10 +13,7 @@ from dataclasses import dataclass, field
 import tvm
 import tvm_ffi
 
-from ..topi.bitserial import INT_INPUT_BLOCK
-from ..transform.rewrite_bitserial import KERNEL_ATTR
-
-LAYER_ATTR = "tvm_qnn.layer"
+from ..topi.attrs import BITS_ATTR, INT_INPUT_BLOCK, KERNEL_ATTR, LAYER_ATTR, block_names
 
 
 def workload(func: tvm.tirx.PrimFunc) -> tvm.IRModule:
@@ -39,9 +36,7 @@ class Task:
     @property
     def integer(self) -> bool:
         """True for a plain integer kernel (``conv_layout="integer"``): no popcount loop."""
-        from .pretuned import signature
-
-        return INT_INPUT_BLOCK in signature(self.mod["main"])[2]
+        return INT_INPUT_BLOCK in block_names(self.mod["main"])
 
     @property
     def name(self) -> str:
@@ -63,7 +58,7 @@ def extract_tasks(mod: tvm.IRModule) -> list[Task]:
         layer = str(func.attrs.get(LAYER_ATTR, "layer"))
         same = next((t for t in tasks if tvm_ffi.structural_equal(t.mod, key)), None)
         if same is None:
-            tasks.append(Task(str(kind), str(func.attrs.get("tvm_qnn.bits", "")), key, [layer]))
+            tasks.append(Task(str(kind), str(func.attrs.get(BITS_ATTR, "")), key, [layer]))
         else:
             same.layers.append(layer)
     return tasks

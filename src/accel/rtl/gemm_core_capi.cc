@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// C interface (src/accel/gemm_rtl.h) of the verilated gemm_core. Built by tvm_qnn.accel.rtl with
+// C interface (src/accel/gemm_rtl.h) of the verilated gemm_core. Built by tvm_qnn.bitserial_accel.rtl with
 // -DGEMM_BATCH=... matching the verilator -G parameters, linked with the model into one .so.
 #include <cstring>
 

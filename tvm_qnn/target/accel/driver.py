@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import tvm_ffi
 
-from ...accel import Simulator
+from ...bitserial_accel import Simulator
 from .lower import LoweredLayer
 
 

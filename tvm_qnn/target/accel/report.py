@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ... import reference
-from ...accel import AccelConfig
+from ...bitserial_accel import AccelConfig
 from ...topi.layer import QuantizedLayer, plan_layer
 from ...topi.weights import decompose_weights
 from .driver import AccelLayer

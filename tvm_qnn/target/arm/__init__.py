@@ -15,7 +15,9 @@ from dataclasses import dataclass
 import tvm
 
 from ...errors import TvmQnnError
-from ..cpu_schedule import CpuKnobs, CpuTarget
+from ...topi.attrs import INT_INPUT_BLOCK, block_names
+from ...topi.layout import Layout
+from ..cpu import INTEGER_MIN_BRANCHES, CpuTarget, ScheduleConfig
 from .emulator import EmulatedDevice
 
 __all__ = ["BOARDS", "ArmBoard", "ArmTarget", "EmulatedDevice"]
@@ -48,23 +50,42 @@ class ArmTarget(CpuTarget):
     """An ARM board from :data:`BOARDS` (NEON popcount kernels)."""
 
     name = "arm_cpu"
+    aliases = f"'arm_cpu' (a Raspberry Pi 4), 'arm_cpu:<board>' (boards: {', '.join(BOARDS)})"
     # Defaults from the llvm-mca model of the cortex-a72/a53 (``python -m bench.arm_model``):
     # byte words, because ``cnt`` counts bytes: ``eor`` + ``cnt`` + a byte ``add`` per 128
     # bits, widened once per chunk of words instead of three widening adds after every
     # ``cnt`` with 64-bit lanes; 64 output channels (four q registers) per broadcast
     # activation byte and 2 positions per register tile, so the ``ld1r`` broadcasts (which
     # use an ASIMD pipe too) cost one uop in 13.
-    default_knobs = CpuKnobs(ow_tile=2, row_tile=1, oc_block=64, word_bits=8)
+    default_schedule_config = ScheduleConfig(ow_tile=2, row_tile=1)
+    default_layout = Layout(oc_block=64, word_bits=8, integer_min_branches=INTEGER_MIN_BRANCHES)
 
-    def __init__(self, board: str = "rasp4b", knobs: CpuKnobs | None = None):
+    def __init__(self, board: str = "rasp4b", schedule_config: ScheduleConfig | None = None,
+                 layout: Layout | None = None):
         if board not in BOARDS:
             raise TvmQnnError(f"unknown ARM board {board!r}: one of {sorted(BOARDS)}")
         self.board_name = board
         self.board = BOARDS[board]
-        self.knobs = knobs or self.default_knobs
-        self.oc_block = self.knobs.oc_block or 64
-        self.word_bits = self.knobs.word_bits or 8
-        self.integer_min_branches = self.knobs.integer_min_branches
+        self.schedule_config = schedule_config or self.default_schedule_config
+        self.layout = layout or self.default_layout
+
+    @classmethod
+    def parse(cls, spec):
+        if isinstance(spec, str):
+            if spec == cls.name or spec.startswith(f"{cls.name}:"):
+                return cls(spec.partition(":")[2] or "rasp4b")
+            return None
+        if isinstance(spec, (dict, tvm.target.Target)):
+            tgt = tvm.target.Target(spec) if isinstance(spec, dict) else spec
+            triple = str(tgt.attrs.get("mtriple", ""))
+            if tgt.kind.name != "llvm" or not triple.startswith(("aarch64", "arm")):
+                return None
+            arch = "aarch64" if triple.startswith("aarch64") else "armv7"
+            mcpu = str(tgt.attrs.get("mcpu", ""))
+            for name, board in BOARDS.items():
+                if board.arch == arch and board.mcpu == (mcpu or board.mcpu):
+                    return cls(name)
+        return None
 
     @property
     def alias(self) -> str:
@@ -100,3 +121,28 @@ class ArmTarget(CpuTarget):
 
     def describe(self) -> str:
         return f"{self.alias} ({self.board.mcpu}, {self.board.arch} NEON)"
+
+    # -- the llvm-mca model of the board's core (aarch64: what qemu and LLVM both cover) -------
+
+    def can_model(self, func) -> bool:
+        # llvm-mca scores the xor-popcount loop; the integer kernel has none.
+        return self.board.arch == "aarch64" and INT_INPUT_BLOCK not in block_names(func)
+
+    def model_runner(self, funcs):
+        if self.board.arch != "aarch64":
+            return None
+        from tvm.s_tir import meta_schedule as ms
+
+        from .model_runner import ModelRunner, args_key, popcount_bytes
+
+        return ModelRunner(self.board, {
+            args_key(ms.arg_info.ArgInfo.from_prim_func(f)): popcount_bytes(f) for f in funcs})
+
+    def model_seconds(self, func):
+        if not self.can_model(func):
+            return None
+        from .mca import kernel_seconds
+        from .model_runner import popcount_bytes
+
+        asm = tvm.compile(func, self.tvm_target).mod.inspect_source("asm")
+        return kernel_seconds(asm, popcount_bytes(func), self.board.mcpu, self.board.clock_ghz)

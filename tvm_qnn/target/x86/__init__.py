@@ -1,5 +1,10 @@
 # SPDX-License-Identifier: Apache-2.0
-"""x86 target: AVX-512 VPOPCNTDQ (512-bit ``vpopcntq``) when the CPU has it, else AVX2."""
+"""x86 target: AVX-512 VPOPCNTDQ (512-bit ``vpopcntq``) when the CPU has it, else AVX2.
+
+``"x86"`` (also ``"llvm"``, ``"cpu"``) is this host's CPU; ``"x86:<mcpu>"`` any x86 CPU LLVM
+knows (e.g. ``x86:haswell``: the AVX2 code); a TVM ``Target`` or dict of kind ``llvm`` with an
+x86 triple (or none) selects it too.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +13,16 @@ import os
 
 import tvm
 
-from ..cpu_schedule import CpuKnobs, CpuTarget
+from ...errors import TvmQnnError
+from ...topi.layout import Layout
+from ..cpu import INTEGER_MIN_BRANCHES, CpuTarget, ScheduleConfig
 
 __all__ = ["X86Target", "host_cpu_flags"]
+
+_HOST_ALIASES = ("x86", "llvm", "cpu")
+_VPOPCNTDQ_CPUS = {"icelake-client", "icelake-server", "tigerlake", "sapphirerapids",
+                   "emeraldrapids", "graniterapids", "znver4", "znver5", "cooperlake",
+                   "rocketlake", "alderlake-avx512"}
 
 
 @functools.lru_cache(maxsize=1)
@@ -26,31 +38,59 @@ def host_cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
+@functools.lru_cache(maxsize=1)
+def _llvm_x86_cpus() -> frozenset[str]:
+    from tvm.target.codegen import llvm_get_cpu_archlist
+
+    return frozenset(llvm_get_cpu_archlist(tvm.target.Target(
+        {"kind": "llvm", "mtriple": "x86_64-linux-gnu"})))
+
+
 class X86Target(CpuTarget):
     """This host's x86 CPU (or an explicit ``mcpu``)."""
 
     name = "x86"
+    aliases = "'x86' (this CPU), 'x86:<mcpu>' (e.g. x86:haswell, the AVX2 code)"
 
     def __init__(self, mcpu: str | None = None, num_cores: int | None = None,
-                 knobs: CpuKnobs | None = None):
+                 schedule_config: ScheduleConfig | None = None, layout: Layout | None = None):
+        self.host = mcpu is None
         self.mcpu = mcpu or tvm.target.codegen.llvm_get_system_cpu()
         self.num_cores = num_cores or len(os.sched_getaffinity(0))
-        flags = host_cpu_flags() if mcpu is None else frozenset()
-        self.has_vpopcntdq = "avx512_vpopcntdq" in flags or self._mcpu_has_vpopcnt(self.mcpu)
-        # The W1A1 register tile was measured with VPOPCNTDQ only (see CpuKnobs).
-        self.knobs = knobs or CpuKnobs(single_branch=(2, 2, 32) if self.has_vpopcntdq else None)
+        flags = host_cpu_flags() if self.host else frozenset()
+        self.has_vpopcntdq = "avx512_vpopcntdq" in flags or self.mcpu in _VPOPCNTDQ_CPUS
+        # The W1A1 register tile was measured with VPOPCNTDQ only (see ScheduleConfig).
+        self.schedule_config = schedule_config or ScheduleConfig(
+            single_branch_tile=(2, 2) if self.has_vpopcntdq else None)
         # 16 uint64 lanes = two zmm per tile row with VPOPCNTDQ; 8 (two ymm) on AVX2.
-        self.oc_block = self.knobs.oc_block or (16 if self.has_vpopcntdq else 8)
-        self.word_bits = self.knobs.word_bits or 64
-        self.integer_min_branches = self.knobs.integer_min_branches
-        self.single_branch_oc_block = (self.knobs.single_branch[2] if self.knobs.single_branch
-                                       else None)
+        self.layout = layout or Layout(
+            oc_block=16 if self.has_vpopcntdq else 8, word_bits=64,
+            integer_min_branches=INTEGER_MIN_BRANCHES,
+            single_branch_oc_block=32 if self.has_vpopcntdq else None)
 
-    @staticmethod
-    def _mcpu_has_vpopcnt(mcpu: str) -> bool:
-        return mcpu in {"icelake-client", "icelake-server", "tigerlake", "sapphirerapids",
-                        "emeraldrapids", "graniterapids", "znver4", "znver5", "cooperlake",
-                        "rocketlake", "alderlake-avx512"}
+    @classmethod
+    def parse(cls, spec):
+        if isinstance(spec, str):
+            if spec in _HOST_ALIASES:
+                return cls()
+            if not spec.startswith("x86:"):
+                return None
+            mcpu = spec.partition(":")[2]
+            if mcpu not in _llvm_x86_cpus():
+                raise TvmQnnError(f"target {spec!r}: LLVM knows no x86 CPU {mcpu!r} "
+                                  "(e.g. haswell, skylake-avx512, znver4)")
+            return cls(mcpu=mcpu)
+        if isinstance(spec, (dict, tvm.target.Target)):
+            tgt = tvm.target.Target(spec) if isinstance(spec, dict) else spec
+            if tgt.kind.name != "llvm" or "x86" not in str(tgt.attrs.get("mtriple", "x86_64")):
+                return None
+            return cls(mcpu=str(tgt.attrs.get("mcpu", "")) or None,
+                       num_cores=int(tgt.attrs.get("num-cores", 0)) or None)
+        return None
+
+    @property
+    def alias(self) -> str:
+        return self.name if self.host else f"{self.name}:{self.mcpu}"
 
     @property
     def tvm_target(self) -> tvm.target.Target:

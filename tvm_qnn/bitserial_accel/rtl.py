@@ -121,7 +121,8 @@ def build_gemm_core(config: AccelConfig | None = None, *, verbose: bool = False)
     if os.path.exists(lib):
         return lib
     os.makedirs(knobs.cache_dir(), exist_ok=True)
-    print(f"tvm_qnn.accel.rtl: verilating gemm_core {params} into {out_dir}", file=sys.stderr)
+    print(f"tvm_qnn.bitserial_accel.rtl: verilating gemm_core {params} into {out_dir}",
+          file=sys.stderr)
     # Build in a private folder and rename it into place, so concurrent builds cannot see a
     # half-written library.
     work = tempfile.mkdtemp(prefix="gemm-rtl-build-", dir=knobs.cache_dir())

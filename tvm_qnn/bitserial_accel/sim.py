@@ -7,7 +7,6 @@ import json
 
 import numpy as np
 
-from . import errors  # noqa: F401 - registers the error kinds the library throws
 from ._lib import library
 from .config import AccelConfig
 
@@ -25,7 +24,7 @@ class Simulator:
 
     def run(self, program, dram, *, trace: bool = False, max_cycles: int = 10**9,
             gemm: str = "functional") -> tuple[np.ndarray, dict]:
-        """Run ``program`` (a :class:`~tvm_qnn.accel.isa.Program` or its bytes) on ``dram``.
+        """Run ``program`` (a :class:`~.isa.Program` or its bytes) on ``dram``.
 
         Parameters
         ----------
@@ -41,7 +40,7 @@ class Simulator:
             ``"functional"`` (C++) or ``"rtl"``: every GEMM instruction runs plane pair by plane
             pair through the verilated Verilog core (co-simulation, docs/accelerator_rtl.md),
             whose clock cycles become the instruction's cycles. Builds the core on first use
-            (cached); needs verilator, else :class:`~tvm_qnn.accel.rtl.RtlUnavailable`.
+            (cached); needs verilator, else :class:`~tvm_qnn.bitserial_accel.rtl.RtlUnavailable`.
 
         Returns
         -------

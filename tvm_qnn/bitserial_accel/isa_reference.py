@@ -12,15 +12,15 @@ from __future__ import annotations
 import numpy as np
 
 from .config import AccelConfig
-from .isa import decode, layout
+from .isa import decode, isa_description
 
 
 def run_reference(config: AccelConfig, program, dram: np.ndarray) -> np.ndarray:
     """The DRAM after ``program``, as the ISA text specifies; raises on what it cannot do."""
     cfg = config
     dram = np.array(dram, dtype=np.uint8, copy=True)
-    mem = layout()["mem_types"]
-    alu_ops = {v: k for k, v in layout()["alu_ops"].items()}
+    mem = isa_description()["mem_types"]
+    alu_ops = {v: k for k, v in isa_description()["alu_ops"].items()}
     # SRAMs as arrays of bits / ints, one row per entry.
     inp = np.zeros((cfg.inp_entries, cfg.batch, cfg.block_in), np.int64)
     wgt = np.zeros((cfg.wgt_entries, cfg.block_out, cfg.block_in), np.int64)

@@ -29,14 +29,14 @@ from ._lib import library
 
 
 @functools.lru_cache(maxsize=None)
-def layout() -> dict:
+def isa_description() -> dict:
     """The ISA description from the simulator: opcodes, memory types, ALU ops, field layouts."""
     return json.loads(library().isa())
 
 
 def _name_to_code(table: str, value: int | str) -> int:
     if isinstance(value, str):
-        codes = layout()[table]
+        codes = isa_description()[table]
         if value.upper() not in codes:
             raise ValueError(f"unknown {table[:-1]} {value!r}; one of {sorted(codes)}")
         return codes[value.upper()]
@@ -64,14 +64,14 @@ def _pack(fields: list[dict], values: dict, what: str) -> tuple[int, int]:
 def encode(opcode: int | str, **fields) -> bytes:
     """One 16-byte instruction from its opcode (``"GEMM"`` or 2) and named fields (others 0)."""
     op = _name_to_code("opcodes", opcode)
-    name = next(k for k, v in layout()["opcodes"].items() if v == op)
-    w0, w1 = _pack(layout()["formats"][name], {**fields, "opcode": op}, name)
+    name = next(k for k, v in isa_description()["opcodes"].items() if v == op)
+    w0, w1 = _pack(isa_description()["formats"][name], {**fields, "opcode": op}, name)
     return w0.to_bytes(8, "little") + w1.to_bytes(8, "little")
 
 
 def encode_uops(uops: Iterable[Sequence[int]]) -> np.ndarray:
     """Micro-ops ``(acc, inp, wgt)`` (ALU: ``(dst, src, 0)``) as uint8 bytes for DRAM."""
-    fields = layout()["uop"]
+    fields = isa_description()["uop"]
     words = [_pack(fields, dict(zip(("acc", "inp", "wgt"), u, strict=True)), "uop")[0]
              for u in uops]
     return np.asarray(words, dtype="<u8").view(np.uint8)
@@ -80,14 +80,14 @@ def encode_uops(uops: Iterable[Sequence[int]]) -> np.ndarray:
 def decode(program: bytes | Program) -> list[dict]:
     """Disassemble: one dict of named fields (plus ``"op"``) per instruction."""
     data = bytes(program)
-    names = {v: k for k, v in layout()["opcodes"].items()}
+    names = {v: k for k, v in isa_description()["opcodes"].items()}
     out = []
     for i in range(0, len(data), 16):
         words = (int.from_bytes(data[i:i + 8], "little"), int.from_bytes(data[i + 8:i + 16],
                                                                          "little"))
         op = names.get(words[0] & 7, f"OPCODE{words[0] & 7}")
         insn = {"op": op}
-        for f in layout()["formats"].get(op, []):
+        for f in isa_description()["formats"].get(op, []):
             v = (words[f["word"]] >> f["lo"]) & ((1 << f["width"]) - 1)
             if f["signed"] and v >> (f["width"] - 1):
                 v -= 1 << f["width"]
@@ -143,7 +143,8 @@ class Program:
         log2 = {1: 0, 2: 1, 4: 2}.get(out_bytes)
         if log2 is None:
             raise ValueError(f"out_bytes must be 1, 2 or 4, got {out_bytes}")
-        return self.emit("STORE", mem_type=layout()["mem_types"]["ACC"], out_bytes_log2=log2,
+        return self.emit("STORE", mem_type=isa_description()["mem_types"]["ACC"],
+                         out_bytes_log2=log2,
                          sram_base=sram_base, dram_base=dram_base, x_size=x_size, y_size=y_size,
                          x_stride=x_size if x_stride is None else x_stride, **deps)
 

@@ -20,6 +20,13 @@ import sysconfig
 import tvm_ffi
 
 from .. import knobs
+from ..errors import ConfigError, CycleBudgetError, DeadlockError, ProgramError
+
+# The C++ simulator throws tvm-ffi errors of these kinds; they arrive as tvm_qnn's classes.
+tvm_ffi.register_error("AccelProgramError", ProgramError)
+tvm_ffi.register_error("AccelDeadlockError", DeadlockError)
+tvm_ffi.register_error("AccelBudgetError", CycleBudgetError)
+tvm_ffi.register_error("AccelConfigError", ConfigError)
 
 LIB_NAME = "libtvm_qnn_accel_sim.so"
 _SOURCE_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -31,14 +38,14 @@ def _installed_candidates() -> list[str]:
     # Editable installs leave the sources here and the built library in site-packages.
     for base in [sysconfig.get_paths()["platlib"], sysconfig.get_paths()["purelib"], *sys.path]:
         if base:
-            dirs.append(os.path.join(base, "tvm_qnn", "accel"))
+            dirs.append(os.path.join(base, "tvm_qnn", "bitserial_accel"))
     return [os.path.join(d, LIB_NAME) for d in dict.fromkeys(dirs)]
 
 
 def _source_hash() -> str:
     h = hashlib.sha256()
     src = os.path.join(_SOURCE_ROOT, "src", "accel")
-    # Files only: src/accel/rtl (the Verilog, built separately by tvm_qnn.accel.rtl) is a folder.
+    # Files only: src/accel/rtl (the Verilog, built separately by .rtl) is a folder.
     for rel in ["CMakeLists.txt", *sorted(os.path.join("src", "accel", f) for f in os.listdir(src)
                                           if os.path.isfile(os.path.join(src, f)))]:
         with open(os.path.join(_SOURCE_ROOT, rel), "rb") as f:
@@ -61,7 +68,7 @@ def build_library(build_dir: str | None = None, tests: bool = False) -> str:
     lib = os.path.join(build_dir, LIB_NAME)
     if os.path.exists(lib) and not tests:
         return lib
-    print(f"tvm_qnn.accel: building the simulator into {build_dir}", file=sys.stderr)
+    print(f"tvm_qnn.bitserial_accel: building the simulator into {build_dir}", file=sys.stderr)
     subprocess.run(["cmake", "-S", _SOURCE_ROOT, "-B", build_dir, "-DCMAKE_BUILD_TYPE=Release",
                     f"-DPython_EXECUTABLE={sys.executable}",
                     f"-DTVM_QNN_ACCEL_TESTS={'ON' if tests else 'OFF'}"],

@@ -2,9 +2,9 @@
 """Tuning for the simulated accelerator: its tilings, scored by the simulator's cycle count.
 
 An offloaded layer's program is fixed by two knobs of its tiling (output rows per tile, output
-blocks per weight group, :class:`~tvm_qnn.target.accel.lower.TilingChoice`); the default is
-the pipeline model's pick. :func:`tune_accel` runs each candidate of
-:func:`~tvm_qnn.target.accel.lower.tiling_space` on the cycle-counting simulator (the
+blocks per weight group, :class:`~.tiling.TilingChoice`); the default is
+the pipeline model's pick. :func:`tune_tilings` runs each candidate of
+:func:`~.tiling.tiling_space` on the cycle-counting simulator (the
 accelerator's "runner") and keeps the fastest per layer signature in ``accel_tilings.json``
 in the work directory (rewritten atomically after each layer; a re-run skips what is there).
 ``compile(model, "accel", tuning_db=work_dir)`` and the shipped
@@ -20,7 +20,13 @@ import os
 
 import numpy as np
 
-from ..errors import TvmQnnError
+from ... import knobs
+from ...errors import NotOffloadable, TvmQnnError
+from ...topi.layer import plan_layer
+from ...transform import find_layers
+from .driver import AccelLayer
+from .lower import lower_layer
+from .tiling import TilingChoice, geometry, tiling_space
 
 logger = logging.getLogger("tvm_qnn")
 TILINGS_FILE = "accel_tilings.json"
@@ -28,8 +34,6 @@ TILINGS_FILE = "accel_tilings.json"
 
 def tiling_key(plan, config) -> str:
     """What a tiling record serves: the layer's geometry and bits on one configuration."""
-    from ..target.accel.lower import geometry
-
     g = geometry(plan, config.block_in)
     text = json.dumps([repr(g), config.to_json()], sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:24]
@@ -49,20 +53,14 @@ def load_tilings(folder: str | os.PathLike | None) -> dict:
         raise TvmQnnError(f"{path}: not a tiling database ({err})") from None
 
 
-def find_tilings(backend, tuning_db=None) -> tuple[dict, str | None]:
-    """``(records, where)`` of accelerator tilings for ``backend``: from ``tuning_db`` when
-    given, else the shipped ``schedules/accel-<config name>/`` folder; empty for a CPU."""
-    from .. import knobs
-    from .pretuned import schedules_dirs
-
-    config = getattr(backend, "config", None)
-    if config is None:
-        return {}, None
+def find_tilings(config, tuning_db=None) -> tuple[dict, str | None]:
+    """``(records, where)`` of tilings for the accelerator ``config``: from ``tuning_db`` when
+    given, else the shipped ``schedules/accel-<config name>/`` folder."""
     if tuning_db is not None:
         return load_tilings(tuning_db), os.fspath(tuning_db)
     if knobs.schedules_dir() == "off":
         return {}, None
-    for folder in schedules_dirs():
+    for folder in knobs.schedules_dirs():
         path = os.path.join(folder, f"accel-{config.name}")
         records = load_tilings(path)
         if records:
@@ -78,17 +76,14 @@ def _save(path: str, records: dict) -> None:
 
 
 def _cycles(plan, config, choice, codes) -> int:
-    from ..target.accel.driver import AccelLayer
-    from ..target.accel.lower import lower_layer
-
     layer = AccelLayer(plan.layer.name, plan.layer.kind, "", lower_layer(plan, config, choice))
     layer(codes)
     return int(layer.profile()["cycles"])
 
 
-def tune_accel(model, backend, work_dir, *, trials: int = 64, shapes=None,
-               example_inputs=None) -> dict:
-    """Search the tilings of every offloadable layer of ``model`` on the simulator.
+def tune_tilings(mod, config, layout, work_dir, *, trials: int = 64) -> dict:
+    """Search the tilings of every offloadable layer of the Relax module ``mod`` on the
+    simulator of ``config`` (``layout``: the host's, for the layers' plans).
 
     Returns ``{layer name: record}`` with ``rows``, ``group_blocks``, ``cycles``,
     ``default_cycles`` and ``trials`` per layer; the records also go to
@@ -96,22 +91,15 @@ def tune_accel(model, backend, work_dir, *, trials: int = 64, shapes=None,
     """
     from tqdm import tqdm
 
-    from ..frontend import load_model
-    from ..target.accel.lower import NotOffloadable, TilingChoice, tiling_space
-    from ..topi.layer import plan_layer
-    from ..transform import find_layers
-
-    config = backend.config
     work_dir = os.fspath(work_dir)
     os.makedirs(work_dir, exist_ok=True)
     path = os.path.join(work_dir, TILINGS_FILE)
     records = load_tilings(work_dir)
-    mod = load_model(model, shapes, example_inputs)
     report = {}
     for match in find_layers(mod["main"]):
         if match.layer is None:
             continue
-        plan = plan_layer(match.layer)
+        plan = plan_layer(match.layer, layout)
         key = tiling_key(plan, config)
         if key in records:
             logger.info("%s: tiling in the database, skipped", match.name)
@@ -141,4 +129,4 @@ def tune_accel(model, backend, work_dir, *, trials: int = 64, shapes=None,
     return report
 
 
-__all__ = ["TILINGS_FILE", "find_tilings", "load_tilings", "tiling_key", "tune_accel"]
+__all__ = ["TILINGS_FILE", "find_tilings", "load_tilings", "tiling_key", "tune_tilings"]

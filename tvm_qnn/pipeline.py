@@ -1,0 +1,86 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The Relax pipeline of tvm_qnn for a target: TVM's CPU pipeline with our passes in it.
+
+    [offload] → RewriteBitserial(layout) → LegalizeQuantize → TVM legalize → ScheduleBitserial
+    → TVM dataflow lowering → TVM finalize
+
+The target supplies the layout, the offload pass (an accelerator's) and the default schedule;
+``compile`` supplies the schedule of each kernel (tuned, pre-tuned or default) and the tuner
+lowers models with :func:`lower_for_tuning` to find its tasks.
+"""
+
+from __future__ import annotations
+
+import tvm
+from tvm.relax.backend.cpu_generic import pipeline as cpu_pipeline
+
+from .topi.layer import plan_layer
+from .topi.layout import Layout
+from .transform import LegalizeQuantize, RewriteBitserial, ScheduleBitserial, find_layers
+from .transform.schedule_bitserial import ScheduleFn
+
+
+def _before_scheduling(backend, offload=None) -> list[tvm.transform.Pass]:
+    target = backend.tvm_target
+    # RewriteBitserial before any constant folding: FoldConstant would turn the quantized
+    # weight chains into plain float constants. An accelerator takes its layers first.
+    return (cpu_pipeline.library_dispatch_passes(target)
+            + ([offload] if offload is not None else [])
+            + [RewriteBitserial(backend.layout), LegalizeQuantize()]
+            + cpu_pipeline.legalize_passes(target)[1:])  # TVM's LegalizeOps is done above
+
+
+def build_pipeline(backend, schedule: ScheduleFn | None = None,
+                   offload: tvm.transform.Pass | None = None) -> tvm.transform.Pass:
+    """The Relax pipeline of tvm_qnn for the target ``backend``.
+
+    ``schedule``: ``schedule(kind, func)`` for each layer kernel (default: the target's
+    template; ``compile`` passes :class:`~tvm_qnn.tuning.KernelSchedules`). ``offload``: the
+    pass of the target's :class:`~tvm_qnn.target.Offload`, if any.
+    """
+    target = backend.tvm_target
+    schedule = schedule or backend.schedule
+
+    @tvm.transform.module_pass(opt_level=0, name="TvmQnnPipeline")
+    def _pipeline(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        with target:
+            seq = tvm.transform.Sequential(
+                _before_scheduling(backend, offload)
+                + [ScheduleBitserial(schedule)]
+                + cpu_pipeline.dataflow_lower_passes(target)
+                + cpu_pipeline.finalize_passes(target)
+            )
+            return seq(mod)
+
+    return _pipeline
+
+
+def lower_for_tuning(mod: tvm.IRModule, backend) -> tvm.IRModule:
+    """``mod`` as the pipeline hands it to the schedules: the tuning tasks live here."""
+    with backend.tvm_target:
+        return tvm.transform.Sequential(_before_scheduling(backend))(mod)
+
+
+def layer_report(mod: tvm.IRModule, layout: Layout = Layout()) -> list[dict]:
+    """One dict per conv2d/matmul of ``main``: name, kind, bitserial, bits, MACs, reason.
+
+    ``bitserial`` is True for a layer tvm_qnn rewrites (else ``reason`` says why not);
+    ``kernel`` says how it runs with the target's ``layout``: ``bit-serial``, or ``integer``
+    for a conv with at least ``layout.integer_min_branches`` branches (e.g. an 8-bit first
+    layer); ``packed_weight_bytes`` is the size of its weights in that layout.
+    """
+    rows = []
+    for m in find_layers(mod["main"]):
+        row = {"name": m.name, "kind": m.kind, "bitserial": m.layer is not None, "macs": m.macs}
+        if m.layer is not None:
+            plan = plan_layer(m.layer, layout)
+            row.update(act_bits=m.layer.act_bits, weight_bits=plan.weight_bits,
+                       kernel="integer" if plan.conv_layout == "integer" else "bit-serial",
+                       packed_weight_bytes=int(plan.packed_weight.nbytes))
+        else:
+            row["reason"] = m.reason
+        rows.append(row)
+    return rows
+
+
+__all__ = ["build_pipeline", "layer_report", "lower_for_tuning"]

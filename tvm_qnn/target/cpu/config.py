@@ -1,0 +1,48 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The parameters of the CPU schedule templates: one frozen value per target (and per tuning
+candidate, where MetaSchedule samples the register tile and the unroll depth instead)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """How :mod:`.schedule` schedules a layer on an LLVM CPU (the tuning issue searches these).
+
+    The weight layout (channels per weight vector, word width) is the target's
+    :class:`~tvm_qnn.topi.layout.Layout`, fixed when the weights are packed.
+    """
+
+    ow_tile: int = 4  # output columns per register tile (conv)
+    oh_tile: int = 1  # output rows per register tile (conv)
+    oc_vectors: int = 1  # weight vectors (of oc_block channels) per register tile
+    # Unroll the loops under each parallel task up to this many steps (TVM's
+    # ``pragma_auto_unroll_max_step``; 0: only the register tile is unrolled).
+    unroll_max_step: int = 0
+    row_tile: int = 1  # batch rows per register tile (dense)
+    parallel: bool = True
+    # (ow_tile, oh_tile) for single-branch (W1A1) convs, else the tiles above. Measured on the
+    # AVX-512 suite convs (chained, one core): 2x2 positions x 32 channels (the layout's
+    # single_branch_oc_block) took conv56 from 0.79 to 0.84 of the roofline, but made W2A2 up
+    # to 18 % slower, so it applies to one branch only. None: the same tile for every bit width.
+    single_branch_tile: tuple[int, int] | None = None
+    # Pack a conv's NCHW codes into bit-planes with the output columns as one vector (the
+    # 64 channel bits outside): measured on the suite convs alone, conv56 1.2-1.5x faster,
+    # conv28 1.3x slower. A tuning choice (both variants are design spaces), off by default.
+    vector_pack: bool = False
+    # Below this many xor-popcounts a layer runs on one core: starting the thread pool costs
+    # more than it saves (measured: the demo CNN's 28x28 layers were slower on 2 threads).
+    min_parallel_popcounts: int = 1 << 20
+
+
+#: The values of ``unroll_max_step`` that tuning explores (512 was dropped: never faster on
+#: the suite, up to 1.8x slower on conv7 W2A2, and slow to build).
+UNROLL_STEPS = (0, 16, 64)
+
+#: Convs with at least this many branches (M·K) use the plain integer kernel on the CPUs
+#: (``Layout.integer_min_branches``): measured on the 8-bit first conv of CNV_2W2A (W6A8,
+#: 48 branches, im2col): 0.156 ms bit-serial. 17: an int32 multiply-add per 16 lanes beats
+#: 17+ popcounts per 64.
+INTEGER_MIN_BRANCHES = 17

@@ -1,0 +1,42 @@
+# SPDX-License-Identifier: Apache-2.0
+"""How a target lays out its bit-serial kernels: one frozen value, owned by the target."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The layout decisions :func:`~tvm_qnn.topi.layer.plan_layer` takes from a target.
+
+    Attributes
+    ----------
+    oc_block : int
+        Output channels per packed weight vector (the weight layout's inner dimension): 16 for
+        AVX-512 VPOPCNTDQ, 8 for AVX2, 64 for NEON. Reduced to a divisor of the channels per
+        group when needed.
+    word_bits : int
+        Bits per packed word of the bit-planes: 64 (popcount on 64-bit lanes) or 8 (byte
+        lanes, NEON ``cnt``).
+    integer_min_branches : int or None
+        Convs with at least this many branches (M·K) get a plain integer kernel instead;
+        None keeps every layer bit-serial.
+    single_branch_oc_block : int or None
+        ``oc_block`` of single-branch (W1A1) layers, when it differs from ``oc_block``.
+    """
+
+    oc_block: int = 16
+    word_bits: int = 64
+    integer_min_branches: int | None = None
+    single_branch_oc_block: int | None = None
+
+    def oc_block_for(self, branches: int) -> int:
+        """The preferred output channels per weight vector of a layer with ``branches``."""
+        if self.single_branch_oc_block and branches == 1:
+            return self.single_branch_oc_block
+        return self.oc_block
+
+    def uses_integer_kernel(self, branches: int) -> bool:
+        """True when a conv with ``branches`` (M·K) gets the plain integer kernel."""
+        return bool(self.integer_min_branches) and branches >= self.integer_min_branches

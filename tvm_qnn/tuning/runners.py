@@ -1,0 +1,70 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Where tuning candidates are built and timed: this CPU, a device behind a TVM RPC tracker,
+or a model of the target's device (``QnnTarget.model_runner``: the llvm-mca model of an ARM
+board)."""
+
+from __future__ import annotations
+
+from tvm.s_tir import meta_schedule as ms
+
+from ..errors import TvmQnnError
+from ..runtime.rpc import RemoteDevice
+
+# Candidates of one template differ by a few percent: each repeat runs >= 10 ms so the noise
+# of a shared machine does not pick the winner (measured: with 3 bare repeats the "best"
+# record was up to 15 % slower than the default template when timed again).
+EVALUATOR = ms.runner.EvaluatorConfig(number=1, repeat=5, min_repeat_ms=10)
+
+
+def make_runner(runner, timeout: float, backend, funcs=()) -> ms.runner.Runner:
+    """A MetaSchedule runner for ``runner``: None (this CPU when the target runs here, else
+    the target's model), ``"local"``, ``"model"``, ``"KEY@HOST:PORT"``, a
+    :class:`~tvm_qnn.runtime.rpc.RemoteDevice` or a Runner. ``funcs``: the tasks' PrimFuncs
+    (a model runner sizes each task's work from them)."""
+    if runner is None and not backend.runs_here():
+        runner = "model"
+    if runner == "model":
+        model = backend.model_runner(list(funcs))
+        if model is None:
+            raise TvmQnnError(f"runner='model' scores candidates with a model of the device "
+                              f"(llvm-mca for aarch64 boards); {backend.describe()} has none")
+        return model
+    if runner is None or runner == "local":
+        return ms.runner.LocalRunner(evaluator_config=EVALUATOR, timeout_sec=timeout)
+    if isinstance(runner, str):
+        runner = RemoteDevice.parse(runner)
+    if isinstance(runner, RemoteDevice):
+        # A candidate whose session cannot start (server gone) or that hangs is killed after
+        # ``timeout`` and recorded as failed: tuning goes on, a re-run measures it again.
+        from tvm.support.popen_pool import PopenPoolExecutor
+
+        config = ms.runner.RPCConfig(tracker_host=runner.tracker_host,
+                                     tracker_port=runner.tracker_port,
+                                     tracker_key=runner.key, session_timeout_sec=int(timeout))
+        rpc_runner = ms.runner.RPCRunner(config, evaluator_config=EVALUATOR)
+        # RPCRunner's worker pool has no timeout: with the server gone, the tracker request
+        # blocks forever and so would tuning. A pool that kills the worker after ``timeout``
+        # turns that into a failed candidate.
+        rpc_runner.pool = PopenPoolExecutor(max_workers=1, timeout=timeout)
+        return rpc_runner
+    return runner
+
+
+def _build(mod, target, _params):
+    """MetaSchedule's default build without its ``import tvm.s_tir.tensor_intrin``.
+
+    That import registers every tensor intrinsic of every target and costs ~20 s in each
+    fresh builder process (the builder pool restarts for every batch): most of a trial.
+    """
+    from tvm.driver import build
+
+    return build(mod, target=target)
+
+
+def make_builder(runner=None) -> ms.builder.Builder:
+    """The builder for ``runner``: a library per candidate, or what the runner reads instead
+    (its ``f_export``: a model runner reads the assembly)."""
+    return ms.builder.LocalBuilder(f_build=_build, f_export=getattr(runner, "f_export", None))
+
+
+__all__ = ["EVALUATOR", "make_builder", "make_runner"]
