@@ -1,5 +1,11 @@
 # SPDX-License-Identifier: Apache-2.0
-"""RewriteBitserial: Before/Expected structure, and the layers it must leave alone."""
+"""RewriteBitserial: Before/Expected structure, and the layers it must leave alone.
+
+One Expected is written out whole (a W1A1 dense layer: its kernel, packed weights and
+constants). The conv cases build their Expected kernels with topi (``plan_layer`` and
+``layer_compute``, checked bit for bit against numpy by test_topi_layer.py): what they check
+is the pass's matching and wiring, for layers too large to write out.
+"""
 
 import functools
 import logging
@@ -9,6 +15,7 @@ import tvm
 from tvm import relax
 from tvm.script import ir as I
 from tvm.script import relax as R
+from tvm.script import tirx as T
 
 from tvm_qnn.topi.attrs import KERNEL_ATTR
 from tvm_qnn.topi.layer import QuantizedLayer, layer_compute, plan_layer
@@ -71,6 +78,94 @@ def test_qcdq_conv_chain_becomes_one_bitserial_call():
 
     after = RewriteBitserial()(Before)
     tvm.ir.assert_structural_equal(after, _expected_conv(_layer(), clip_input=True))
+
+
+# A W1A1 dense layer, small enough to write its kernel out: 64 one-bit codes, 16 bipolar
+# weight rows, float output. Its packed weights and accumulator constants are derived here from
+# the math (DESIGN.md §1), not by the code under test: one uint64 word per output channel whose
+# bit k is set where W[oc, k] = +1, and 2·acc = 2·Uw - 2·P with Uw the +1 count of each row.
+W1 = np.where(np.random.default_rng(3).random((16, 64)) < 0.5, -1, 1).astype("int8")
+W1_WORDS = np.packbits(W1 == 1, axis=1, bitorder="little").view("<u8").reshape(1, 1, 1, 16)
+W1_CONST2 = (2 * (W1 == 1).sum(axis=1)).astype("int32")
+
+
+def test_w1a1_dense_becomes_the_kernel_written_out():
+    @I.ir_module
+    class Before:
+        @R.function
+        def main(x: R.Tensor((1, 64), "uint8")):
+            with R.dataflow():
+                xc = R.clip(x, 0, 1)
+                xd = R.dequantize(xc, R.const(0.5, "float32"), R.const(0, "uint8"), axis=1)
+                wd = R.dequantize(R.const(W1), R.const(0.25, "float32"), R.const(0, "int8"),
+                                  axis=0)
+                wt = R.permute_dims(wd)
+                y = R.matmul(xd, wt)
+                R.output(y)
+            return y
+
+    @I.ir_module
+    class Expected:
+        @T.prim_func(private=True, s_tir=True)
+        def bitserial_dense(xc: T.Buffer((T.int64(1), T.int64(64)), "uint8"),
+                            B: T.Buffer((T.int64(1), T.int64(1), T.int64(1), T.int64(16)),
+                                        "uint64"),
+                            C: T.Buffer((T.int64(16),), "int32"),
+                            epilogue: T.Buffer((T.int64(1), T.int64(16)), "float32")):
+            T.func_attr({"op_pattern": 8, "tirx.noalias": True, "tvm_qnn.bits": "W1A1",
+                         "tvm_qnn.kernel": "dense", "tvm_qnn.layer": "y"})
+            bitpack = T.sblock_alloc_buffer((T.int64(1), T.int64(1), T.int64(1)), "uint64")
+            branch_popcount = T.sblock_alloc_buffer((T.int64(1), T.int64(1), T.int64(16)),
+                                                    "uint64")
+            # One activation plane, packed 64 codes to a word.
+            for r, i, word, b in T.grid(T.int64(1), T.int64(1), T.int64(1), T.int64(64)):
+                with T.sblock("bitpack"):
+                    v_r, v_i, v_word, v_b = T.axis.remap("SSSR", [r, i, word, b])
+                    T.reads(xc[v_r, T.min(v_word * T.int64(64) + v_b, T.int64(63))])
+                    T.writes(bitpack[v_r, v_i, v_word])
+                    with T.init():
+                        bitpack[v_r, v_i, v_word] = T.uint64(0)
+                    bitpack[v_r, v_i, v_word] = bitpack[v_r, v_i, v_word] + (T.Cast(
+                        "uint64", T.Cast("int64", T.Cast(
+                            "int32", xc[v_r, T.min(v_word * T.int64(64) + v_b, T.int64(63))]))
+                        >> v_i & T.int64(1)) << T.Cast("uint64", v_b))
+            # The one branch: P = popcount(A xor W), 16 channels in one weight vector.
+            for i0, i1, i2, i, j, rw in T.grid(T.int64(1), T.int64(1), T.int64(16), T.int64(1),
+                                               T.int64(1), T.int64(1)):
+                with T.sblock("branch_popcount"):
+                    v_i0, v_i1, v_i2, v_i, v_j, v_rw = T.axis.remap("SSSRRR",
+                                                                    [i0, i1, i2, i, j, rw])
+                    T.reads(bitpack[v_i0, v_i, v_rw], B[v_i1, v_j, v_rw, v_i2])
+                    T.writes(branch_popcount[v_i0, v_i1, v_i2])
+                    with T.init():
+                        branch_popcount[v_i0, v_i1, v_i2] = T.uint64(0)
+                    branch_popcount[v_i0, v_i1, v_i2] = branch_popcount[v_i0, v_i1, v_i2] + (
+                        T.popcount(bitpack[v_i0, v_i, v_rw] ^ B[v_i1, v_j, v_rw, v_i2])
+                        << T.Cast("uint64", v_i + v_j))
+            # acc = (2 Uw - 2 P) >> 1, then scale 0.5 * 0.25 (fenced: no FMA contraction).
+            for r, oc in T.grid(T.int64(1), T.int64(16)):
+                with T.sblock("epilogue"):
+                    v_r, v_oc = T.axis.remap("SS", [r, oc])
+                    T.reads(C[v_oc], branch_popcount[v_r, v_oc // T.int64(16),
+                                                     v_oc % T.int64(16)])
+                    T.writes(epilogue[v_r, v_oc])
+                    epilogue[v_r, v_oc] = T.call_llvm_pure_intrin(
+                        "float32", "llvm.arithmetic.fence", T.Cast(
+                            "float32", C[v_oc] - T.Cast("int32", branch_popcount[
+                                v_r, v_oc // T.int64(16), v_oc % T.int64(16)]) * 2 >> 1)
+                        * T.float32(0.125))
+
+        @R.function
+        def main(x: R.Tensor((1, 64), "uint8")) -> R.Tensor((1, 16), "float32"):
+            cls = Expected
+            with R.dataflow():
+                xc = R.clip(x, 0, 1)
+                y = R.call_tir(cls.bitserial_dense, (xc, R.const(W1_WORDS), R.const(W1_CONST2)),
+                               out_ty=R.Tensor((1, 16), "float32"))
+                R.output(y)
+            return y
+
+    tvm.ir.assert_structural_equal(RewriteBitserial()(Before), Expected)
 
 
 def test_uint8_input_without_clip_is_eight_bit():

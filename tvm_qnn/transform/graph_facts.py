@@ -45,8 +45,13 @@ class FunctionFacts:
                 self.users.setdefault(used, []).append(var)
 
     def _count(self, expr):
-        for var in _free_vars(expr):
-            self.uses[var] = self.uses.get(var, 0) + 1
+        """Count every occurrence of a variable in ``expr`` (``y * y`` uses ``y`` twice)."""
+
+        def visit(node):
+            if isinstance(node, relax.Var):
+                self.uses[node] = self.uses.get(node, 0) + 1
+
+        relax.analysis.post_order_visit(expr, visit)
 
     def value_of(self, expr):
         """Follow variables to the expression that defines them."""
