@@ -61,9 +61,9 @@ class Expected:
         with R.dataflow():
             xc = R.clip(x, 0, 1)
             # Left for the CPU rewrite's dead-code elimination, which runs right after.
-            xd = R.dequantize(xc, R.const(0.5, "float32"), R.const(0, "uint8"), axis=1)
+            xd = R.dequantize(xc, R.const(0.5, "float32"), R.const(0, "uint8"), axis=1)  # noqa: F841
             wd = R.dequantize(R.const(W), R.const(0.25, "float32"), R.const(0, "int8"), axis=0)
-            wt = R.permute_dims(wd)
+            wt = R.permute_dims(wd)  # noqa: F841
             lv = R.call_dps_packed("test.accel.y", (xc,), out_ty=R.Tensor((1, 1, 16), "int8"))
             y = R.call_tir(cls.accel_epilogue, (lv, xc, R.const(CONST2)),
                            out_ty=R.Tensor((1, 16), "float32"))
