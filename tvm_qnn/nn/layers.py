@@ -56,11 +56,6 @@ class _QuantizedMixin:
         s_w, bias = self.folded_scale_bias()
         return acc * self._channel(s_x * s_w, acc.dim()) + self._channel(bias, acc.dim())
 
-    def bits_repr(self) -> str:
-        """``W2bA2u``: weight/input bits and kinds."""
-        return (f"W{self.weight_quant.bits}{self.weight_quant.kind[0]}"
-                f"A{self.input_quant.bits}{self.input_quant.kind[0]}")
-
 
 class QConv2d(_QuantizedMixin, nn.Conv2d):
     """``nn.Conv2d`` with an M-bit input quantizer and a K-bit per-channel weight quantizer.

@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 import pytest
-from test_accel_sim import SMALL, _conv_program, _random_program
+from test_bitserial_accel_sim import SMALL, _conv_program, _random_program
 
 import tvm_qnn
 from tvm_qnn import bitserial_accel as accel
@@ -89,7 +89,7 @@ def test_random_programs_rtl_equals_functional(seed):
     rng = np.random.default_rng(seed)
     dram = rng.integers(0, 256, 1 << 16, dtype=np.uint8)
     p = _random_program(rng, SMALL, dram.size)
-    for r in range(3):  # micro-op tables, as tests/test_accel_sim.py writes them
+    for r in range(3):  # micro-op tables, as tests/test_bitserial_accel_sim.py writes them
         uops = accel.encode_uops([(int(rng.integers(0, 8)), int(rng.integers(0, 8)),
                                    int(rng.integers(0, 8))) for _ in range(8)])
         dram[8 * r * 8:8 * r * 8 + uops.size] = uops
@@ -111,7 +111,7 @@ def test_back_to_back_steps_on_one_row(cfg, seed):
 
 
 def test_conv3x3_program_rtl_equals_functional():
-    """The double-buffered 3x3 conv of tests/test_accel_sim.py (A2 W1: 2-cycle steps summing
+    """The double-buffered 3x3 conv of tests/test_bitserial_accel_sim.py (A2 W1: 2-cycle steps summing
     into one row, resets, ALU epilogue), default configuration 1x64x16, random data."""
     cfg = AccelConfig()
     H = W = 8

@@ -3,7 +3,8 @@
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from conftest import examples
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from tvm import s_tir, tirx
 
@@ -91,7 +92,7 @@ def test_float_output_and_arbitrary_scales():
     _check(layer, xq)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(40))
 @given(
     act_bits=st.integers(1, 8), weight_bits=st.integers(1, 8),
     act_signed=st.booleans(), weight_signed=st.booleans(), per_channel=st.booleans(),
@@ -120,7 +121,7 @@ def test_conv2d_property(act_bits, weight_bits, act_signed, weight_signed, per_c
     _check(layer, xq, layout)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(25))
 @given(act_bits=st.integers(1, 8), weight_bits=st.integers(1, 8), batch=st.integers(1, 5),
        k=st.integers(1, 200), oc=st.integers(1, 40), act_signed=st.booleans(),
        weight_signed=st.booleans(), act_zero_point=st.integers(-5, 5), relu=st.booleans(),
@@ -163,7 +164,7 @@ def test_threshold_and_float_epilogues_agree(max_thresholds):
     np.testing.assert_array_equal(kernel(xq), reference_output(layer, xq))
 
 
-@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(6))
 @given(act_bits=st.integers(1, 4), weight_bits=st.integers(1, 4), act_signed=st.booleans(),
        cin=st.integers(1, 140), cout=st.integers(1, 40),
        size=st.tuples(st.integers(1, 8), st.integers(1, 8)),
@@ -191,7 +192,7 @@ def test_chained_conv_property(act_bits, weight_bits, act_signed, cin, cout, siz
     np.testing.assert_array_equal(kernel(xq), reference_output(layer, xq))
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(25))
 @given(act_bits=st.integers(4, 8), weight_bits=st.integers(4, 8), act_signed=st.booleans(),
        groups_mult=st.sampled_from([(1, 1), (2, 3)]), cg=st.integers(1, 9),
        size=st.tuples(st.integers(1, 8), st.integers(1, 8)),

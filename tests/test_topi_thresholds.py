@@ -2,6 +2,7 @@
 """Integer-threshold requantization equals the float32 epilogue for every accumulator."""
 
 import numpy as np
+from conftest import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -18,7 +19,7 @@ def _by_thresholds(steps, acc):
     return steps.base[:, None] + (acc2[:, :, None] >= steps.values[:, None, :]).sum(-1)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200))
 @given(oc=st.integers(1, 6), seed=st.integers(0, 2**16), signed_out=st.booleans(),
        out_bits=st.integers(1, 4), relu=st.booleans(), clamp_hi=st.sampled_from([np.inf, 0.7]),
        zero_scale=st.booleans())

@@ -1,0 +1,38 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Shared test set-up: hypothesis profiles sized by where the suite runs.
+
+``HYPOTHESIS_PROFILE`` picks one; without it, ``ci`` when ``CI`` is set (as CI runs
+``make test``), else ``dev``:
+
+* ``ci``: every property test at the budget the suite is sized for (about 20 minutes on
+  2 cores for the whole suite);
+* ``dev``: a quarter of it, for a quick local run (``-m "not slow"`` skips the slow tests too);
+* ``thorough``: four times it.
+
+A property test states its CI budget as ``@settings(max_examples=examples(n))``; the profile
+scales it. Deadlines are off everywhere: an example's time is mostly TVM compiling a kernel.
+"""
+
+from __future__ import annotations
+
+import os
+
+from hypothesis import HealthCheck, settings
+
+SCALES = {"ci": 1.0, "dev": 0.25, "thorough": 4.0}
+for _name in SCALES:
+    settings.register_profile(_name, deadline=None, print_blob=True,
+                              suppress_health_check=[HealthCheck.too_slow])
+PROFILE = os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev")
+if PROFILE not in SCALES:
+    raise ValueError(f"HYPOTHESIS_PROFILE={PROFILE!r}: one of {sorted(SCALES)}")
+settings.load_profile(PROFILE)
+
+
+def examples(ci_budget: int) -> int:
+    """The number of examples of a property test whose CI budget is ``ci_budget``."""
+    return max(1, round(ci_budget * SCALES[PROFILE]))
+
+
+def pytest_report_header(config):  # noqa: ARG001 - pytest's hook signature
+    return f"hypothesis profile: {PROFILE} (HYPOTHESIS_PROFILE or CI set it; see conftest.py)"
