@@ -111,8 +111,8 @@ def test_back_to_back_steps_on_one_row(cfg, seed):
 
 
 def test_conv3x3_program_rtl_equals_functional():
-    """The double-buffered 3x3 conv of tests/test_bitserial_accel_sim.py (A2 W1: 2-cycle steps summing
-    into one row, resets, ALU epilogue), default configuration 1x64x16, random data."""
+    """The double-buffered 3x3 conv of tests/test_bitserial_accel_sim.py (A2 W1: 2-cycle steps
+    summing into one row, resets, ALU epilogue), default configuration 1x64x16, random data."""
     cfg = AccelConfig()
     H = W = 8
     p, wgt_off, uop_off, uop_list, out_off = _conv_program(cfg, H, W, 2, pad_code=1, n=9 * 64)

@@ -6,7 +6,7 @@ import pytest
 
 import tvm_qnn
 from tvm_qnn.target.x86 import host_cpu_flags
-from tvm_qnn.testing.onnx_models import make_conv_model, make_dense_model, random_input
+from tvm_qnn.testing.onnx_models import make_conv_model, random_input
 
 
 @pytest.fixture(scope="module")
