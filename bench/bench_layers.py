@@ -22,7 +22,8 @@ into bit-planes, the xor/popcount branches and the fused requantize epilogue wri
 ``A``-bit codes channels-last (:class:`tvm_qnn.testing.layers.ChainedLayerKernel`, what
 ``tvm_qnn.compile`` emits between two bit-serial convs); ``alone_ms`` is the same conv as a
 network's first bit-serial layer (NCHW codes in, the scalar pack inside the kernel, NCHW
-codes out). A dense layer reads uint8 codes and writes uint8 codes. The peers (:mod:`bench.peers`) are PyTorch fp32, PyTorch int8 (the fastest
+codes out). A dense layer reads uint8 codes and writes uint8 codes. The peers (:mod:`bench.peers`)
+are PyTorch fp32, PyTorch int8 (the fastest
 of its quantized engines, named in ``int8_engine``) and onnxruntime int8 (QDQ model fused into
 the op named in ``ort_op``). ``roofline_ms = W·A × MACs / rate`` with the peak rate of the
 popcount probe (:mod:`bench.roofline`, its fastest sample) at that thread count;

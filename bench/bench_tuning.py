@@ -12,7 +12,8 @@ by :func:`tvm_qnn.tune` into a fresh database. One line per case::
 
 ``default_ms`` / ``tuned_ms`` are the layer kernel with the default template and with the best
 record, both timed the same way (:func:`tvm_qnn.tune_report`), medians of 5 rounds;
-``tune_s`` is the wall time of the whole tuning run (default template, search, builds, measurements); ``compile_s`` and
+``tune_s`` is the wall time of the whole tuning run (default template, search, builds,
+measurements); ``compile_s`` and
 ``compile_with_db_s`` are ``tvm_qnn.compile`` without schedules and with the database: a hit
 costs a trace replay, no tuning. ``roofline_ms`` is the layer's bit-MACs at the popcount
 probe's peak (:mod:`bench.roofline`) and ``headroom = default_ms / roofline_ms`` the most any

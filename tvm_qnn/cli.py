@@ -196,10 +196,10 @@ def _cmd_device(args) -> int:
     from .target import ArmTarget, resolve_target
     from .target.arm.device import EmulatedRPCDevice
 
-    backend = resolve_target(args.target)
-    if not isinstance(backend, ArmTarget) or backend.emulator() is None:
+    qnn_target = resolve_target(args.target)
+    if not isinstance(qnn_target, ArmTarget) or qnn_target.emulator() is None:
         raise TvmQnnError(f"--target {args.target}: emulated devices exist for aarch64 boards")
-    key = args.key or backend.board_name
+    key = args.key or qnn_target.board_name
     # Ctrl-C and kill both stop the device cleanly. Set explicitly: a process started in the
     # background by a non-interactive shell inherits SIGINT ignored, and Python then never
     # raises KeyboardInterrupt (measured: the CI job's device never stopped).

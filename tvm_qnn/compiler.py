@@ -69,26 +69,26 @@ def compile(model, target="x86", *, shapes: dict | None = None,  # noqa: A001
         ``layers`` tells which layers went bit-serial (and, for the accelerator, which ran
         there) and why the others did not.
     """
-    backend = resolve_target(target)
+    qnn_target = resolve_target(target)
     mod = load_model(model, shapes, example_inputs)
-    report = layer_report(mod, backend.layout)
+    report = layer_report(mod, qnn_target.layout)
     _log_report(report, strict)
     inputs = [TensorInfo(p.name, tuple(int(s) for s in p.ty.shape.values), str(p.ty.dtype))
               for p in mod["main"].params]
-    logger.info("compiling for %s", backend.describe())
-    offload = backend.offload(mod, tuning_db)
+    logger.info("compiling for %s", qnn_target.describe())
+    offload = qnn_target.offload(mod, tuning_db)
     # An accelerator's tuning folder may hold its own records only (its tilings).
     own_records_only = offload is not None and offload.tuned and not has_records(tuning_db)
-    schedules = KernelSchedules.find(backend, None if own_records_only else tuning_db)
-    exe = tvm.compile(mod, backend.tvm_target, relax_pipeline=build_pipeline(
-        backend, schedules, offload.rewrite if offload is not None else None))
+    schedules = KernelSchedules.find(qnn_target, None if own_records_only else tuning_db)
+    exe = tvm.compile(mod, qnn_target.tvm_target, relax_pipeline=build_pipeline(
+        qnn_target, schedules, offload.rewrite if offload is not None else None))
     if offload is not None:
         for row in report:
             if row["name"] in offload.drivers:
                 row["device"] = "accel"
             elif row["bitserial"]:
                 row.update(device="cpu", offload_reason=offload.reasons.get(row["name"], ""))
-    return Artifact(exe, inputs, backend.describe(), report, backend=backend,
+    return Artifact(exe, inputs, qnn_target.describe(), report, qnn_target=qnn_target,
                     accel_layers=offload.drivers if offload is not None else None)
 
 
@@ -97,15 +97,15 @@ def load(path: str | os.PathLike, device=None) -> Artifact:
     another architecture runs on the target's emulated device)."""
     path = os.fspath(path)
     meta, inputs = read_sidecar(path)
-    backend = resolve_target(meta["target_alias"]) if meta.get("target_alias") else None
-    if backend is not None and not backend.runs_here():
-        return Artifact(None, inputs, meta["target"], meta["layers"], device, backend,
+    qnn_target = resolve_target(meta["target_alias"]) if meta.get("target_alias") else None
+    if qnn_target is not None and not qnn_target.runs_here():
+        return Artifact(None, inputs, meta["target"], meta["layers"], device, qnn_target,
                         library=path)
     try:
         module = tvm.runtime.load_module(path)
     except Exception as err:  # noqa: BLE001 - TVM's loader errors are untyped
         raise TvmQnnError(f"{path}: not a library tvm_qnn can load ({err})") from None
-    return Artifact(module, inputs, meta["target"], meta["layers"], device, backend)
+    return Artifact(module, inputs, meta["target"], meta["layers"], device, qnn_target)
 
 
 __all__ = ["compile", "load"]

@@ -20,32 +20,32 @@ from .transform import LegalizeQuantize, RewriteBitserial, ScheduleBitserial, fi
 from .transform.schedule_bitserial import ScheduleFn
 
 
-def _before_scheduling(backend, offload=None) -> list[tvm.transform.Pass]:
-    target = backend.tvm_target
+def _before_scheduling(qnn_target, offload=None) -> list[tvm.transform.Pass]:
+    target = qnn_target.tvm_target
     # RewriteBitserial before any constant folding: FoldConstant would turn the quantized
     # weight chains into plain float constants. An accelerator takes its layers first.
     return (cpu_pipeline.library_dispatch_passes(target)
             + ([offload] if offload is not None else [])
-            + [RewriteBitserial(backend.layout), LegalizeQuantize()]
+            + [RewriteBitserial(qnn_target.layout), LegalizeQuantize()]
             + cpu_pipeline.legalize_passes(target)[1:])  # TVM's LegalizeOps is done above
 
 
-def build_pipeline(backend, schedule: ScheduleFn | None = None,
+def build_pipeline(qnn_target, schedule: ScheduleFn | None = None,
                    offload: tvm.transform.Pass | None = None) -> tvm.transform.Pass:
-    """The Relax pipeline of tvm_qnn for the target ``backend``.
+    """The Relax pipeline of tvm_qnn for the target ``qnn_target``.
 
     ``schedule``: ``schedule(kind, func)`` for each layer kernel (default: the target's
     template; ``compile`` passes :class:`~tvm_qnn.tuning.KernelSchedules`). ``offload``: the
     pass of the target's :class:`~tvm_qnn.target.Offload`, if any.
     """
-    target = backend.tvm_target
-    schedule = schedule or backend.schedule
+    target = qnn_target.tvm_target
+    schedule = schedule or qnn_target.schedule
 
     @tvm.transform.module_pass(opt_level=0, name="TvmQnnPipeline")
     def _pipeline(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         with target:
             seq = tvm.transform.Sequential(
-                _before_scheduling(backend, offload)
+                _before_scheduling(qnn_target, offload)
                 + [ScheduleBitserial(schedule)]
                 + cpu_pipeline.dataflow_lower_passes(target)
                 + cpu_pipeline.finalize_passes(target)
@@ -55,10 +55,10 @@ def build_pipeline(backend, schedule: ScheduleFn | None = None,
     return _pipeline
 
 
-def lower_for_tuning(mod: tvm.IRModule, backend) -> tvm.IRModule:
+def lower_for_tuning(mod: tvm.IRModule, qnn_target) -> tvm.IRModule:
     """``mod`` as the pipeline hands it to the schedules: the tuning tasks live here."""
-    with backend.tvm_target:
-        return tvm.transform.Sequential(_before_scheduling(backend))(mod)
+    with qnn_target.tvm_target:
+        return tvm.transform.Sequential(_before_scheduling(qnn_target))(mod)
 
 
 def layer_report(mod: tvm.IRModule, layout: Layout = Layout()) -> list[dict]:

@@ -53,16 +53,16 @@ class Artifact:
     """
 
     def __init__(self, module, inputs: list[TensorInfo], target: str, layers: list[dict],
-                 device=None, backend=None, library: str | None = None, accel_layers=None):
+                 device=None, qnn_target=None, library: str | None = None, accel_layers=None):
         self.module = module
         self.inputs = inputs
         self.target = target
         self.layers = layers
         self.device = device or tvm.cpu()
-        self.backend = backend
+        self.qnn_target = qnn_target
         self._library = library  # a file of the code, for runs on an emulated device
         self.accel_layers = accel_layers or {}  # name -> AccelLayer (target "accel")
-        native = backend is None or backend.runs_here()
+        native = qnn_target is None or qnn_target.runs_here()
         self._vm = relax.VirtualMachine(module, self.device) if native else None
 
     def _arguments(self, args, kwargs):
@@ -129,7 +129,7 @@ class Artifact:
         return rows
 
     def _emulator(self):
-        emulator = self.backend.emulator() if self.backend is not None else None
+        emulator = self.qnn_target.emulator() if self.qnn_target is not None else None
         if emulator is None:
             raise TvmQnnError(f"code for {self.target} cannot run on this host and has no "
                               "emulated device; export it and run it on the board")
@@ -156,7 +156,7 @@ class Artifact:
         if self._library is None:
             folder = tempfile.mkdtemp(prefix="tvm_qnn_lib_")
             self._library = os.path.join(folder, "model.so")
-            self.backend.export_library(self.module, self._library)
+            self.qnn_target.export_library(self.module, self._library)
         return self._library
 
     def benchmark(self, *args, number: int = 10, repeat: int = 5, min_repeat_ms: int = 0,
@@ -191,12 +191,12 @@ class Artifact:
         path = os.fspath(path)
         if self.module is None:
             raise TvmQnnError("a loaded cross-compiled library is already exported")
-        if self.backend is not None:
-            _write_atomic(path, lambda p: self.backend.export_library(self.module, p))
+        if self.qnn_target is not None:
+            _write_atomic(path, lambda p: self.qnn_target.export_library(self.module, p))
         else:
             _write_atomic(path, self.module.export_library)
         meta = {"inputs": [asdict(i) for i in self.inputs], "target": self.target,
-                "target_alias": self.backend.alias if self.backend is not None else None,
+                "target_alias": self.qnn_target.alias if self.qnn_target is not None else None,
                 "layers": self.layers}
 
         def write_meta(tmp):

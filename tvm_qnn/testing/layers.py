@@ -40,10 +40,10 @@ class LayerKernel:
 
     def __init__(self, layer: QuantizedLayer, target="x86", scheduled: bool = True,
                  max_thresholds: int = MAX_THRESHOLDS, integer_min_branches: int | None = None):
-        backend = resolve_target(target)
+        qnn_target = resolve_target(target)
         self.layer = layer
         # Alone, a layer is bit-serial unless ``integer_min_branches`` says otherwise.
-        layout = replace(backend.layout, integer_min_branches=integer_min_branches)
+        layout = replace(qnn_target.layout, integer_min_branches=integer_min_branches)
         self.plan = plan_layer(layer, layout, max_thresholds)
         data = te.placeholder(layer.input_shape, layer.input_dtype, "data")
         weight = te.placeholder(self.plan.packed_weight.shape,
@@ -54,12 +54,12 @@ class LayerKernel:
         out = layer_compute(self.plan, data, weight, *params)
         func = te.create_prim_func([data, weight, *params, out])
         if scheduled:
-            func = backend.schedule(layer.kind, func)
-        self.backend = backend
+            func = qnn_target.schedule(layer.kind, func)
+        self.qnn_target = qnn_target
         self.func = func
-        self.module = tvm.compile(func, backend.tvm_target).mod
+        self.module = tvm.compile(func, qnn_target.tvm_target).mod
         self.device = tvm.cpu()
-        if not backend.runs_here():
+        if not qnn_target.runs_here():
             return  # cross-compiled: export() it and run it on the device
         self._args = [tvm.runtime.tensor(self.plan.packed_weight, self.device)]
         self._args += [tvm.runtime.tensor(a, self.device) for a in self._params]
@@ -68,7 +68,7 @@ class LayerKernel:
 
     def export(self, path) -> str:
         """Write the kernel as a shared library for its target (cross-linked if needed)."""
-        self.backend.export_library(self.module, str(path))
+        self.qnn_target.export_library(self.module, str(path))
         return str(path)
 
     def arguments(self, xq: np.ndarray) -> list[np.ndarray]:
@@ -181,8 +181,8 @@ class ChainedLayerKernel:
 
         from tvm import relax
 
-        backend = resolve_target(target)
-        plan = plan_layer(layer, replace(backend.layout, integer_min_branches=None))
+        qnn_target = resolve_target(target)
+        plan = plan_layer(layer, replace(qnn_target.layout, integer_min_branches=None))
         if not chains_channels_last(plan):
             raise ValueError(f"layer {layer.name} does not take packed input (groups or im2col)")
         n, c, h, w = layer.input_shape
@@ -205,8 +205,9 @@ class ChainedLayerKernel:
                     primfunc_attrs={KERNEL_ATTR: "conv2d", "op_pattern": 8}))
                 result = bb.emit_output(out)
             bb.emit_func_output(result)
-        exe = tvm.compile(bb.get(), backend.tvm_target, relax_pipeline=build_pipeline(backend))
-        self.layer, self.plan, self.backend = layer, plan, backend
+        exe = tvm.compile(bb.get(), qnn_target.tvm_target,
+                          relax_pipeline=build_pipeline(qnn_target))
+        self.layer, self.plan, self.qnn_target = layer, plan, qnn_target
         self.device = tvm.cpu()
         self.vm = relax.VirtualMachine(exe, self.device)
 

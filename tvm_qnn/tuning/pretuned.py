@@ -32,14 +32,14 @@ from .tasks import workload
 logger = logging.getLogger("tvm_qnn")
 
 
-def find_pretuned(backend) -> tuple[str, str, str] | None:
-    """``(path, key, level)`` of the best pre-tuned database for ``backend``, or None.
+def find_pretuned(qnn_target) -> tuple[str, str, str] | None:
+    """``(path, key, level)`` of the best pre-tuned database for ``qnn_target``, or None.
 
     ``level`` is "exact device" or "device class". ``TVM_QNN_SCHEDULES=off`` disables it.
     """
     if knobs.schedules_dir() == "off":
         return None
-    for key, level in backend.schedule_keys():
+    for key, level in qnn_target.schedule_keys():
         for folder in knobs.schedules_dirs():
             path = os.path.join(folder, key)
             if has_records(path):

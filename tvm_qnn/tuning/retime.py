@@ -43,12 +43,12 @@ def time_kernel(func: tvm.tirx.PrimFunc, target, number: int = 1, repeat: int = 
                              min_repeat_ms=10)
 
 
-def measure_default(task: Task, backend, db, runner) -> None:
+def measure_default(task: Task, qnn_target, db, runner) -> None:
     """Measure the default template with the tuning runner and record it in ``db``."""
     sch = s_tir.Schedule(task.mod)
-    backend.template(task.kind)(sch)
+    qnn_target.template(task.kind)(sch)
     (built,) = make_builder(runner).build([ms.builder.BuilderInput(sch.mod,
-                                                                   backend.tvm_target)])
+                                                                   qnn_target.tvm_target)])
     if built.error_msg:
         logger.warning("%s: the default template failed to build: %s", task.name,
                        built.error_msg.splitlines()[-1])
@@ -62,11 +62,11 @@ def measure_default(task: Task, backend, db, runner) -> None:
                        result.error_msg.splitlines()[-1])
         return
     db.commit_tuning_record(ms.database.TuningRecord(
-        sch.trace, db.commit_workload(task.mod), result.run_secs, backend.tvm_target,
+        sch.trace, db.commit_workload(task.mod), result.run_secs, qnn_target.tvm_target,
         args_info))
 
 
-def retime_best(tasks: list[Task], backend, work_dir: str, max_checks: int = 8,
+def retime_best(tasks: list[Task], qnn_target, work_dir: str, max_checks: int = 8,
                 rounds: int = 3) -> None:
     """Time each task's best records again in this process, the way ``compile`` runs them,
     and store those times in place of the runner's.
@@ -85,7 +85,7 @@ def retime_best(tasks: list[Task], backend, work_dir: str, max_checks: int = 8,
         if not records:
             continue
         default = s_tir.Schedule(task.mod)
-        backend.template(task.kind)(default)
+        qnn_target.template(task.kind)(default)
         mine: dict[str, float] = {}
 
         def seconds(rec, mine=mine):
@@ -94,7 +94,7 @@ def retime_best(tasks: list[Task], backend, work_dir: str, max_checks: int = 8,
         def retime(rec, mine=mine, k=k, task=task):
             sch = s_tir.Schedule(task.mod)
             rec.trace.apply_to_schedule(sch, remove_postproc=False)
-            samples = [time_kernel(sch.mod["main"], backend.tvm_target) for _ in range(rounds)]
+            samples = [time_kernel(sch.mod["main"], qnn_target.tvm_target) for _ in range(rounds)]
             # Ranked as the database will rank it: by the mean of the stored samples (each a
             # median of 7 repeats); a median here could disagree with the database's order.
             mine[str(rec.trace)] = float(np.mean(samples))

@@ -16,18 +16,18 @@ from ..runtime.rpc import RemoteDevice
 EVALUATOR = ms.runner.EvaluatorConfig(number=1, repeat=5, min_repeat_ms=10)
 
 
-def make_runner(runner, timeout: float, backend, funcs=()) -> ms.runner.Runner:
+def make_runner(runner, timeout: float, qnn_target, funcs=()) -> ms.runner.Runner:
     """A MetaSchedule runner for ``runner``: None (this CPU when the target runs here, else
     the target's model), ``"local"``, ``"model"``, ``"KEY@HOST:PORT"``, a
     :class:`~tvm_qnn.runtime.rpc.RemoteDevice` or a Runner. ``funcs``: the tasks' PrimFuncs
     (a model runner sizes each task's work from them)."""
-    if runner is None and not backend.runs_here():
+    if runner is None and not qnn_target.runs_here():
         runner = "model"
     if runner == "model":
-        model = backend.model_runner(list(funcs))
+        model = qnn_target.model_runner(list(funcs))
         if model is None:
             raise TvmQnnError(f"runner='model' scores candidates with a model of the device "
-                              f"(llvm-mca for aarch64 boards); {backend.describe()} has none")
+                              f"(llvm-mca for aarch64 boards); {qnn_target.describe()} has none")
         return model
     if runner is None or runner == "local":
         return ms.runner.LocalRunner(evaluator_config=EVALUATOR, timeout_sec=timeout)

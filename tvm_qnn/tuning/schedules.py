@@ -26,7 +26,7 @@ class KernelSchedules:
 
     Parameters
     ----------
-    backend : QnnTarget
+    qnn_target : QnnTarget
         The target: its template is the fallback, its ``tvm_target`` keys the records.
     database : tvm.s_tir.meta_schedule.Database, optional
         Tuning records (:func:`tvm_qnn.tune`).
@@ -34,30 +34,30 @@ class KernelSchedules:
         A pre-tuned database folder (:func:`tvm_qnn.tuning.pretuned.find_pretuned`).
     """
 
-    def __init__(self, backend, database=None, pretuned: str | None = None):
-        self.backend = backend
+    def __init__(self, qnn_target, database=None, pretuned: str | None = None):
+        self.qnn_target = qnn_target
         self.database = database
         self.pretuned = pretuned
 
     @classmethod
-    def find(cls, backend, tuning_db=None) -> KernelSchedules:
+    def find(cls, qnn_target, tuning_db=None) -> KernelSchedules:
         """The records ``compile`` uses: ``tuning_db`` when given, else the pre-tuned
         schedules shipped for this device or its class (none: the default templates)."""
         if tuning_db is not None:
-            return cls(backend, database=open_database(tuning_db))
-        found = find_pretuned(backend)
+            return cls(qnn_target, database=open_database(tuning_db))
+        found = find_pretuned(qnn_target)
         if found is None:
-            keys = ", ".join(k for k, _ in backend.schedule_keys()) or "this target"
+            keys = ", ".join(k for k, _ in qnn_target.schedule_keys()) or "this target"
             logger.info("no pre-tuned schedules for %s: default templates", keys)
-            return cls(backend)
+            return cls(qnn_target)
         path, key, level = found
         logger.info("pre-tuned schedules: %s (%s %s)", path, level, key)
-        return cls(backend, pretuned=path)
+        return cls(qnn_target, pretuned=path)
 
     def __call__(self, kind: str, func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc:
         layer = func.attrs.get(LAYER_ATTR, "layer") if func.attrs is not None else "layer"
         if self.database is not None:
-            sch = self.database.query_schedule(workload(func), self.backend.tvm_target, "main")
+            sch = self.database.query_schedule(workload(func), self.qnn_target.tvm_target, "main")
             if sch is not None:
                 logger.info("%s: tuned schedule from the database", layer)
                 return sch.mod["main"]
@@ -68,7 +68,7 @@ class KernelSchedules:
                 return tuned
         if self.database is not None or self.pretuned is not None:
             logger.info("%s: no tuning record, default template", layer)
-        return self.backend.schedule(kind, func)
+        return self.qnn_target.schedule(kind, func)
 
 
 __all__ = ["KernelSchedules", "has_records"]

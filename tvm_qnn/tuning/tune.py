@@ -73,19 +73,19 @@ class _Progress(ms.measure_callback.PyMeasureCallback):
             bar.close()
 
 
-def _context(task: Task, backend, seed: int | None) -> ms.TuneContext:
+def _context(task: Task, qnn_target, seed: int | None) -> ms.TuneContext:
     # The template samples register tiles (the tile-size mutator explores them) and an unroll
     # depth (a categorical on the root block: the unroll mutator, and the postprocessor that
     # turns it into ``pragma_auto_unroll_max_step``).
     space = ms.space_generator.ScheduleFn(
-        backend.schedule_space(task.kind), sch_rules=[],
+        qnn_target.schedule_space(task.kind), sch_rules=[],
         postprocs=[ms.postproc.RewriteParallelVectorizeUnroll()],
         mutator_probs={ms.mutator.MutateTileSize(): 0.75, ms.mutator.MutateUnroll(): 0.25})
     # A small population: the template's space is small, and the default (512 samples,
     # 50 unmeasured before each round) costs a minute per task for nothing.
     strategy = ms.search_strategy.EvolutionarySearch(
         population_size=64, init_min_unmeasured=8, genetic_num_iters=2, max_fail_count=3)
-    return ms.TuneContext(task.mod, target=backend.tvm_target, space_generator=space,
+    return ms.TuneContext(task.mod, target=qnn_target.tvm_target, space_generator=space,
                           search_strategy=strategy, task_name=task.name,
                           rand_state=-1 if seed is None else seed, num_threads=1)
 
@@ -129,29 +129,29 @@ def tune(model, target="x86", *, trials: int = 64, work_dir: str | os.PathLike =
     """
     if trials < 1:
         raise TvmQnnError(f"trials={trials}: at least 1")
-    backend = resolve_target(target)
+    qnn_target = resolve_target(target)
     mod = load_model(model, shapes, example_inputs)
-    own = backend.tune_layers(mod, os.fspath(work_dir), trials)
+    own = qnn_target.tune_layers(mod, os.fspath(work_dir), trials)
     if own is not None:  # the target tunes its own lowering (the accelerator's tilings)
         return own
-    tasks = extract_tasks(lower_for_tuning(mod, backend))
-    if runner in (None, "model") and not backend.runs_here():
+    tasks = extract_tasks(lower_for_tuning(mod, qnn_target))
+    if runner in (None, "model") and not qnn_target.runs_here():
         # A model of the device scores what it can (llvm-mca: the xor-popcount loop).
-        for task in [t for t in tasks if not backend.can_model(t.mod["main"])]:
+        for task in [t for t in tasks if not qnn_target.can_model(t.mod["main"])]:
             logger.info("%s: a kernel the device model does not score (no popcount loop): "
                         "default template", task.name)
-        tasks = [t for t in tasks if backend.can_model(t.mod["main"])]
+        tasks = [t for t in tasks if qnn_target.can_model(t.mod["main"])]
     if not tasks:
         raise TvmQnnError("the model has no bit-serial layer to tune")
     work_dir = os.fspath(work_dir)
     db = open_database(work_dir, create=True)
     check_free_space(work_dir)
-    runner = make_runner(runner, timeout, backend, [t.mod["main"] for t in tasks])
+    runner = make_runner(runner, timeout, qnn_target, [t.mod["main"] for t in tasks])
     pending, budgets = [], []
     for task in tasks:
         done = len(measured_records(db, task.mod))
         if done == 0:
-            measure_default(task, backend, db, runner)
+            measure_default(task, qnn_target, db, runner)
             check_written(db, work_dir)
             done = len(measured_records(db, task.mod))
         if done >= trials:
@@ -164,7 +164,7 @@ def tune(model, target="x86", *, trials: int = 64, work_dir: str | os.PathLike =
     # One MetaSchedule run for all tasks: its builder and runner worker pools start once.
     progress = _Progress(pending, budgets)
     try:
-        ms.tune_tasks(tasks=[_context(t, backend, seed) for t in pending],
+        ms.tune_tasks(tasks=[_context(t, qnn_target, seed) for t in pending],
                       task_weights=[float(len(t.layers)) for t in pending], work_dir=work_dir,
                       max_trials_global=sum(budgets), max_trials_per_task=max(budgets),
                       num_trials_per_iter=min(16, max(budgets)), database=db,
@@ -180,18 +180,18 @@ def tune(model, target="x86", *, trials: int = 64, work_dir: str | os.PathLike =
         raise TvmQnnError(text[start:].splitlines()[0]) from None
     finally:
         progress.close()
-    if backend.runs_here() and isinstance(runner, ms.runner.LocalRunner):
-        retime_best(pending, backend, work_dir)
+    if qnn_target.runs_here() and isinstance(runner, ms.runner.LocalRunner):
+        retime_best(pending, qnn_target, work_dir)
         db = open_database(work_dir)
     return db
 
 
-def _seconds(backend, func) -> float | None:
+def _seconds(qnn_target, func) -> float | None:
     """Seconds of a scheduled kernel: timed on this host, or the target's model of its
     device (None when the model cannot score it)."""
-    if backend.runs_here():
-        return time_kernel(func, backend.tvm_target)
-    return backend.model_seconds(func)
+    if qnn_target.runs_here():
+        return time_kernel(func, qnn_target.tvm_target)
+    return qnn_target.model_seconds(func)
 
 
 def tune_report(model, target="x86", tuning_db="tvm_qnn_tuning", *, shapes=None,
@@ -201,17 +201,17 @@ def tune_report(model, target="x86", tuning_db="tvm_qnn_tuning", *, shapes=None,
     Times are measured on this host, or for an aarch64 board that is not this host the
     llvm-mca model of its xor-popcount loop (as the model runner scored them).
     """
-    backend = resolve_target(target)
+    qnn_target = resolve_target(target)
     db = open_database(tuning_db)
-    tasks = extract_tasks(lower_for_tuning(load_model(model, shapes, example_inputs), backend))
+    tasks = extract_tasks(lower_for_tuning(load_model(model, shapes, example_inputs), qnn_target))
     rows = []
     for task in tasks:
         best = default = None
-        sch = db.query_schedule(task.mod, backend.tvm_target, "main")
+        sch = db.query_schedule(task.mod, qnn_target.tvm_target, "main")
         if time_kernels:
-            default = _seconds(backend, backend.schedule(task.kind, task.mod["main"]))
+            default = _seconds(qnn_target, qnn_target.schedule(task.kind, task.mod["main"]))
             if sch is not None:
-                best = _seconds(backend, sch.mod["main"])
+                best = _seconds(qnn_target, sch.mod["main"])
         rows.append(TaskResult(task.name, task.kind, task.bits,
                                len(measured_records(db, task.mod)),
                                None if best is None else best * 1e3,
