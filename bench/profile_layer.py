@@ -38,7 +38,8 @@ def main(argv=None) -> int:
     from tvm_qnn.target.cpu.schedule import _schedule_producers
     from tvm_qnn.testing.layers import LayerKernel
     from tvm_qnn.testing.suite import suite_layer
-    from tvm_qnn.topi import bitserial as bs
+    from tvm_qnn.topi.bitpack import pack_bitplanes_nchw
+    from tvm_qnn.topi.epilogue import conv_epilogue
 
     backend, dev = X86Target(), tvm.cpu()
     layer, xq = suite_layer(args.layer, args.bits, args.bits)
@@ -47,8 +48,8 @@ def main(argv=None) -> int:
     whole = min(kernel.time(xq, 50, 5) for _ in range(3)) * 1e3
 
     data = te.placeholder(layer.input_shape, layer.input_dtype, "data")
-    packed = bs.pack_bitplanes_nchw(data, layer.act_lo, layer.act_bits, 1, layer.pads,
-                                    plan.pad_code)
+    packed = pack_bitplanes_nchw(data, layer.act_lo, layer.act_bits, 1, layer.pads,
+                                 plan.pad_code)
     sch = s_tir.Schedule(te.create_prim_func([data, packed]))
     _schedule_producers(sch, backend.schedule_config)
     pack = tvm.compile(sch.mod["main"], backend.tvm_target).mod
@@ -58,18 +59,11 @@ def main(argv=None) -> int:
     _, oc, oh, ow = layer.output_shape
     inner = plan.oc_block
     p = te.placeholder((1, oc // inner, oh, ow, inner), "uint64", "p")
-    names = [n for n, _ in epi.tensor_params()]
     params = [te.placeholder(a.shape, str(a.dtype), n) for n, a in epi.tensor_params()]
-    get = bs._param_getter(epi, dict(zip(names, params, strict=True)))
     epilogue_ms = {}
-    def value(n, ch, y, x):
-        return bs._epilogue_value(epi, get, ch, p[n, ch // inner, y, x, ch % inner], None)
-
     for layout, shape in (("nchw", (1, oc, oh, ow)), ("nhwc", (1, oh, ow, oc))):
-        if layout == "nchw":
-            out = te.compute(shape, value, name="epilogue")
-        else:
-            out = te.compute(shape, lambda n, y, x, ch: value(n, ch, y, x), name="epilogue")
+        # The layer's own epilogue block, its Su term left out: P → output alone.
+        out = conv_epilogue(p, None, epi, params, oc, 1, channels_last=layout == "nhwc")
         sch = s_tir.Schedule(te.create_prim_func([p, *params, out]))
         loops = sch.get_loops(sch.get_sblock("epilogue"))
         k = 1 if layout == "nchw" else 3  # the channel loop: vectorized, as the layer does

@@ -3,7 +3,7 @@
 
 A :class:`QuantizedLayer` holds the numbers of a quantized conv2d or dense layer in ONNX terms
 (codes, scales, zero-points, bias, activation clamp, output quantization). :func:`plan_layer`
-turns it into the packed weight constant and the :class:`~.bitserial.Epilogue` constants, and
+turns it into the packed weight constant and the :class:`~.epilogue.Epilogue` constants, and
 :func:`layer_compute` builds the TE graph ``pack → [window popcount] → branches + epilogue``
 that becomes one PrimFunc.
 """
@@ -15,8 +15,18 @@ from dataclasses import dataclass
 import numpy as np
 from tvm import te
 
-from . import bitserial as bs
-from .bitserial import words_for
+from .bitpack import (
+    pack_bitplanes_im2col,
+    pack_bitplanes_nchw,
+    pack_bitplanes_rows,
+    patch_popcount,
+    row_popcount,
+    window_popcount,
+    words_for,
+)
+from .branches import bitserial_conv2d_im2col, bitserial_conv2d_nchw, bitserial_dense
+from .epilogue import Epilogue, epilogue_compute
+from .integer_conv import integer_conv2d
 from .layout import Layout
 from .thresholds import MAX_THRESHOLDS, requantize_thresholds
 from .weights import choose_oc_block, decompose_weights, pack_conv_weights, pack_dense_weights
@@ -88,7 +98,7 @@ class LayerPlan:
     weight_bits: int
     oc_block: int
     packed_weight: np.ndarray
-    epilogue: bs.Epilogue
+    epilogue: Epilogue
     pad_code: int
     conv_layout: str = "channels"  # conv2d: "channels" or "im2col" (see conv_packing)
     word_bits: int = 64  # bits per packed word: 64 (x86) or 8 (NEON byte lanes)
@@ -201,7 +211,7 @@ def plan_layer(layer: QuantizedLayer, layout: Layout = Layout(),
         # Mirrored channels count upwards on -2acc: negate their accumulator constants.
         flip = np.where(steps.mirrored, -1, 1)
         neg_d, coef_su, const2 = neg_d * flip, coef_su * flip, const2 * flip
-    epi = bs.Epilogue(
+    epi = Epilogue(
         neg_d=neg_d,
         coef_su=coef_su,
         const2=const2,
@@ -235,37 +245,37 @@ def layer_compute(plan: LayerPlan, data: te.Tensor, weight: te.Tensor, *params: 
     """
     layer, epi, word_bits = plan.layer, plan.epilogue, plan.word_bits
     if layer.kind == "dense":
-        packed = bs.pack_bitplanes_rows(data, layer.act_lo, layer.act_bits, word_bits)
-        rowsum = bs.row_popcount(packed) if epi.needs_rowsum else None
-        return bs.bitserial_dense(packed, weight, epi, *params,
-                                  out_features=layer.out_channels, rowsum=rowsum)
+        packed = pack_bitplanes_rows(data, layer.act_lo, layer.act_bits, word_bits)
+        rowsum = row_popcount(packed) if epi.needs_rowsum else None
+        return bitserial_dense(packed, weight, epi, *params, out_features=layer.out_channels,
+                               rowsum=rowsum)
     kernel = tuple(int(s) for s in layer.weight.shape[2:])
     out_size = layer.output_shape[2:]
     if plan.conv_layout == "integer":
-        return bs.integer_conv2d(data, weight, epi, *params, zero_point=layer.act_zero_point,
-                                 groups=layer.groups, pads=layer.pads, strides=layer.strides,
-                                 dilation=layer.dilation, out_size=out_size,
-                                 channels_last=channels_last_output)
+        return integer_conv2d(data, weight, epi, *params, zero_point=layer.act_zero_point,
+                              groups=layer.groups, pads=layer.pads, strides=layer.strides,
+                              dilation=layer.dilation, out_size=out_size,
+                              channels_last=channels_last_output)
     if plan.conv_layout == "im2col":
-        packed = bs.pack_bitplanes_im2col(data, layer.act_lo, layer.act_bits, layer.groups,
-                                          kernel, layer.strides, layer.dilation, layer.pads,
-                                          plan.pad_code, out_size, word_bits)
-        rowsum = bs.patch_popcount(packed) if epi.needs_rowsum else None
-        return bs.bitserial_conv2d_im2col(packed, weight, epi, *params,
-                                          out_channels=layer.out_channels, rowsum=rowsum,
-                                          channels_last=channels_last_output)
+        packed = pack_bitplanes_im2col(data, layer.act_lo, layer.act_bits, layer.groups,
+                                       kernel, layer.strides, layer.dilation, layer.pads,
+                                       plan.pad_code, out_size, word_bits)
+        rowsum = patch_popcount(packed) if epi.needs_rowsum else None
+        return bitserial_conv2d_im2col(packed, weight, epi, *params,
+                                       out_channels=layer.out_channels, rowsum=rowsum,
+                                       channels_last=channels_last_output)
     if packed_input:
         packed = data
     else:
-        packed = bs.pack_bitplanes_nchw(data, layer.act_lo, layer.act_bits, layer.groups,
-                                        layer.pads, plan.pad_code, word_bits)
+        packed = pack_bitplanes_nchw(data, layer.act_lo, layer.act_bits, layer.groups,
+                                     layer.pads, plan.pad_code, word_bits)
     rowsum = None
     if epi.needs_rowsum:
-        rowsum = bs.window_popcount(packed, kernel, layer.strides, layer.dilation, out_size)
-    return bs.bitserial_conv2d_nchw(packed, weight, epi, *params,
-                                    out_channels=layer.out_channels, strides=layer.strides,
-                                    dilation=layer.dilation, out_size=out_size, rowsum=rowsum,
-                                    channels_last=channels_last_output)
+        rowsum = window_popcount(packed, kernel, layer.strides, layer.dilation, out_size)
+    return bitserial_conv2d_nchw(packed, weight, epi, *params,
+                                 out_channels=layer.out_channels, strides=layer.strides,
+                                 dilation=layer.dilation, out_size=out_size, rowsum=rowsum,
+                                 channels_last=channels_last_output)
 
 
 def chains_channels_last(plan: LayerPlan) -> bool:
@@ -314,16 +324,27 @@ def branch_epilogue_compute(plan: LayerPlan, p: te.Tensor, data: te.Tensor,
     """TE of the host half of an offloaded layer: branch sums ``p`` (from the accelerator) and
     the input codes ``data`` (for the ``Su`` term, when the epilogue needs it) → output.
 
-    Uses the CPU kernels' packing, window popcount and epilogue, so the two paths agree
-    bit for bit by construction.
+    ``p`` is ``[N, OH, OW, OB, OBi]`` for a conv (NCHW output) or ``[B, OB, OBi]`` for a dense
+    layer: output blocks of ``OBi`` channels, the last one possibly padding. Uses the CPU
+    kernels' packing, window popcount and epilogue, so the two paths agree bit for bit by
+    construction.
     """
     layer, epi = plan.layer, plan.epilogue
     rowsum = None
     if epi.needs_rowsum and layer.kind == "dense":
-        rowsum = bs.row_popcount(bs.pack_bitplanes_rows(data, layer.act_lo, layer.act_bits))
+        rowsum = row_popcount(pack_bitplanes_rows(data, layer.act_lo, layer.act_bits))
     elif epi.needs_rowsum:
-        packed = bs.pack_bitplanes_nchw(data, layer.act_lo, layer.act_bits, 1, layer.pads,
-                                        plan.pad_code)
-        rowsum = bs.window_popcount(packed, tuple(int(s) for s in layer.weight.shape[2:]),
-                                    layer.strides, layer.dilation, layer.output_shape[2:])
-    return bs.epilogue_from_branches(p, rowsum, epi, *params, out_channels=layer.out_channels)
+        packed = pack_bitplanes_nchw(data, layer.act_lo, layer.act_bits, 1, layer.pads,
+                                     plan.pad_code)
+        rowsum = window_popcount(packed, tuple(int(s) for s in layer.weight.shape[2:]),
+                                 layer.strides, layer.dilation, layer.output_shape[2:])
+    inner = int(p.shape[-1])
+    if len(p.shape) == 3:
+        return epilogue_compute(epi, params, {"r": int(p.shape[0]), "oc": layer.out_channels},
+                                lambda r, oc: p[r, oc // inner, oc % inner],
+                                (lambda r, oc: rowsum[r]) if rowsum is not None else None)
+    n, oh, ow = (int(s) for s in p.shape[:3])
+    return epilogue_compute(
+        epi, params, {"nn": n, "oc": layer.out_channels, "yy": oh, "xx": ow},
+        lambda nn, oc, yy, xx: p[nn, yy, xx, oc // inner, oc % inner],
+        (lambda nn, oc, yy, xx: rowsum[nn, 0, yy, xx]) if rowsum is not None else None)

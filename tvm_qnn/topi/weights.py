@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .bitserial import WORD_BITS, words_for
+from .bitpack import WORD_BITS, words_for
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from ...bitserial_accel import AccelConfig
 from ...errors import NotOffloadable
-from ...topi.bitserial import words_for
+from ...topi.bitpack import words_for
 from ...topi.layer import LayerPlan
 
 
