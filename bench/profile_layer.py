@@ -75,7 +75,7 @@ def main(argv=None) -> int:
         call = [tvm.runtime.tensor(np.random.default_rng(0).integers(
             0, 100, [int(s) for s in p.shape]).astype("uint64"), dev)]
         call += [tvm.runtime.tensor(a, dev) for _, a in epi.tensor_params()]
-        call += [tvm.runtime.tensor(np.zeros(shape, layer.out_dtype), dev)]
+        call += [tvm.runtime.tensor(np.zeros(shape, layer.output.out_dtype), dev)]
         epilogue_ms[layout] = _median_ms(func, call)
     print(f"profile: layer={args.layer} bits=W{args.bits}A{args.bits} whole_ms={whole:.4f} "
           f"pack_ms={pack_ms:.4f} epilogue_nchw_ms={epilogue_ms['nchw']:.4f} "

@@ -129,7 +129,7 @@ def test_layer_matrix_bit_exact_in_one_emulated_process(tmp_path):
         layer, xq = random_layer(size=(9, 7), seed=i, **cfg)
         kernel = LayerKernel(layer, target="arm_cpu")
         cases.append((kernel.export(tmp_path / f"k{i}.so"), kernel.arguments(xq),
-                      layer.output_shape, layer.out_dtype))
+                      layer.output_shape, layer.output.out_dtype))
         refs.append(reference_output(layer, xq))
     for got, want in zip(EmulatedDevice().run_kernels(cases), refs, strict=True):
         np.testing.assert_array_equal(got, want)

@@ -88,7 +88,7 @@ def test_both_conv_packings_exact(in_channels, bits, layout):
 def test_float_output_and_arbitrary_scales():
     layer, xq = random_layer("conv2d", out_quant=False, relu=False, pow2_scales=False,
                              act_bits=3, weight_bits=2)
-    assert layer.out_dtype == "float32"
+    assert layer.output.out_dtype == "float32"
     _check(layer, xq)
 
 

@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tvm_qnn import reference
+from tvm_qnn.topi.requantize import Requantize
 from tvm_qnn.topi.thresholds import requantize_thresholds
 
 BOUND = 400  # |acc| <= BOUND: every value is checked
@@ -36,8 +37,8 @@ def test_thresholds_equal_the_float_epilogue(oc, seed, signed_out, out_bits, rel
     qmin, qmax = (-(1 << (out_bits - 1)), (1 << (out_bits - 1)) - 1) if signed_out \
         else (0, (1 << out_bits) - 1)
     clamp_lo = 0.0 if relu else -np.inf
-    steps = requantize_thresholds(mscale, bias, clamp_lo, clamp_hi, out_scale, zp, qmin, qmax,
-                                  BOUND)
+    steps = requantize_thresholds(mscale, Requantize(bias, clamp_lo, clamp_hi, "int8", out_scale,
+                                                     zp, qmin, qmax), BOUND)
     acc = np.broadcast_to(np.arange(-BOUND, BOUND + 1), (oc, 2 * BOUND + 1))
     want = reference.requantize(acc, mscale, bias, clamp_lo, clamp_hi, out_scale, zp, qmin,
                                 qmax, channel_axis=0)
@@ -50,12 +51,14 @@ def test_thresholds_equal_the_float_epilogue(oc, seed, signed_out, out_bits, rel
 
 def test_many_codes_keep_the_float_epilogue():
     ones = np.ones(4, np.float32)
-    assert requantize_thresholds(ones * 0.01, ones * 0, -np.inf, np.inf, ones, np.zeros(4),
-                                 -128, 127, 10_000) is None
+    assert requantize_thresholds(ones * 0.01, Requantize(ones * 0, out_dtype="int8",
+                                                         out_scale=ones,
+                                                         out_zero_point=np.zeros(4), qmin=-128,
+                                                         qmax=127), 10_000) is None
 
 
 def test_non_positive_or_non_finite_scales_keep_the_float_epilogue():
     ones = np.ones(2, np.float32)
     for out_scale in (np.array([1.0, 0.0], np.float32), np.array([1.0, np.nan], np.float32)):
-        assert requantize_thresholds(ones, ones * 0, 0.0, np.inf, out_scale, np.zeros(2), 0, 3,
-                                     100) is None
+        output = Requantize(ones * 0, 0.0, np.inf, "uint8", out_scale, np.zeros(2), 0, 3)
+        assert requantize_thresholds(ones, output, 100) is None

@@ -8,6 +8,7 @@ from tvm.script import relax as R
 from tvm.script import tirx as T
 
 from tvm_qnn.topi.layer import QuantizedLayer, plan_layer
+from tvm_qnn.topi.requantize import Requantize
 from tvm_qnn.transform import OffloadAccel, OffloadedLayer
 
 # A W1A1 dense layer (16 bipolar weight rows over 64 one-bit codes, float output). On the host
@@ -19,7 +20,7 @@ LAYER = QuantizedLayer(
     kind="dense", name="y", input_shape=(1, 64), weight=W.astype(np.int64),
     weight_scale=np.full(16, 0.25, "float32"), weight_zero_point=np.zeros(16, np.int64),
     act_scale=0.5, act_zero_point=0, act_lo=0, act_bits=1, input_dtype="uint8",
-    bias=np.zeros(16, "float32"))
+    output=Requantize(np.zeros(16, "float32")))
 
 
 @I.ir_module

@@ -19,6 +19,7 @@ from tvm.script import tirx as T
 
 from tvm_qnn.topi.attrs import KERNEL_ATTR
 from tvm_qnn.topi.layer import QuantizedLayer, layer_compute, plan_layer
+from tvm_qnn.topi.requantize import Requantize
 from tvm_qnn.transform import RewriteBitserial
 
 RNG = np.random.default_rng(7)
@@ -47,13 +48,15 @@ def _expected_conv(layer: QuantizedLayer, clip_input: bool):
     return bb.get()
 
 
-def _layer(**kw):
+def _layer(bias=None, channels=16, **kw):
+    """The 2-bit conv of the tests below: ReLU, 2-bit output codes."""
+    output = Requantize(BIAS.reshape(-1) if bias is None else bias, clamp_lo=0.0, out_dtype="uint8",
+                        out_scale=np.full(channels, 0.25, "float32"),
+                        out_zero_point=np.zeros(channels, "int32"), qmin=0, qmax=3)
     base = dict(kind="conv2d", name="c", input_shape=(1, 8, 6, 6), weight=W.astype(np.int64),
                 weight_scale=SW, weight_zero_point=ZW.astype(np.int64), act_scale=0.125,
-                act_zero_point=0, act_lo=0, act_bits=2, input_dtype="uint8",
-                bias=BIAS.reshape(-1), clamp_lo=0.0, out_dtype="uint8",
-                out_scale=np.full(16, 0.25, "float32"), out_zero_point=np.zeros(16, "int32"),
-                qmin=0, qmax=3, pads=(1, 1, 1, 1))
+                act_zero_point=0, act_lo=0, act_bits=2, input_dtype="uint8", output=output,
+                pads=(1, 1, 1, 1))
     base.update(kw)
     return QuantizedLayer(**base)
 
@@ -300,8 +303,7 @@ def _chain_layers():
     first = _layer(name="c1", bias=np.zeros(16, "float32"))
     second = _layer(name="c2", input_shape=(1, 16, 6, 6), weight=W2.astype(np.int64),
                     weight_scale=SW2, weight_zero_point=np.zeros(8, np.int64),
-                    bias=np.zeros(8, "float32"), out_scale=np.full(8, 0.25, "float32"),
-                    out_zero_point=np.zeros(8, "int32"))
+                    bias=np.zeros(8, "float32"), channels=8)
     return plan_layer(first), plan_layer(second)
 
 

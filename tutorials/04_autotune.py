@@ -3,9 +3,9 @@
 Tune the bit-serial kernels for this CPU
 ========================================
 
-Every bit-serial layer is compiled from a schedule template with knobs (how many output rows
-and columns one register tile holds, for instance). The defaults are good on the machines we
-measured; ``tvm_qnn.tune`` searches the knobs on *your* device with TVM's MetaSchedule and its
+Every bit-serial layer is compiled from a schedule template with parameters (how many output
+rows and columns one register tile holds, for instance). The defaults are good on the machines
+we measured; ``tvm_qnn.tune`` searches them on *your* device with TVM's MetaSchedule and its
 XGBoost cost model, and ``compile(..., tuning_db=...)`` uses what it found.
 
 Run it with ``python tutorials/04_autotune.py``; under ``CI=true`` the trial budget is tiny.

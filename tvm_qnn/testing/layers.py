@@ -22,6 +22,7 @@ from ..topi.layer import (
     reference_output,
 )
 from ..topi.pack_channels_last import pack_channels_last_func
+from ..topi.requantize import Requantize
 from ..topi.thresholds import MAX_THRESHOLDS
 
 
@@ -63,7 +64,7 @@ class LayerKernel:
             return  # cross-compiled: export() it and run it on the device
         self._args = [tvm.runtime.tensor(self.plan.packed_weight, self.device)]
         self._args += [tvm.runtime.tensor(a, self.device) for a in self._params]
-        self._out = tvm.runtime.tensor(np.zeros(layer.output_shape, layer.out_dtype),
+        self._out = tvm.runtime.tensor(np.zeros(layer.output_shape, layer.output.out_dtype),
                                        self.device)
 
     def export(self, path) -> str:
@@ -137,7 +138,7 @@ def random_layer(kind: str = "conv2d", *, act_bits: int = 2, weight_bits: int = 
         weight_scale=w_scale.astype(np.float32),
         weight_zero_point=np.full(oc, weight_zero_point, np.int64),
         act_scale=act_scale, act_zero_point=zx, act_lo=a_lo, act_bits=act_bits,
-        input_dtype=dtype, bias=np.zeros(oc, np.float32),
+        input_dtype=dtype, output=Requantize(np.zeros(oc, np.float32)),
         strides=tuple(strides), pads=tuple(pads), dilation=tuple(dilation), groups=groups)
     # A bias that centres each channel (as trained layers are), so ReLU keeps about half.
     acc = reference_output(layer, xq.astype(dtype)) / (act_scale * w_scale).reshape(
@@ -145,9 +146,7 @@ def random_layer(kind: str = "conv2d", *, act_bits: int = 2, weight_bits: int = 
     centre = np.median(np.moveaxis(acc, 1, 0).reshape(oc, -1), axis=1)
     bias_q = -np.round(centre) + rng.integers(-2, 3, size=oc)
     bias = (bias_q * act_scale * w_scale).astype(np.float32)
-    fields = dict(layer.__dict__)
-    fields.update(bias=bias, clamp_lo=0.0 if relu else -np.inf)
-    layer = QuantizedLayer(**fields)
+    layer = replace(layer, output=Requantize(bias, clamp_lo=0.0 if relu else -np.inf))
     if not out_quant:
         return layer, xq.astype(dtype)
     spread = np.abs(reference_output(layer, xq.astype(dtype))).max()
@@ -161,10 +160,10 @@ def random_layer(kind: str = "conv2d", *, act_bits: int = 2, weight_bits: int = 
     qmin, qmax = int(np.iinfo(out_dtype).min), int(np.iinfo(out_dtype).max)
     if clip:
         qmin, qmax = (0, q_hi) if relu else (-q_hi - 1, q_hi)
-    fields = dict(layer.__dict__)
-    fields.update(out_dtype=out_dtype, out_scale=np.full(oc, out_scale, np.float32),
-                  out_zero_point=np.zeros(oc, np.int32), qmin=qmin, qmax=qmax)
-    return QuantizedLayer(**fields), xq.astype(dtype)
+    output = replace(layer.output, out_dtype=out_dtype,
+                     out_scale=np.full(oc, out_scale, np.float32),
+                     out_zero_point=np.zeros(oc, np.int32), qmin=qmin, qmax=qmax)
+    return replace(layer, output=output), xq.astype(dtype)
 
 
 class ChainedLayerKernel:

@@ -21,6 +21,7 @@ import numpy as np
 from tvm import te, tirx
 
 from .attrs import EPILOGUE_BLOCK, LAYOUT_ATTR
+from .requantize import Requantize
 
 
 @dataclass(frozen=True)
@@ -28,28 +29,19 @@ class Epilogue:
     """Per-output-channel constants of the fused epilogue (numpy arrays of length OC).
 
     ``neg_d`` multiplies P, ``coef_su`` multiplies Su, ``const2`` is the rest of ``2 acc``;
-    ``mscale`` / ``bias`` turn the integer accumulator into the float value; ``clamp_lo`` /
-    ``clamp_hi`` are the float activation bounds (±inf for none); ``out_scale``,
-    ``out_zero_point``, ``qmin``, ``qmax`` quantize the result when ``out_dtype`` is an integer
-    type (for a float output they are unused).
+    ``mscale`` turns the integer accumulator into the float value, and ``output`` (the layer's
+    :class:`~.requantize.Requantize`, per channel) is what follows: bias, clamp, quantization.
     """
 
     neg_d: np.ndarray
     coef_su: np.ndarray
     const2: np.ndarray
     mscale: np.ndarray
-    bias: np.ndarray
-    clamp_lo: float
-    clamp_hi: float
-    out_dtype: str
-    out_scale: np.ndarray | None = None
-    out_zero_point: np.ndarray | None = None
-    qmin: int = 0
-    qmax: int = 0
+    output: Requantize
     # Integer type of ``2 acc``: int32 when its bound fits (half the vector work of int64).
     acc_dtype: str = "int64"
     # Integer requantization (:mod:`.thresholds`): ``q = base + #{k: 2acc >= thresholds[:, k]}``
-    # ([OC, K] in ``acc_dtype``, [OC] int32), replacing mscale..out_zero_point when set.
+    # ([OC, K] in ``acc_dtype``, [OC] int32), replacing mscale and the output's float steps.
     thresholds: np.ndarray | None = None
     base: np.ndarray | None = None
 
@@ -61,7 +53,16 @@ class Epilogue:
     @property
     def quantized(self) -> bool:
         """True when the epilogue ends in a QuantizeLinear (integer codes out)."""
-        return self.out_scale is not None
+        return self.output.quantized
+
+    @property
+    def out_dtype(self) -> str:
+        """The dtype of the layer output."""
+        return self.output.out_dtype
+
+    def array(self, name: str) -> np.ndarray:
+        """The per-channel constant ``name`` (of this epilogue or of its output)."""
+        return getattr(self.output if name in _OUTPUT_PARAMS else self, name)
 
     def tensor_params(self) -> list[tuple[str, np.ndarray]]:
         """The per-channel arrays that differ between channels (passed as tensors).
@@ -76,7 +77,7 @@ class Epilogue:
                                            if self.quantized else [])
         out = []
         for name in names:
-            arr = getattr(self, name)
+            arr = self.array(name)
             if name == "thresholds":  # per channel: uniform when every row is the same
                 if not np.all(arr == arr[:1]):
                     out.append((name, arr))
@@ -88,6 +89,7 @@ class Epilogue:
 
 
 _ACC_PARAMS = ("neg_d", "coef_su", "const2")
+_OUTPUT_PARAMS = ("bias", "out_scale", "out_zero_point")
 
 
 def _param_getter(epi: Epilogue, tensors: dict[str, te.Tensor]):
@@ -101,7 +103,7 @@ def _param_getter(epi: Epilogue, tensors: dict[str, te.Tensor]):
         """``name[oc]`` (``thresholds[oc, k]``)."""
         if name in tensors:
             return tensors[name][oc] if k is None else tensors[name][oc, k]
-        arr = getattr(epi, name)
+        arr = epi.array(name)
         value = arr.flat[0] if k is None else arr[0, k]
         return tirx.const(value.item(), dtypes[name])
 
@@ -144,14 +146,15 @@ def _epilogue_value(epi: Epilogue, get, oc, p, su):
     if not epi.quantized and "int" in epi.out_dtype:
         return acc.astype(epi.out_dtype)  # the raw accumulator (ConvInteger)
     v = _fenced(acc.astype("float32") * get("mscale", oc)) + get("bias", oc)
-    if np.isfinite(epi.clamp_lo):
-        v = te.max(v, tirx.const(epi.clamp_lo, "float32"))
-    if np.isfinite(epi.clamp_hi):
-        v = te.min(v, tirx.const(epi.clamp_hi, "float32"))
+    out = epi.output
+    if np.isfinite(out.clamp_lo):
+        v = te.max(v, tirx.const(out.clamp_lo, "float32"))
+    if np.isfinite(out.clamp_hi):
+        v = te.min(v, tirx.const(out.clamp_hi, "float32"))
     if not epi.quantized:
         return v.astype(epi.out_dtype)
     q = _round_half_even(v / get("out_scale", oc)).astype("int32") + get("out_zero_point", oc)
-    q = te.max(te.min(q, tirx.const(epi.qmax, "int32")), tirx.const(epi.qmin, "int32"))
+    q = te.max(te.min(q, tirx.const(out.qmax, "int32")), tirx.const(out.qmin, "int32"))
     return q.astype(epi.out_dtype)
 
 

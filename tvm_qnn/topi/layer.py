@@ -28,6 +28,7 @@ from .branches import bitserial_conv2d_im2col, bitserial_conv2d_nchw, bitserial_
 from .epilogue import Epilogue, epilogue_compute
 from .integer_conv import integer_conv2d
 from .layout import Layout
+from .requantize import Requantize
 from .thresholds import MAX_THRESHOLDS, requantize_thresholds
 from .weights import choose_oc_block, decompose_weights, pack_conv_weights, pack_dense_weights
 
@@ -39,7 +40,8 @@ class QuantizedLayer:
     """A quantized conv2d (NCHW/OIHW) or dense (``y = x W^T``) layer.
 
     Activations are per-tensor codes in ``[act_lo, act_lo + 2^act_bits - 1]``; weights are
-    integer codes ``[OC, Cg, KH, KW]`` or ``[OC, K]`` with per-channel scale/zero-point.
+    integer codes ``[OC, Cg, KH, KW]`` or ``[OC, K]`` with per-channel scale/zero-point;
+    ``output`` is what follows the accumulator (bias, activation clamp, output quantization).
     """
 
     kind: str  # "conv2d" or "dense"
@@ -53,14 +55,7 @@ class QuantizedLayer:
     act_lo: int
     act_bits: int
     input_dtype: str
-    bias: np.ndarray
-    clamp_lo: float = -np.inf
-    clamp_hi: float = np.inf
-    out_dtype: str = "float32"
-    out_scale: np.ndarray | None = None
-    out_zero_point: np.ndarray | None = None
-    qmin: int = 0
-    qmax: int = 0
+    output: Requantize
     strides: tuple[int, int] = (1, 1)
     pads: tuple[int, int, int, int] = (0, 0, 0, 0)  # top, left, bottom, right
     dilation: tuple[int, int] = (1, 1)
@@ -185,9 +180,6 @@ def plan_layer(layer: QuantizedLayer, layout: Layout = Layout(),
         const2 = const2 + 2 * np.asarray(layer.int_bias, np.int64)
     oc = layer.out_channels
 
-    def per_oc(a, dtype):
-        return np.broadcast_to(np.asarray(a, dtype), (oc,)).copy()
-
     neg_d = np.broadcast_to(-d, (oc,)).astype(np.int64)
     coef_su = np.broadcast_to(d * c_w + 2 * e_w, (oc,)).astype(np.int64)
     const2 = np.broadcast_to(const2, (oc,)).astype(np.int64)
@@ -199,14 +191,12 @@ def plan_layer(layer: QuantizedLayer, layout: Layout = Layout(),
         max_x = max(zx, c_x - zx)
         bound = int(2 * n_taps * max_x * np.abs(packed).max() + np.abs(const2).max())
     acc_dtype = "int32" if bound < 2**31 else "int64"
-    mscale = per_oc(np.float32(layer.act_scale) * np.asarray(layer.weight_scale, np.float32),
-                    np.float32)
+    mscale = np.broadcast_to(np.float32(layer.act_scale)
+                             * np.asarray(layer.weight_scale, np.float32), (oc,)).copy()
+    output = layer.output.per_channel(oc)
     steps = None
-    if layer.out_scale is not None and max_thresholds > 0:
-        steps = requantize_thresholds(mscale, per_oc(layer.bias, np.float32), layer.clamp_lo,
-                                      layer.clamp_hi, per_oc(layer.out_scale, np.float32),
-                                      per_oc(layer.out_zero_point, np.int64), layer.qmin,
-                                      layer.qmax, bound // 2, max_thresholds)
+    if output.quantized and max_thresholds > 0:
+        steps = requantize_thresholds(mscale, output, bound // 2, max_thresholds)
     if steps is not None:
         # Mirrored channels count upwards on -2acc: negate their accumulator constants.
         flip = np.where(steps.mirrored, -1, 1)
@@ -216,15 +206,7 @@ def plan_layer(layer: QuantizedLayer, layout: Layout = Layout(),
         coef_su=coef_su,
         const2=const2,
         mscale=mscale,
-        bias=per_oc(layer.bias, np.float32),
-        clamp_lo=layer.clamp_lo,
-        clamp_hi=layer.clamp_hi,
-        out_dtype=layer.out_dtype,
-        out_scale=None if layer.out_scale is None else per_oc(layer.out_scale, np.float32),
-        out_zero_point=(None if layer.out_zero_point is None
-                        else per_oc(layer.out_zero_point, np.int32)),
-        qmin=layer.qmin,
-        qmax=layer.qmax,
+        output=output,
         acc_dtype=acc_dtype,
         thresholds=None if steps is None else np.minimum(
             steps.values, np.iinfo(acc_dtype).max).astype(acc_dtype),
@@ -309,14 +291,11 @@ def reference_output(layer: QuantizedLayer, xq: np.ndarray) -> np.ndarray:
                                           layer.dilation, layer.groups)
     if layer.int_bias is not None:
         acc = acc + np.asarray(layer.int_bias, np.int64).reshape((1, -1) + (1,) * (acc.ndim - 2))
-    if layer.out_scale is None and "int" in layer.out_dtype:
-        return acc.astype(layer.out_dtype)  # ConvInteger / MatMulInteger: the accumulator
-    quant = layer.out_scale is not None
-    out = reference.requantize(
-        acc, np.float32(layer.act_scale) * np.asarray(layer.weight_scale, np.float32),
-        layer.bias, layer.clamp_lo, layer.clamp_hi,
-        layer.out_scale if quant else None, layer.out_zero_point, layer.qmin, layer.qmax)
-    return out.astype(layer.out_dtype)
+    out = layer.output
+    if not out.quantized and "int" in out.out_dtype:
+        return acc.astype(out.out_dtype)  # ConvInteger / MatMulInteger: the accumulator
+    scale = np.float32(layer.act_scale) * np.asarray(layer.weight_scale, np.float32)
+    return out.apply(acc, scale).astype(out.out_dtype)
 
 
 def branch_epilogue_compute(plan: LayerPlan, p: te.Tensor, data: te.Tensor,

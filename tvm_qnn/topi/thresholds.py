@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import reference
+from .requantize import Requantize
 
 # More output codes than this keep the float epilogue: each code costs one compare per element.
 MAX_THRESHOLDS = 15
@@ -39,19 +39,18 @@ class Thresholds:
     mirrored: np.ndarray  # [OC] bool
 
 
-def requantize_thresholds(mscale, bias, clamp_lo, clamp_hi, out_scale, out_zero_point,
-                          qmin: int, qmax: int, acc_bound: int,
+def requantize_thresholds(mscale, output: Requantize, acc_bound: int,
                           max_thresholds: int = MAX_THRESHOLDS) -> Thresholds | None:
-    """Thresholds equivalent to the requantize epilogue for ``|acc| <= acc_bound``.
+    """Thresholds equivalent to ``output`` (a quantized :class:`~.requantize.Requantize`) after
+    the per-channel scale ``mscale``, for ``|acc| <= acc_bound``.
 
     Returns None when the epilogue is not a monotone step function with 1 to
     ``max_thresholds`` steps over that range (non-finite or non-positive scales, many codes,
     a constant).
     """
     mscale = np.asarray(mscale, np.float32)
-    bias = np.asarray(bias, np.float32)
-    out_scale = np.asarray(out_scale, np.float32)
-    out_zero_point = np.asarray(out_zero_point, np.int64)
+    bias = np.asarray(output.bias, np.float32)
+    out_scale = np.asarray(output.out_scale, np.float32)
     if not (np.all(np.isfinite(mscale)) and np.all(np.isfinite(bias))
             and np.all(np.isfinite(out_scale)) and np.all(out_scale > 0)):
         return None
@@ -60,8 +59,7 @@ def requantize_thresholds(mscale, bias, clamp_lo, clamp_hi, out_scale, out_zero_
 
     def code(a):  # the code at mirrored accumulator ``a`` ([OC, ...] int64)
         acc = sign.reshape((-1,) + (1,) * (a.ndim - 1)) * a
-        return reference.requantize(acc, mscale, bias, clamp_lo, clamp_hi, out_scale,
-                                    out_zero_point, qmin, qmax, channel_axis=0)
+        return output.apply(acc, mscale, channel_axis=0)
 
     oc = mscale.shape[0]
     lo = np.full((oc, 1), -acc_bound, np.int64)

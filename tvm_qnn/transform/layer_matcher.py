@@ -20,6 +20,7 @@ Every op of the chain but the first must have a single user.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 
@@ -27,6 +28,7 @@ import numpy as np
 from tvm import relax
 
 from ..topi.layer import MAX_BITS, QuantizedLayer
+from ..topi.requantize import Requantize
 from .graph_facts import FunctionFacts, op_name, prim_value
 
 __all__ = ["LayerMatch", "find_layers"]
@@ -82,7 +84,9 @@ class _Matcher:
         try:
             fields, data = self._core(call, kind)
             fields, end, consumed = self._epilogue(anchor, fields)
-            layer = QuantizedLayer(kind=kind, name=anchor.name, **fields)
+            output = Requantize(**{f.name: fields.pop(f.name)
+                                   for f in dataclasses.fields(Requantize) if f.name in fields})
+            layer = QuantizedLayer(kind=kind, name=anchor.name, output=output, **fields)
             self._validate(layer)
         except _NoMatch as err:
             return LayerMatch(self._display_name(self._users_chain(anchor)), kind, anchor,

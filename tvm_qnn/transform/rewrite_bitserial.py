@@ -78,7 +78,7 @@ class _CpuRewriter(LayerRewriter):
         by_end = {m.end: m for m in self.plans.values()}
         for cons in self.plans.values():
             prod = by_end.get(cons.data)
-            if prod is None or prod.layer.kind != "conv2d" or prod.layer.out_scale is None:
+            if prod is None or prod.layer.kind != "conv2d" or not prod.layer.output.quantized:
                 continue
             if not chains_channels_last(self._plan(cons)) or \
                     not _feeds_only(facts, prod.end, cons.anchor):

@@ -2,9 +2,9 @@
 """``tvm_qnn.tune``: MetaSchedule + XGBoost over the bit-serial schedule templates.
 
 Each distinct layer kernel is a task. Its design space is the target's own template with the
-register-tile knobs (positions × output-channel vectors) left to ``sample_perfect_tile``
+register-tile parameters (positions × output-channel vectors) left to ``sample_perfect_tile``
 decisions and the unroll depth to a categorical one (``QnnTarget.schedule_space``),
-so the evolutionary search, guided by the XGBoost cost model, explores exactly our knob space.
+so the evolutionary search, guided by the XGBoost cost model, explores exactly that space.
 Records go to MetaSchedule's JSON database in ``work_dir``; a second call on the same
 directory skips tasks that already have their trials and spends only the rest on the others.
 """

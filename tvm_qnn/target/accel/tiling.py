@@ -103,7 +103,7 @@ class Tiling:
 
 @dataclass(frozen=True)
 class TilingChoice:
-    """The two knobs of a tiling a tuner may set: output rows per tile and output blocks per
+    """The two parameters of a tiling a tuner may set: output rows per tile and output blocks per
     weight group (each capped to what fits; None: the pipeline model's choice)."""
 
     rows: int | None = None

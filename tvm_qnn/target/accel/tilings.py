@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """Tuning for the simulated accelerator: its tilings, scored by the simulator's cycle count.
 
-An offloaded layer's program is fixed by two knobs of its tiling (output rows per tile, output
+An offloaded layer's program is fixed by two parameters of its tiling (output rows per tile, output
 blocks per weight group, :class:`~.tiling.TilingChoice`); the default is
 the pipeline model's pick. :func:`tune_tilings` runs each candidate of
 :func:`~.tiling.tiling_space` on the cycle-counting simulator (the

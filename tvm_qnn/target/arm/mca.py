@@ -5,8 +5,8 @@
 reports cycles per iteration. :func:`kernel_seconds` cuts the innermost loop with the most
 vector ``cnt`` (the xor-popcount loop) out of a compiled kernel and scales it by the
 popcounts the layer needs. Packing and the epilogue are outside that loop and not modelled:
-it estimates the branch computation, the part the tuning knobs change most. The cortex-a76
-is modelled with LLVM's Neoverse-N1 model (the same core; LLVM 19 has no A76 model).
+it estimates the branch computation, the part the tuned schedule parameters change most. The
+cortex-a76 is modelled with LLVM's Neoverse-N1 model (the same core; LLVM 19 has no A76 model).
 """
 
 from __future__ import annotations

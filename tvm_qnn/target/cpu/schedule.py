@@ -72,7 +72,7 @@ def _largest_divisor_at_most(n: int, cap: int) -> int:
 
 
 def _tile_split(sch: s_tir.Schedule, loop, tile: int, sample: bool, max_tile: int):
-    """Split ``loop`` into (outer, register tile): the knob's largest divisor, or sampled.
+    """Split ``loop`` into (outer, register tile): the config's largest divisor, or sampled.
 
     With ``sample`` the factors come from ``sample_perfect_tile``, so MetaSchedule's tile-size
     mutator explores them (the tuning template).
