@@ -39,6 +39,10 @@ def test_compile_writes_a_loadable_library(tmp_path, capsys):
 def test_errors_exit_2_with_a_message(tmp_path, capsys):
     assert cli.main(["summary", str(tmp_path / "nope.onnx")]) == 2
     assert "error: no model file" in capsys.readouterr().err
+    # Targets without an emulated device have nothing to serve (armv7: no TVM wheels).
+    for target in ("x86", "arm_cpu:rasp3b"):
+        assert cli.main(["device", "start", "--target", target]) == 2
+        assert "no emulated device to serve over RPC" in capsys.readouterr().err
 
 
 def test_console_script_and_verbose_log(tmp_path):

@@ -193,20 +193,20 @@ def _cmd_device(args) -> int:
     import signal
     import time
 
-    from .target import ArmTarget, resolve_target
-    from .target.arm.device import EmulatedRPCDevice
+    from .target import resolve_target
 
     qnn_target = resolve_target(args.target)
-    if not isinstance(qnn_target, ArmTarget) or qnn_target.emulator() is None:
-        raise TvmQnnError(f"--target {args.target}: emulated devices exist for aarch64 boards")
-    key = args.key or qnn_target.board_name
+    dev = qnn_target.rpc_device(args.key, tracker_port=args.tracker_port)
+    if dev is None:
+        raise TvmQnnError(f"--target {args.target}: no emulated device to serve over RPC "
+                          "(aarch64 boards have one)")
     # Ctrl-C and kill both stop the device cleanly. Set explicitly: a process started in the
     # background by a non-interactive shell inherits SIGINT ignored, and Python then never
     # raises KeyboardInterrupt (measured: the CI job's device never stopped).
     signal.signal(signal.SIGINT, _stop_on_signal)
     signal.signal(signal.SIGTERM, _stop_on_signal)
-    dev = EmulatedRPCDevice(key, tracker_port=args.tracker_port).start()
-    print(f"device: key={key} tracker=127.0.0.1:{dev.tracker_port} ready (Ctrl-C stops it)",
+    dev.start()
+    print(f"device: key={dev.key} tracker=127.0.0.1:{dev.tracker_port} ready (Ctrl-C stops it)",
           flush=True)
     try:
         while True:

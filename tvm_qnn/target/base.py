@@ -132,6 +132,13 @@ class QnnTarget(abc.ABC):
         """A device that runs the target's code on this host, or None."""
         return None
 
+    def rpc_device(self, key: str | None = None, tracker_port: int | None = None):
+        """The emulated device served over TVM RPC on loopback (not started; a context
+        manager, :class:`~tvm_qnn.runtime.rpc.RPCDevice`), the way a board serves it, or None
+        when the target has no emulated device. ``key``: the device key (default: the
+        target's)."""
+        return None
+
     def export_library(self, module, path: str) -> None:
         """Write ``module`` as a shared library for the target."""
         if self.cross_compiler:

@@ -115,6 +115,13 @@ class ArmTarget(CpuTarget):
         return (self.board.arch == "aarch64" and machine == "aarch64") or \
             (self.board.arch == "armv7" and machine.startswith("armv7"))
 
+    def rpc_device(self, key=None, tracker_port=None):
+        if self.emulator() is None:
+            return None
+        from .device import EmulatedRPCDevice
+
+        return EmulatedRPCDevice(key or self.board_name, tracker_port=tracker_port)
+
     def emulator(self) -> EmulatedDevice | None:
         # No armv7 TVM wheels exist, so only aarch64 code runs emulated.
         return EmulatedDevice() if self.board.arch == "aarch64" else None
