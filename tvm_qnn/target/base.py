@@ -102,9 +102,10 @@ class QnnTarget(abc.ABC):
         when the target has no such model."""
         return None
 
-    def model_seconds(self, func: tvm.tirx.PrimFunc) -> float | None:
-        """Modelled seconds of one scheduled kernel (what :meth:`model_runner` scores), None
-        when the model cannot score it."""
+    def model_seconds(self, scheduled: tvm.tirx.PrimFunc,
+                      workload: tvm.tirx.PrimFunc) -> float | None:
+        """Modelled seconds of ``scheduled``, a schedule of the layer kernel ``workload`` (what
+        :meth:`model_runner` scores), None when the model cannot score it."""
         return None
 
     def can_model(self, func: tvm.tirx.PrimFunc) -> bool:

@@ -186,12 +186,12 @@ def tune(model, target="x86", *, trials: int = 64, work_dir: str | os.PathLike =
     return db
 
 
-def _seconds(qnn_target, func) -> float | None:
-    """Seconds of a scheduled kernel: timed on this host, or the target's model of its
-    device (None when the model cannot score it)."""
+def _seconds(qnn_target, scheduled, task: Task) -> float | None:
+    """Seconds of a schedule of ``task``'s kernel: timed on this host, or the target's model
+    of its device (None when the model cannot score it)."""
     if qnn_target.runs_here():
-        return time_kernel(func, qnn_target.tvm_target)
-    return qnn_target.model_seconds(func)
+        return time_kernel(scheduled, qnn_target.tvm_target)
+    return qnn_target.model_seconds(scheduled, task.mod["main"])
 
 
 def tune_report(model, target="x86", tuning_db="tvm_qnn_tuning", *, shapes=None,
@@ -209,9 +209,10 @@ def tune_report(model, target="x86", tuning_db="tvm_qnn_tuning", *, shapes=None,
         best = default = None
         sch = db.query_schedule(task.mod, qnn_target.tvm_target, "main")
         if time_kernels:
-            default = _seconds(qnn_target, qnn_target.schedule(task.kind, task.mod["main"]))
+            default = _seconds(qnn_target, qnn_target.schedule(task.kind, task.mod["main"]),
+                               task)
             if sch is not None:
-                best = _seconds(qnn_target, sch.mod["main"])
+                best = _seconds(qnn_target, sch.mod["main"], task)
         rows.append(TaskResult(task.name, task.kind, task.bits,
                                len(measured_records(db, task.mod)),
                                None if best is None else best * 1e3,

@@ -145,11 +145,12 @@ class ArmTarget(CpuTarget):
         return ModelRunner(self.board, {
             args_key(ms.arg_info.ArgInfo.from_prim_func(f)): popcount_bytes(f) for f in funcs})
 
-    def model_seconds(self, func):
-        if not self.can_model(func):
+    def model_seconds(self, scheduled, workload):
+        if not self.can_model(workload):
             return None
         from .mca import kernel_seconds
         from .model_runner import popcount_bytes
 
-        asm = tvm.compile(func, self.tvm_target).mod.inspect_source("asm")
-        return kernel_seconds(asm, popcount_bytes(func), self.board.mcpu, self.board.clock_ghz)
+        asm = tvm.compile(scheduled, self.tvm_target).mod.inspect_source("asm")
+        return kernel_seconds(asm, popcount_bytes(workload), self.board.mcpu,
+                              self.board.clock_ghz)
