@@ -84,6 +84,7 @@ def _hazard_program(rng, cfg: AccelConfig, dram: np.ndarray) -> Program:
     return p
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", range(6))
 def test_random_programs_rtl_equals_functional(seed):
     rng = np.random.default_rng(seed)
@@ -97,6 +98,7 @@ def test_random_programs_rtl_equals_functional(seed):
     assert np.array_equal(out, accel.run_reference(SMALL, p, dram))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cfg", [SMALL, *ODD], ids=["small", "block_in192_pipe2",
                                                      "batch3_pipe9"])
 @pytest.mark.parametrize("seed", range(4))
@@ -110,6 +112,7 @@ def test_back_to_back_steps_on_one_row(cfg, seed):
     assert gemms and all(t["end"] - t["start"] > cfg.gemm_pipeline_cycles for t in gemms)
 
 
+@pytest.mark.slow
 def test_conv3x3_program_rtl_equals_functional():
     """The double-buffered 3x3 conv of tests/test_bitserial_accel_sim.py (A2 W1: 2-cycle steps
     summing into one row, resets, ALU epilogue), default configuration 1x64x16, random data."""

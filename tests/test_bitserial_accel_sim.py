@@ -19,6 +19,7 @@ SMALL = AccelConfig(batch=2, block_in=128, block_out=4, inp_buff_bytes=64 * 32,
                     wgt_buff_bytes=64 * 64, acc_buff_bytes=64 * 32, uop_buff_bytes=64 * 8)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake not installed")
 def test_cpp_unit_tests(tmp_path):
     from tvm_qnn.bitserial_accel._lib import build_library

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import onnx
+import pytest
 
 import tvm_qnn
 from tvm_qnn import cli
@@ -52,6 +53,7 @@ def test_console_script_and_verbose_log(tmp_path):
     assert "summary: 4/4" in proc.stdout
 
 
+@pytest.mark.slow
 def test_tune_then_compile_with_the_database(tmp_path, capsys):
     # One trial: the default template measured and recorded, the search itself skipped.
     db = tmp_path / "db"

@@ -40,6 +40,7 @@ def test_shipped_model_accuracy_is_the_recorded_one(name):
     assert record["compiled_accuracy"] == pytest.approx(record["test_accuracy"], abs=1e-9)
 
 
+@pytest.mark.slow
 def test_demo_runs_the_shipped_models():
     _fashion_test()
     proc = subprocess.run([sys.executable, "-m", "tvm_qnn.demo", "--images", "300"],
@@ -55,6 +56,7 @@ def test_random_demo_is_bit_exact():
     assert "weights are RANDOM" in proc.stdout
 
 
+@pytest.mark.slow
 def test_shipped_w1a1_runs_on_the_emulated_arm_device():
     import shutil
 

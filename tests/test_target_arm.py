@@ -26,6 +26,7 @@ def cnn():
     return make_cnn_model("qcdq", bits=2)
 
 
+@pytest.mark.slow
 @needs_cross
 def test_aarch64_neon_code_runs_bit_exact_emulated(cnn, tmp_path):
     art = tvm_qnn.compile(cnn, target="arm_cpu")
@@ -64,6 +65,7 @@ def test_board_table_and_target_forms():
         ArmTarget("pi9")
 
 
+@pytest.mark.slow
 @needs_cross
 def test_rpc_device_runs_the_artifact(cnn):
     from tvm_qnn.target.arm.device import EmulatedRPCDevice, RemoteDevice
@@ -79,6 +81,7 @@ def test_rpc_device_runs_the_artifact(cnn):
         RemoteDevice.parse("rasp4b")
 
 
+@pytest.mark.slow
 @needs_cross
 def test_cli_device_start_registers_and_stops():
     import os
@@ -106,6 +109,7 @@ def test_cli_device_start_registers_and_stops():
         assert proc.returncode == 0, err[-2000:]
 
 
+@pytest.mark.slow
 @needs_cross
 def test_layer_matrix_bit_exact_in_one_emulated_process(tmp_path):
     from tvm_qnn.target.arm.emulator import EmulatedDevice

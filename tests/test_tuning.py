@@ -35,6 +35,7 @@ def test_tasks_are_deduplicated_by_workload():
     assert task.layers and task.bits == "W2A8"
 
 
+@pytest.mark.slow
 def test_tune_records_and_resumes(conv, tmp_path):
     work = tmp_path / "db"
     db = tvm_qnn.tune(conv, "x86", trials=3, work_dir=work, seed=0)
@@ -155,6 +156,7 @@ def test_missing_database_is_a_clear_error(conv, tmp_path):
         tvm_qnn.tune(conv, "x86", trials=0, work_dir=tmp_path / "db")
 
 
+@pytest.mark.slow
 def test_rpc_runner_survives_a_dead_server_and_resumes(conv, tmp_path, caplog):
     """Tuning through a TVM tracker on loopback; the server dies; a re-run finishes the job."""
     from tvm_qnn.runtime.rpc import RPCDevice
@@ -217,6 +219,7 @@ except tvm_qnn.TvmQnnError as err:
 """
 
 
+@pytest.mark.slow
 def test_a_full_disk_stops_tuning_clearly_and_a_rerun_resumes(tmp_path):
     """MetaSchedule does not check its appends: without the check, a full disk would cut
     records short while tuning carried on. Here it stops with a clear error, keeps what was
@@ -253,6 +256,7 @@ def test_a_full_disk_stops_tuning_clearly_and_a_rerun_resumes(tmp_path):
                     or shutil.which("aarch64-linux-gnu-gcc") is None,
                     reason="llvm-19 / qemu-user / gcc-aarch64-linux-gnu missing "
                            "(make sysdeps installs them)")
+@pytest.mark.slow
 def test_model_runner_tunes_a_board_we_do_not_have(conv, tmp_path):
     """arm_cpu tuning scores candidates with llvm-mca; the tuned code runs bit-exact (qemu)."""
     work = tmp_path / "rasp4b"
@@ -318,6 +322,7 @@ def test_pretuned_schedules_serve_layers_of_the_same_signature(conv, tmp_path, m
 @pytest.mark.skipif(shutil.which("qemu-aarch64") is None
                     or shutil.which("aarch64-linux-gnu-gcc") is None,
                     reason="qemu-user / gcc-aarch64-linux-gnu missing (make sysdeps installs them)")
+@pytest.mark.slow
 def test_shipped_pretuned_schedules_are_used_and_exact(caplog):
     """The shipped model compiled for a Pi 4 picks schedules/aarch64-cortex-a72 by itself,
     and its code (run under qemu) gives the x86 result."""
