@@ -17,7 +17,6 @@ from tvm.s_tir import meta_schedule as ms
 
 from ..runtime.timing import evaluator_seconds
 from .database import mean_seconds, measured_records, open_database, replace_records
-from .runners import make_builder
 from .tasks import Task
 
 logger = logging.getLogger("tvm_qnn")
@@ -43,12 +42,12 @@ def time_kernel(func: tvm.tirx.PrimFunc, target, number: int = 1, repeat: int = 
                              min_repeat_ms=10)
 
 
-def measure_default(task: Task, qnn_target, db, runner) -> None:
-    """Measure the default template with the tuning runner and record it in ``db``."""
+def measure_default(task: Task, qnn_target, db, runner, builder) -> None:
+    """Measure the default template with the tuning runner (and its ``builder``) and record
+    it in ``db``."""
     sch = s_tir.Schedule(task.mod)
     qnn_target.template(task.kind)(sch)
-    (built,) = make_builder(runner).build([ms.builder.BuilderInput(sch.mod,
-                                                                   qnn_target.tvm_target)])
+    (built,) = builder.build([ms.builder.BuilderInput(sch.mod, qnn_target.tvm_target)])
     if built.error_msg:
         logger.warning("%s: the default template failed to build: %s", task.name,
                        built.error_msg.splitlines()[-1])

@@ -11,8 +11,11 @@ directory skips tasks that already have their trials and spends only the rest on
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import sys
+import types
 from dataclasses import dataclass
 
 from tvm.ir.utils import derived_object
@@ -71,6 +74,30 @@ class _Progress(ms.measure_callback.PyMeasureCallback):
     def close(self):
         for bar in self.bars:
             bar.close()
+
+
+_TENSOR_INTRIN = "tvm.s_tir.tensor_intrin"
+
+
+@contextlib.contextmanager
+def _without_tensor_intrinsics():
+    """While inside, ``import tvm.s_tir.tensor_intrin`` finds an empty placeholder.
+
+    ``TuneContext`` imports that package, which registers every tensor intrinsic of every
+    target by parsing hundreds of TVMScript functions: measured 52 s on a Zen 3 core, once per
+    process, for intrinsics our templates never tensorize with. The placeholder is removed
+    afterwards, so a later real import of the package works as usual.
+    """
+    if _TENSOR_INTRIN in sys.modules:
+        yield
+        return
+    placeholder = types.ModuleType(_TENSOR_INTRIN)
+    sys.modules[_TENSOR_INTRIN] = placeholder
+    try:
+        yield
+    finally:
+        if sys.modules.get(_TENSOR_INTRIN) is placeholder:
+            del sys.modules[_TENSOR_INTRIN]
 
 
 def _context(task: Task, qnn_target, seed: int | None) -> ms.TuneContext:
@@ -147,11 +174,13 @@ def tune(model, target="x86", *, trials: int = 64, work_dir: str | os.PathLike =
     db = open_database(work_dir, create=True)
     check_free_space(work_dir)
     runner = make_runner(runner, timeout, qnn_target, [t.mod["main"] for t in tasks])
+    # One builder for the whole run: creating one starts (and checks) a worker pool.
+    builder = make_builder(runner)
     pending, budgets = [], []
     for task in tasks:
         done = len(measured_records(db, task.mod))
         if done == 0:
-            measure_default(task, qnn_target, db, runner)
+            measure_default(task, qnn_target, db, runner, builder)
             check_written(db, work_dir)
             done = len(measured_records(db, task.mod))
         if done >= trials:
@@ -164,14 +193,17 @@ def tune(model, target="x86", *, trials: int = 64, work_dir: str | os.PathLike =
     # One MetaSchedule run for all tasks: its builder and runner worker pools start once.
     progress = _Progress(pending, budgets)
     try:
-        ms.tune_tasks(tasks=[_context(t, qnn_target, seed) for t in pending],
-                      task_weights=[float(len(t.layers)) for t in pending], work_dir=work_dir,
-                      max_trials_global=sum(budgets), max_trials_per_task=max(budgets),
-                      num_trials_per_iter=min(16, max(budgets)), database=db,
-                      builder=make_builder(runner), runner=runner,
-                      cost_model="xgb", task_scheduler="round-robin",
-                      measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"),
-                                         progress, WriteCheck(db, work_dir)])
+        with _without_tensor_intrinsics():
+            ms.tune_tasks(tasks=[_context(t, qnn_target, seed) for t in pending],
+                          task_weights=[float(len(t.layers)) for t in pending],
+                          work_dir=work_dir, max_trials_global=sum(budgets),
+                          max_trials_per_task=max(budgets),
+                          num_trials_per_iter=min(16, max(budgets)), database=db,
+                          builder=builder, runner=runner,
+                          cost_model="xgb", task_scheduler="round-robin",
+                          measure_callbacks=[
+                              *ms.measure_callback.MeasureCallback.create("default"),
+                              progress, WriteCheck(db, work_dir)])
     except Exception as err:  # noqa: BLE001 - a callback's TvmQnnError comes back wrapped
         text = str(err)
         start = text.rfind(f"{work_dir}: a tuning record could not be written")
