@@ -62,3 +62,33 @@ def test_avx2_target_compiles_without_avx512():
         feeds = random_input(model)
         ref = tvm_qnn.compile(model).run(feeds)
         np.testing.assert_array_equal(art.run(feeds), ref)
+
+
+def _x86_cpu_this_host_cannot_run():
+    """An x86 CPU whose instruction set this host lacks, or None (a host that has them all)."""
+    from tvm_qnn.target import resolve_target
+
+    for mcpu in ("sapphirerapids", "znver5", "znver4", "icelake-server", "skylake-avx512",
+                 "alderlake"):
+        if not resolve_target(f"x86:{mcpu}").runs_here():
+            return mcpu
+    return None
+
+
+def test_code_for_a_cpu_this_host_lacks_is_refused_not_run(tmp_path):
+    """Running AVX-512 code on an AVX2 CPU would end the process (SIGILL): it is refused with
+    the missing extensions named, also after export and load; tuning it here is refused too."""
+    mcpu = _x86_cpu_this_host_cannot_run()
+    if mcpu is None:
+        pytest.skip("this CPU has the instruction sets of every x86 CPU tried")
+    model = make_conv_model("qcdq", act_bits=2, weight_bits=2)
+    art = tvm_qnn.compile(model, target=f"x86:{mcpu}")
+    x = random_input(model)["x"]
+    for call in (art.run, art.benchmark):
+        with pytest.raises(tvm_qnn.TvmQnnError, match="cannot run on this host .this CPU has no"):
+            call(x)
+    loaded = tvm_qnn.load(art.export_library(tmp_path / "other_cpu.so"))
+    with pytest.raises(tvm_qnn.TvmQnnError, match="cannot run on this host"):
+        loaded.run(x)
+    with pytest.raises(tvm_qnn.TvmQnnError, match="tune on a device that can, over TVM RPC"):
+        tvm_qnn.tune(model, f"x86:{mcpu}", trials=1, work_dir=tmp_path / "db")

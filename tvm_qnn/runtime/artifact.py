@@ -131,8 +131,10 @@ class Artifact:
     def _emulator(self):
         emulator = self.qnn_target.emulator() if self.qnn_target is not None else None
         if emulator is None:
-            raise TvmQnnError(f"code for {self.target} cannot run on this host and has no "
-                              "emulated device; export it and run it on the board")
+            why = self.qnn_target.why_not_here() if self.qnn_target is not None else ""
+            raise TvmQnnError(f"code for {self.target} cannot run on this host"
+                              f"{f' ({why})' if why else ''} and has no emulated device; "
+                              "export it and run it on a machine that can")
         return emulator
 
     def run_on(self, device, *args, **kwargs):
@@ -163,6 +165,7 @@ class Artifact:
                   **kwargs) -> float:
         """Median seconds per run, measured by TVM's ``time_evaluator`` (no Python overhead)."""
         if self._vm is None:
+            self._emulator()  # the error when nothing here can run the code
             raise TvmQnnError(f"{self.target}: wall time under emulation says nothing about the "
                               "board; time it on the board (or with a model of the core)")
         self._vm.set_input("main", *self._arguments(args, kwargs))

@@ -125,9 +125,13 @@ class QnnTarget(abc.ABC):
 
     # -- how artifacts run ------------------------------------------------------------------
 
+    def why_not_here(self) -> str:
+        """Why this host cannot run the target's code natively ('' when it can)."""
+        return ""
+
     def runs_here(self) -> bool:
         """True if this host can run the target's code natively."""
-        return True
+        return not self.why_not_here()
 
     def emulator(self):
         """A device that runs the target's code on this host, or None."""

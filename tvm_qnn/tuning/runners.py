@@ -21,14 +21,17 @@ def make_runner(runner, timeout: float, qnn_target, funcs=()) -> ms.runner.Runne
     the target's model), ``"local"``, ``"model"``, ``"KEY@HOST:PORT"``, a
     :class:`~tvm_qnn.runtime.rpc.RemoteDevice` or a Runner. ``funcs``: the tasks' PrimFuncs
     (a model runner sizes each task's work from them)."""
-    if runner is None and not qnn_target.runs_here():
-        runner = "model"
-    if runner == "model":
+    here = qnn_target.why_not_here()
+    if runner == "model" or (runner is None and here):
         model = qnn_target.model_runner(list(funcs))
-        if model is None:
+        if model is not None:
+            return model
+        if runner == "model":
             raise TvmQnnError(f"runner='model' scores candidates with a model of the device "
                               f"(llvm-mca for aarch64 boards); {qnn_target.describe()} has none")
-        return model
+        raise TvmQnnError(f"{qnn_target.describe()}: this host cannot run its code ({here}) and "
+                          "there is no model of it; tune on a device that can, over TVM RPC "
+                          "(runner='KEY@HOST:PORT')")
     if runner is None or runner == "local":
         return ms.runner.LocalRunner(evaluator_config=EVALUATOR, timeout_sec=timeout)
     if isinstance(runner, str):

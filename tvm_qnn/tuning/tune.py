@@ -162,18 +162,21 @@ def tune(model, target="x86", *, trials: int = 64, work_dir: str | os.PathLike =
     if own is not None:  # the target tunes its own lowering (the accelerator's tilings)
         return own
     tasks = extract_tasks(lower_for_tuning(mod, qnn_target))
-    if runner in (None, "model") and not qnn_target.runs_here():
+    if not tasks:
+        raise TvmQnnError("the model has no bit-serial layer to tune")
+    modelled = runner == "model" or (runner is None and not qnn_target.runs_here())
+    runner = make_runner(runner, timeout, qnn_target, [t.mod["main"] for t in tasks])
+    if modelled:
         # A model of the device scores what it can (llvm-mca: the xor-popcount loop).
         for task in [t for t in tasks if not qnn_target.can_model(t.mod["main"])]:
             logger.info("%s: a kernel the device model does not score (no popcount loop): "
                         "default template", task.name)
         tasks = [t for t in tasks if qnn_target.can_model(t.mod["main"])]
-    if not tasks:
-        raise TvmQnnError("the model has no bit-serial layer to tune")
+        if not tasks:
+            raise TvmQnnError("the model has no bit-serial layer the device model can score")
     work_dir = os.fspath(work_dir)
     db = open_database(work_dir, create=True)
     check_free_space(work_dir)
-    runner = make_runner(runner, timeout, qnn_target, [t.mod["main"] for t in tasks])
     # One builder for the whole run: creating one starts (and checks) a worker pool.
     builder = make_builder(runner)
     pending, budgets = [], []

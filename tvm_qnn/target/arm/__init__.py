@@ -110,10 +110,12 @@ class ArmTarget(CpuTarget):
         return [(f"arm-{self.board_name}", "exact device"),
                 (f"{self.board.arch}-{self.board.mcpu}", "device class")]
 
-    def runs_here(self) -> bool:
+    def why_not_here(self) -> str:
         machine = platform.machine()
-        return (self.board.arch == "aarch64" and machine == "aarch64") or \
-            (self.board.arch == "armv7" and machine.startswith("armv7"))
+        if (self.board.arch == "aarch64" and machine == "aarch64") or \
+                (self.board.arch == "armv7" and machine.startswith("armv7")):
+            return ""
+        return f"{self.board.arch} code on a {machine} host"
 
     def rpc_device(self, key=None, tracker_port=None):
         if self.emulator() is None:

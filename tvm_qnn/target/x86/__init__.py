@@ -38,6 +38,32 @@ def host_cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
+# LLVM feature names of instruction-set extensions (the rest of its list tunes code generation,
+# e.g. "fast-dpwssd"); the host must have each one the target's code may use.
+_ISA_PREFIXES = ("sse", "ssse3", "avx", "fma", "f16c", "bmi", "popcnt", "lzcnt", "movbe", "gfni",
+                 "vaes", "vpclmulqdq", "pclmul", "sha", "amx", "adx", "aes")
+
+
+# /proc/cpuinfo names (normalized) that LLVM spells differently.
+_CPUINFO_TO_LLVM = {"bmi1": "bmi", "abm": "lzcnt", "pclmulqdq": "pclmul", "pni": "sse3",
+                    "shani": "sha"}
+
+
+def _isa_name(flag: str) -> str:
+    """A feature name as both LLVM (``avx512vpopcntdq``, ``sse4.2``) and /proc/cpuinfo
+    (``avx512_vpopcntdq``, ``sse4_2``) can be compared: no ``_``, ``.`` or ``-``."""
+    return flag.lower().replace("_", "").replace(".", "").replace("-", "")
+
+
+@functools.lru_cache(maxsize=None)
+def isa_features(mcpu: str) -> frozenset[str]:
+    """The instruction-set extensions LLVM's ``mcpu`` may use (normalized names)."""
+    from tvm.target.codegen import llvm_get_cpu_features
+
+    features = llvm_get_cpu_features(tvm.target.Target({"kind": "llvm", "mcpu": mcpu}))
+    return frozenset(_isa_name(f) for f in features if f.startswith(_ISA_PREFIXES))
+
+
 @functools.lru_cache(maxsize=1)
 def _llvm_x86_cpus() -> frozenset[str]:
     from tvm.target.codegen import llvm_get_cpu_archlist
@@ -91,6 +117,23 @@ class X86Target(CpuTarget):
     @property
     def alias(self) -> str:
         return self.name if self.host else f"{self.name}:{self.mcpu}"
+
+    def missing_features(self) -> list[str]:
+        """The instruction-set extensions the target's code may use that this host's CPU
+        lacks (empty: the code runs here)."""
+        if self.host:
+            return []
+        flags = host_cpu_flags()
+        if not flags:  # no /proc/cpuinfo: trust the caller
+            return []
+        have = {_CPUINFO_TO_LLVM.get(_isa_name(f), _isa_name(f)) for f in flags}
+        return sorted(isa_features(self.mcpu) - have)
+
+    def why_not_here(self) -> str:
+        """Not '' when this host's CPU lacks an instruction-set extension of ``mcpu``
+        (``x86:znver4`` code on an AVX2-only CPU would die of SIGILL)."""
+        missing = self.missing_features()
+        return f"this CPU has no {', '.join(missing)}" if missing else ""
 
     @property
     def tvm_target(self) -> tvm.target.Target:
