@@ -30,11 +30,13 @@ def test_summary_table_and_line(tmp_path, capsys):
 
 def test_compile_writes_a_loadable_library(tmp_path, capsys):
     out_path = tmp_path / "m.so"
-    assert cli.main(["compile", _model(tmp_path), "--target", "x86", "-o", str(out_path)]) == 0
+    assert cli.main(["compile", _model(tmp_path), "--target", "x86", "-o", str(out_path),
+                     "--threads", "1"]) == 0
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert re.fullmatch(r"compiled: \S+m\.so target=x86 \(.*\) bitserial_layers=4/4 "
                         r"seconds=[\d.]+", line), line
-    assert tvm_qnn.load(out_path).inputs[0].name == "image"
+    loaded = tvm_qnn.load(out_path)
+    assert loaded.inputs[0].name == "image" and loaded.threads == 1
 
 
 def test_errors_exit_2_with_a_message(tmp_path, capsys):

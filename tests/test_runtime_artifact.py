@@ -92,3 +92,30 @@ def test_code_for_a_cpu_this_host_lacks_is_refused_not_run(tmp_path):
         loaded.run(x)
     with pytest.raises(tvm_qnn.TvmQnnError, match="tune on a device that can, over TVM RPC"):
         tvm_qnn.tune(model, f"x86:{mcpu}", trials=1, work_dir=tmp_path / "db")
+
+
+def test_threads_default_override_and_round_trip(conv_art, tmp_path, monkeypatch):
+    """Artifacts run on the physical cores unless told otherwise; running one does not pin the
+    calling thread (TVM's default would); the choice survives export and load."""
+    import os
+
+    from tvm_qnn.runtime.threads import default_threads, physical_cores, use_threads
+
+    model, art = conv_art
+    x = random_input(model, seed=1)["x"]
+    assert 1 <= physical_cores() <= len(os.sched_getaffinity(0))
+    monkeypatch.delenv("TVM_NUM_THREADS", raising=False)
+    assert default_threads() == physical_cores()
+    monkeypatch.setenv("TVM_NUM_THREADS", "3")
+    assert default_threads() == 3
+    cpus = os.sched_getaffinity(0)
+    want = art.run(x)
+    for threads in (1, len(cpus)):
+        np.testing.assert_array_equal(art.run(x, threads=threads), want)
+        assert art.benchmark(x, threads=threads, number=1, repeat=1) > 0
+        assert os.sched_getaffinity(0) == cpus
+    with pytest.raises(tvm_qnn.TvmQnnError, match="threads=0: at least 1"):
+        use_threads(0)
+    one = tvm_qnn.compile(model, target="x86", threads=1)
+    assert one.threads == 1
+    assert tvm_qnn.load(one.export_library(tmp_path / "one.so")).threads == 1

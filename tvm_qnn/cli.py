@@ -57,7 +57,7 @@ def _cmd_compile(args) -> int:
 
     start = time.perf_counter()
     art = qnn_compile(args.model, target=args.target, shapes=_shapes(args.shape),
-                      tuning_db=args.tuning_db)
+                      tuning_db=args.tuning_db, threads=args.threads)
     art.export_library(args.output)
     n = sum(1 for r in art.layers if r["bitserial"])
     print(f"compiled: {args.output} target={art.target} bitserial_layers={n}/{len(art.layers)} "
@@ -251,6 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shape", action="append", metavar="NAME=D0,D1,...",
                    help="static shape of an input with symbolic dimensions")
     p.add_argument("--tuning-db", default=None, help="the work dir of `tvm-qnn tune`")
+    p.add_argument("--threads", type=int, default=None,
+                   help="threads the library runs on (default: TVM_NUM_THREADS, else the "
+                        "machine's physical cores)")
     p.set_defaults(func=_cmd_compile)
 
     p = sub.add_parser("tune", help="tune the bit-serial layers (MetaSchedule + XGBoost)")

@@ -36,7 +36,8 @@ def _log_report(report: list[dict], strict: bool) -> None:
 
 
 def compile(model, target="x86", *, shapes: dict | None = None,  # noqa: A001
-            example_inputs=None, strict: bool = False, tuning_db=None) -> Artifact:
+            example_inputs=None, strict: bool = False, tuning_db=None,
+            threads: int | None = None) -> Artifact:
     """Compile a quantized model into multi-branch bit-serial code.
 
     Parameters
@@ -61,6 +62,9 @@ def compile(model, target="x86", *, shapes: dict | None = None,  # noqa: A001
         folder of its tuned tilings. Without it, the pre-tuned schedules shipped for this
         device (or its class) are used when there are some (``schedules/``, TopHub-style;
         ``TVM_QNN_SCHEDULES=off`` turns that off).
+    threads : int, optional
+        Threads the artifact runs on (stored with an exported library). Default:
+        ``TVM_NUM_THREADS`` when set, else this machine's physical cores.
 
     Returns
     -------
@@ -89,7 +93,8 @@ def compile(model, target="x86", *, shapes: dict | None = None,  # noqa: A001
             elif row["bitserial"]:
                 row.update(device="cpu", offload_reason=offload.reasons.get(row["name"], ""))
     return Artifact(exe, inputs, qnn_target.describe(), report, qnn_target=qnn_target,
-                    accel_layers=offload.drivers if offload is not None else None)
+                    accel_layers=offload.drivers if offload is not None else None,
+                    threads=threads)
 
 
 def load(path: str | os.PathLike, device=None) -> Artifact:
@@ -98,14 +103,16 @@ def load(path: str | os.PathLike, device=None) -> Artifact:
     path = os.fspath(path)
     meta, inputs = read_sidecar(path)
     qnn_target = resolve_target(meta["target_alias"]) if meta.get("target_alias") else None
+    threads = meta.get("threads")
     if qnn_target is not None and not qnn_target.runs_here():
         return Artifact(None, inputs, meta["target"], meta["layers"], device, qnn_target,
-                        library=path)
+                        library=path, threads=threads)
     try:
         module = tvm.runtime.load_module(path)
     except Exception as err:  # noqa: BLE001 - TVM's loader errors are untyped
         raise TvmQnnError(f"{path}: not a library tvm_qnn can load ({err})") from None
-    return Artifact(module, inputs, meta["target"], meta["layers"], device, qnn_target)
+    return Artifact(module, inputs, meta["target"], meta["layers"], device, qnn_target,
+                    threads=threads)
 
 
 __all__ = ["compile", "load"]

@@ -7,7 +7,8 @@
                       (default: ~/.cache/tvm_qnn)
 ``TVM_QNN_SCHEDULES``  pre-tuned schedules: a folder to search instead of the shipped
                       ``schedules/``, or ``off`` to use the default templates
-``TVM_NUM_THREADS``    TVM's own: threads of the compiled code (default: all cores)
+``TVM_NUM_THREADS``    TVM's own: threads of the compiled code (default here: the physical
+                      cores; ``compile(threads=)`` and ``run(threads=)`` override it)
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ import tvm
 from tvm import relax
 
 from ..errors import TvmQnnError
+from .threads import use_threads
 from .timing import evaluator_seconds
 
 
@@ -50,11 +51,16 @@ class Artifact:
         Description of the target it was compiled for.
     layers : list of dict
         One entry per conv2d/dense: name, kind, ``bitserial`` or not, bits, reason.
+    threads : int or None
+        Threads the code runs on (None: ``TVM_NUM_THREADS``, else this machine's physical
+        cores); ``run`` and ``benchmark`` take ``threads=`` for one call.
     """
 
     def __init__(self, module, inputs: list[TensorInfo], target: str, layers: list[dict],
-                 device=None, qnn_target=None, library: str | None = None, accel_layers=None):
+                 device=None, qnn_target=None, library: str | None = None, accel_layers=None,
+                 threads: int | None = None):
         self.module = module
+        self.threads = threads
         self.inputs = inputs
         self.target = target
         self.layers = layers
@@ -88,19 +94,21 @@ class Artifact:
     def _expected(self) -> str:
         return ", ".join(f"{i.name}{list(i.shape)}:{i.dtype}" for i in self.inputs)
 
-    def run(self, *args, **kwargs):
+    def run(self, *args, threads: int | None = None, **kwargs):
         """Run the model on numpy inputs (positional, keyword or one dict).
 
         Returns one numpy array, or a list of them for several outputs. Code for another
-        architecture (``arm_cpu``) runs on the target's emulated device.
+        architecture (``arm_cpu``) runs on the target's emulated device. ``threads``: for this
+        call (default :attr:`threads`); an input named ``threads`` goes in the dict form.
         """
         if self._vm is None:
             outs = self._emulator().run_library(self._exported_library(),
                                                 [a.numpy() for a in self._arguments(args,
                                                                                     kwargs)])
             return outs[0] if len(outs) == 1 else outs
-        result = self._vm["main"](*self._arguments(args, kwargs))
-        return _to_numpy(result)
+        vm_args = self._arguments(args, kwargs)
+        use_threads(self.threads if threads is None else threads)
+        return _to_numpy(self._vm["main"](*vm_args))
 
     def profile(self, *args, **kwargs) -> list[dict]:
         """Run once on the simulated accelerator and report every conv2d/dense layer.
@@ -162,13 +170,15 @@ class Artifact:
         return self._library
 
     def benchmark(self, *args, number: int = 10, repeat: int = 5, min_repeat_ms: int = 0,
-                  **kwargs) -> float:
-        """Median seconds per run, measured by TVM's ``time_evaluator`` (no Python overhead)."""
+                  threads: int | None = None, **kwargs) -> float:
+        """Median seconds per run, measured by TVM's ``time_evaluator`` (no Python overhead),
+        on ``threads`` threads (default :attr:`threads`)."""
         if self._vm is None:
             self._emulator()  # the error when nothing here can run the code
             raise TvmQnnError(f"{self.target}: wall time under emulation says nothing about the "
                               "board; time it on the board (or with a model of the core)")
         self._vm.set_input("main", *self._arguments(args, kwargs))
+        use_threads(self.threads if threads is None else threads)
         return evaluator_seconds(self._vm, "invoke_stateful", self.device, "main",
                                  number=number, repeat=repeat, min_repeat_ms=min_repeat_ms)
 
@@ -200,7 +210,7 @@ class Artifact:
             _write_atomic(path, self.module.export_library)
         meta = {"inputs": [asdict(i) for i in self.inputs], "target": self.target,
                 "target_alias": self.qnn_target.alias if self.qnn_target is not None else None,
-                "layers": self.layers}
+                "layers": self.layers, "threads": self.threads}
 
         def write_meta(tmp):
             with open(tmp, "w", encoding="utf-8") as f:
