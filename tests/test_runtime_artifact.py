@@ -119,3 +119,24 @@ def test_threads_default_override_and_round_trip(conv_art, tmp_path, monkeypatch
     one = tvm_qnn.compile(model, target="x86", threads=1)
     assert one.threads == 1
     assert tvm_qnn.load(one.export_library(tmp_path / "one.so")).threads == 1
+
+
+def test_cpu_profile_times_each_call_and_names_the_layers():
+    """profile() on x86: every compiled function of a run, timed alone; the layer kernels
+    carry their layer's name, the bit-plane packs the layer they feed."""
+    from tvm_qnn.runtime.profile import format_table, summarize
+    from tvm_qnn.testing.onnx_models import make_cnn_model
+
+    model = make_cnn_model("qcdq", bits=2)
+    art = tvm_qnn.compile(model, target="x86")
+    rows = art.profile(random_input(model), threads=1)
+    bitserial = [r["name"] for r in art.layers if r["bitserial"]]
+    assert [r["layer"] for r in rows if r["kind"] == "layer"] == bitserial
+    packs = [r for r in rows if r["kind"] == "pack"]
+    assert packs and all(p["layer"] in bitserial[1:] for p in packs)
+    assert any(r["kind"] == "op" for r in rows)  # e.g. the pooling between layers
+    assert all(r["ms"] > 0 for r in rows)
+    total = summarize(rows)
+    assert total["total_ms"] == pytest.approx(total["layers_ms"] + total["pack_ms"]
+                                              + total["ops_ms"])
+    assert bitserial[0] in format_table(rows)

@@ -12,6 +12,8 @@
                                                 PyTorch; arm_cpu: the llvm-mca model)
     tvm-qnn sim [MODEL] [--config cfg.json]     the accelerator's cycle model per layer (the
                                                 layer suite, or a model's layers)
+    tvm-qnn profile MODEL --target x86          where a compiled model's time goes, function
+                                                by function
     tvm-qnn demo                                the README's main job
 
 Each command ends with one line a script can grep (``summary:``, ``compiled:``); ``-v`` shows
@@ -136,14 +138,7 @@ def _cmd_sim(args) -> int:
 
         art = qnn_compile(args.model, target=f"accel:{args.config}" if args.config else "accel",
                           shapes=_shapes(args.shape))
-        rng = np.random.default_rng(0)
-        feeds = []
-        for info in art.inputs:
-            if np.issubdtype(np.dtype(info.dtype), np.floating):
-                feeds.append(rng.random(info.shape).astype(info.dtype))
-            else:
-                lim = np.iinfo(info.dtype)
-                feeds.append(rng.integers(lim.min, int(lim.max) + 1, info.shape, info.dtype))
+        feeds = _random_feeds(art)
         for r in art.profile(*feeds):
             r.setdefault("bits", "")
             rows.append(r)
@@ -177,6 +172,41 @@ def _cmd_sim(args) -> int:
           f"min_conv_utilization={min(convs) if convs else float('nan'):.3f} "
           f"cycles={sum(r['cycles'] for r in accel)} not_exact={wrong}")
     return 1 if wrong else 0
+
+
+def _random_feeds(art, seed: int = 0) -> list:
+    """Random inputs for ``art``: floats in [0, 1), integers over their dtype's range."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    feeds = []
+    for info in art.inputs:
+        if np.issubdtype(np.dtype(info.dtype), np.floating):
+            feeds.append(rng.random(info.shape).astype(info.dtype))
+        else:
+            lim = np.iinfo(info.dtype)
+            feeds.append(rng.integers(lim.min, int(lim.max) + 1, info.shape, info.dtype))
+    return feeds
+
+
+def _cmd_profile(args) -> int:
+    from .compiler import compile as qnn_compile
+    from .runtime.profile import format_table, summarize
+
+    art = qnn_compile(args.model, target=args.target, shapes=_shapes(args.shape),
+                      tuning_db=args.tuning_db, threads=args.threads)
+    rows = art.profile(*_random_feeds(art))
+    if art.accel_layers:  # the accelerator's cycle model, as tvm-qnn sim prints it
+        for r in rows:
+            print(_sim_row(r["name"], r.get("bits", ""), r))
+        print(f"profile: layers={len(rows)} target={art.target}")
+        return 0
+    print(f"{art.target}, random input, each function timed alone on its arguments")
+    print(format_table(rows))
+    s = summarize(rows)
+    print(f"profile: total_ms={s['total_ms']:.4f} layers_ms={s['layers_ms']:.4f} "
+          f"pack_ms={s['pack_ms']:.4f} ops_ms={s['ops_ms']:.4f}")
+    return 0
 
 
 def _cmd_demo(args) -> int:
@@ -301,6 +331,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shape", action="append", metavar="NAME=D0,D1,...",
                    help="static shape of an input with symbolic dimensions")
     p.set_defaults(func=_cmd_sim)
+
+    p = sub.add_parser("profile", help="where a compiled model's time goes, function by "
+                                       "function (the accelerator: its cycle model)")
+    p.add_argument("model", help="quantized ONNX model")
+    p.add_argument("--target", default="x86", help="x86 (default), x86:<mcpu>, accel")
+    p.add_argument("--threads", type=int, default=None,
+                   help="threads (default: TVM_NUM_THREADS, else the physical cores)")
+    p.add_argument("--tuning-db", default=None, help="the work dir of `tvm-qnn tune`")
+    p.add_argument("--shape", action="append", metavar="NAME=D0,D1,...",
+                   help="static shape of an input with symbolic dimensions")
+    p.set_defaults(func=_cmd_profile)
 
     p = sub.add_parser("demo", help="compile and run the embedded demo model")
     p.set_defaults(func=_cmd_demo)

@@ -13,6 +13,7 @@ import tvm
 from tvm import relax
 
 from ..errors import TvmQnnError
+from .profile import profile_calls
 from .threads import use_threads
 from .timing import evaluator_seconds
 
@@ -110,18 +111,20 @@ class Artifact:
         use_threads(self.threads if threads is None else threads)
         return _to_numpy(self._vm["main"](*vm_args))
 
-    def profile(self, *args, **kwargs) -> list[dict]:
-        """Run once on the simulated accelerator and report every conv2d/dense layer.
+    def profile(self, *args, threads: int | None = None, **kwargs) -> list[dict]:
+        """Where the time of one run goes. Inputs as for :meth:`run`.
 
-        One dict per layer, in model order. Offloaded layers (``device="accel"``) carry the
-        cycle model: ``cycles``, ``time_us``, ``utilization`` (GEMM-core busy fraction, 0-1),
-        ``efficiency``, ``dram_bytes``, ``gops``; the others say where they ran and why
-        (``device="cpu"``, ``reason``). Inputs as for :meth:`run`.
+        On a CPU target: one dict per compiled function the run calls, in order, each timed
+        alone on its arguments from the run (:func:`tvm_qnn.runtime.profile.profile_calls`):
+        ``function``, ``kind`` (``layer`` kernel, bit-plane ``pack`` before a layer, or
+        ``op`` between layers), ``layer`` and ``ms``; ``runtime.profile.format_table`` prints
+        them. On the accelerator: one dict per conv2d/dense layer, in model order; offloaded
+        layers (``device="accel"``) carry the cycle model: ``cycles``, ``time_us``,
+        ``utilization`` (GEMM-core busy fraction, 0-1), ``efficiency``, ``dram_bytes``,
+        ``gops``; the others say where they ran and why (``device="cpu"``, ``reason``).
         """
         if not self.accel_layers:
-            raise TvmQnnError(f"profile() reports the accelerator's cycle model, and this "
-                              f"model was compiled for {self.target} without offloaded "
-                              "layers: compile with target='accel'")
+            return self._profile_cpu(args, kwargs, threads)
         for layer in self.accel_layers.values():
             layer.clear()
         self.run(*args, **kwargs)
@@ -135,6 +138,16 @@ class Artifact:
                 rows.append({"name": row["name"], "kind": row["kind"], "device": "cpu",
                              "bitserial": row["bitserial"], "reason": reason})
         return rows
+
+    def _profile_cpu(self, args, kwargs, threads) -> list[dict]:
+        if self._vm is None:
+            self._emulator()  # the error when nothing here can run the code
+            raise TvmQnnError(f"{self.target}: profile the code on the board (times under "
+                              "emulation say nothing about it)")
+        vm_args = self._arguments(args, kwargs)
+        use_threads(self.threads if threads is None else threads)
+        layers = [r["name"] for r in self.layers if r.get("bitserial")]
+        return profile_calls(self.module, self.device, vm_args, layers)
 
     def _emulator(self):
         emulator = self.qnn_target.emulator() if self.qnn_target is not None else None
