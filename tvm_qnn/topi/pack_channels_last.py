@@ -43,6 +43,9 @@ def pack_channels_last_func(shape: tuple[int, int, int, int], dtype: str, lo: in
     u8 = "uint8" if dtype.startswith("uint") else "int8"
     rows = n * hp
     tail_mask = (1 << tail) - 1
+    # A last word of 8, 16 or 32 channels is one vector compare too (e.g. a 32-channel layer:
+    # measured 0.095 ms for the scalar loop on CNV_1W1A's 28x28 conv, a third of the model).
+    vector_tail = tail in (8, 16, 32)
 
     @T.prim_func(private=True, s_tir=True)
     def pack(src: T.Buffer((n, h, w, c), dtype), dst: T.Buffer((n, 1, bits, hp, wp, cw), word)):
@@ -62,6 +65,14 @@ def pack_channels_last_func(shape: tuple[int, int, int, int], dtype: str, lo: in
                                              T.Ramp(k * lanes, 1, lanes)]
                                          - T.Broadcast(T.Cast(u8, lo), lanes))
                                         >> T.Broadcast(T.Cast(u8, i), lanes)))
+                                elif vector_tail:
+                                    dst[nn, 0, i, yy, xx, k] = T.Cast(word, T.reinterpret(
+                                        f"uint{tail}", T.Cast(
+                                            f"uint1x{tail}",
+                                            (src[nn, yy - top, xx - left,
+                                                 T.Ramp(k * lanes, 1, tail)]
+                                             - T.Broadcast(T.Cast(u8, lo), tail))
+                                            >> T.Broadcast(T.Cast(u8, i), tail))))
                                 else:
                                     dst[nn, 0, i, yy, xx, k] = T.Cast(word, 0)
                                     for b in T.serial(tail):

@@ -1,0 +1,102 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Where a compiled model's time goes on the CPU: every compiled function the Relax VM calls,
+timed alone on the arguments of a real run.
+
+One instrumented run records each call and its arguments; each function is then timed by
+TVM's time evaluator on those arguments, the way the whole model is timed (no Python in the
+loop). Layer kernels (``bitserial_*``, one per bit-serial layer, in model order) are named after
+their layer; the channels-last bit-plane pack before a layer (``pack_channels_last*``) is
+charged to that layer; everything else (pooling, quantize, the float layers tvm_qnn left as
+they were) is listed as the ops between layers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from tvm import relax
+
+from .timing import evaluator_seconds
+
+_KERNEL_PREFIX = "bitserial_"
+_PACK_PREFIX = "pack_channels_last"
+
+
+def _recorded_calls(module, device, args) -> list[tuple[str, list]]:
+    """(function symbol, arguments) of every compiled-function call of one run of ``main``."""
+    calls: list[tuple[str, list]] = []
+
+    def instrument(_func, symbol, before_run, _ret, *call_args):
+        if before_run and not symbol.startswith("vm.builtin"):
+            calls.append((symbol, list(call_args)))
+        return 0
+
+    vm = relax.VirtualMachine(module, device)
+    vm.set_instrument(instrument)
+    vm["main"](*args)
+    return calls
+
+
+def _library_of(module, symbol: str):
+    """The module (the executable or one of its imports) that implements ``symbol``."""
+    root = getattr(module, "mod", module)
+    for mod in [root, *root.imports]:
+        if mod.implements_function(symbol):
+            return mod
+    return None
+
+
+def profile_calls(module, device, args, layer_names: list[str], number: int = 20,
+                  repeat: int = 5) -> list[dict]:
+    """One dict per call of a compiled function in a run of ``main``, in call order.
+
+    ``layer_names``: the bit-serial layers in model order (the report's names). Each dict has
+    ``function`` (its symbol), ``kind`` (``"layer"``, ``"pack"`` or ``"op"``), ``layer`` (the
+    layer a kernel or pack belongs to, else None) and ``ms`` (median milliseconds, timed
+    alone on the call's own arguments).
+    """
+    calls = _recorded_calls(module, device, args)
+    kernels = [symbol for symbol, _ in calls if symbol.startswith(_KERNEL_PREFIX)]
+    # Kernels run in model order; match them to the layers only when the counts agree.
+    names = iter(layer_names if len(kernels) == len(layer_names) else kernels)
+    rows, pending_packs = [], []
+    for symbol, call_args in calls:
+        lib = _library_of(module, symbol)
+        if lib is None:  # a packed function of another kind (e.g. the accelerator's driver)
+            continue
+        ms = 1e3 * evaluator_seconds(lib, symbol, device, *call_args, number=number,
+                                     repeat=repeat)
+        row = {"function": symbol, "kind": "op", "layer": None, "ms": ms}
+        if symbol.startswith(_PACK_PREFIX):
+            row["kind"] = "pack"
+            pending_packs.append(row)
+        elif symbol.startswith(_KERNEL_PREFIX):
+            row.update(kind="layer", layer=next(names))
+            for pack in pending_packs:
+                pack["layer"] = row["layer"]
+            pending_packs = []
+        rows.append(row)
+    return rows
+
+
+def summarize(rows: list[dict]) -> dict:
+    """Totals of :func:`profile_calls` rows: ``layers_ms`` (kernels), ``pack_ms``, ``ops_ms``
+    (between layers) and ``total_ms``."""
+    total = {kind: float(np.sum([r["ms"] for r in rows if r["kind"] == kind]))
+             for kind in ("layer", "pack", "op")}
+    return {"layers_ms": total["layer"], "pack_ms": total["pack"], "ops_ms": total["op"],
+            "total_ms": sum(total.values())}
+
+
+def format_table(rows: list[dict]) -> str:
+    """The rows as a table, with a totals line."""
+    lines = [f"{'function':<40} {'kind':<6} {'layer':<24} {'ms':>9}"]
+    for r in rows:
+        lines.append(f"{r['function']:<40} {r['kind']:<6} {r['layer'] or '-':<24} "
+                     f"{r['ms']:>9.4f}")
+    s = summarize(rows)
+    lines.append(f"total {s['total_ms']:.4f} ms: layer kernels {s['layers_ms']:.4f}, "
+                 f"bit-plane packs {s['pack_ms']:.4f}, ops between layers {s['ops_ms']:.4f}")
+    return "\n".join(lines)
+
+
+__all__ = ["format_table", "profile_calls", "summarize"]
