@@ -75,7 +75,7 @@ def layer_report(mod: tvm.IRModule, layout: Layout = Layout()) -> list[dict]:
         if m.layer is not None:
             plan = plan_layer(m.layer, layout)
             row.update(act_bits=m.layer.act_bits, weight_bits=plan.weight_bits,
-                       kernel="integer" if plan.conv_layout == "integer" else "bit-serial",
+                       kernel=plan.kernel,
                        packed_weight_bytes=int(plan.packed_weight.nbytes))
         else:
             row["reason"] = m.reason

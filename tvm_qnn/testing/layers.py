@@ -40,11 +40,14 @@ class LayerKernel:
     """
 
     def __init__(self, layer: QuantizedLayer, target="x86", scheduled: bool = True,
-                 max_thresholds: int = MAX_THRESHOLDS, integer_min_branches: int | None = None):
+                 max_thresholds: int = MAX_THRESHOLDS, integer_min_branches: int | None = None,
+                 dot8_min_branches: int | None = None):
         qnn_target = resolve_target(target)
         self.layer = layer
-        # Alone, a layer is bit-serial unless ``integer_min_branches`` says otherwise.
-        layout = replace(qnn_target.layout, integer_min_branches=integer_min_branches)
+        # Alone, a layer is bit-serial unless ``integer_min_branches`` (the int32 kernel) or
+        # ``dot8_min_branches`` (the u8 x s8 dot kernel) say otherwise.
+        layout = replace(qnn_target.layout, integer_min_branches=integer_min_branches,
+                         dot8_min_branches=dot8_min_branches)
         self.plan = plan_layer(layer, layout, max_thresholds)
         data = te.placeholder(layer.input_shape, layer.input_dtype, "data")
         weight = te.placeholder(self.plan.packed_weight.shape,
@@ -181,7 +184,8 @@ class ChainedLayerKernel:
         from tvm import relax
 
         qnn_target = resolve_target(target)
-        plan = plan_layer(layer, replace(qnn_target.layout, integer_min_branches=None))
+        plan = plan_layer(layer, replace(qnn_target.layout, integer_min_branches=None,
+                                         dot8_min_branches=None))
         if not chains_channels_last(plan):
             raise ValueError(f"layer {layer.name} does not take packed input (groups or im2col)")
         n, c, h, w = layer.input_shape

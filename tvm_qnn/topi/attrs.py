@@ -20,6 +20,7 @@ BRANCH_BLOCK = "branch_popcount"
 CHUNK_BLOCK = "branch_chunk"  # byte words: popcounts summed in uint8 lanes, a chunk at a time
 ROWSUM_BLOCK = "act_popcount"
 INT_INPUT_BLOCK = "int_input"  # integer kernel: padded, zero-point-shifted input codes
+DOT8_INPUT_BLOCK = "dot8_input"  # u8 x s8 dot kernel: padded NHWC bytes, 4-channel groups
 EPILOGUE_BLOCK = "epilogue"
 
 

@@ -25,6 +25,7 @@ from .bitpack import (
     words_for,
 )
 from .branches import bitserial_conv2d_im2col, bitserial_conv2d_nchw, bitserial_dense
+from .dot8_conv import dot8_conv2d, dot8_eligible, pack_dot8_weights
 from .epilogue import Epilogue, epilogue_compute
 from .integer_conv import integer_conv2d
 from .layout import Layout
@@ -95,13 +96,21 @@ class LayerPlan:
     packed_weight: np.ndarray
     epilogue: Epilogue
     pad_code: int
-    conv_layout: str = "channels"  # conv2d: "channels" or "im2col" (see conv_packing)
+    # conv2d: "channels" or "im2col" (bit-serial, see conv_packing), "integer" (int32) or
+    # "dot8" (u8 x s8 dot products)
+    conv_layout: str = "channels"
     word_bits: int = 64  # bits per packed word: 64 (x86) or 8 (NEON byte lanes)
 
     @property
     def branches(self) -> int:
         """Number of binary branches (M·K)."""
         return self.layer.act_bits * self.weight_bits
+
+    @property
+    def kernel(self) -> str:
+        """The kernel family: ``bit-serial``, ``int8-dot`` (u8 × s8 dot products) or
+        ``integer`` (int32 multiply-adds)."""
+        return {"dot8": "int8-dot", "integer": "integer"}.get(self.conv_layout, "bit-serial")
 
 
 def conv_packing(cg: int, kh: int, kw: int, branches: int) -> str:
@@ -152,11 +161,19 @@ def plan_layer(layer: QuantizedLayer, layout: Layout = Layout(),
     word_bits = layout.word_bits
     block = choose_oc_block(ocg, layout.oc_block_for(branches))
     packing = "channels"
+    offsets = layer.weight - np.asarray(layer.weight_zero_point, np.int64).reshape(
+        (-1,) + (1,) * (layer.weight.ndim - 1))  # q_w - z_w
     if layer.kind == "conv2d":
         packing = conv_packing(*planes.codes.shape[1:], branches)
-        if layout.uses_integer_kernel(branches):
+        dot_block = choose_oc_block(ocg, layout.dot8_oc_block)
+        if layout.uses_dot8_kernel(branches) and dot_block == layout.dot8_oc_block \
+                and dot8_eligible(layer.act_bits, offsets, layer.groups):
+            packing, block = "dot8", dot_block
+        elif layout.uses_integer_kernel(branches):
             packing = "integer"
-    if packing == "integer":
+    if packing == "dot8":
+        packed = pack_dot8_weights(offsets, block)
+    elif packing == "integer":
         wz = layer.weight - np.asarray(layer.weight_zero_point, np.int64).reshape(-1, 1, 1, 1)
         oc_, cg, kh, kw = wz.shape
         packed = np.ascontiguousarray(np.transpose(
@@ -190,6 +207,12 @@ def plan_layer(layer: QuantizedLayer, layout: Layout = Layout(),
         const2 = 2 * np.broadcast_to(np.asarray(int_bias, np.int64), (oc,))
         max_x = max(zx, c_x - zx)
         bound = int(2 * n_taps * max_x * np.abs(packed).max() + np.abs(const2).max())
+    elif packing == "dot8":  # the kernel's "P" is Q = sum u w': 2acc = 2Q - 2 z'_x sum w' + 2B
+        int_bias = np.zeros(oc, np.int64) if layer.int_bias is None else layer.int_bias
+        neg_d, coef_su = np.full(oc, 2, np.int64), np.zeros(oc, np.int64)
+        const2 = 2 * np.broadcast_to(np.asarray(int_bias, np.int64), (oc,)) \
+            - 2 * zx * offsets.reshape(oc, -1).sum(axis=1)
+        bound = int(2 * n_taps * c_x * np.abs(offsets).max(initial=0) + np.abs(const2).max())
     acc_dtype = "int32" if bound < 2**31 else "int64"
     mscale = np.broadcast_to(np.float32(layer.act_scale)
                              * np.asarray(layer.weight_scale, np.float32), (oc,)).copy()
@@ -233,6 +256,11 @@ def layer_compute(plan: LayerPlan, data: te.Tensor, weight: te.Tensor, *params: 
                                rowsum=rowsum)
     kernel = tuple(int(s) for s in layer.weight.shape[2:])
     out_size = layer.output_shape[2:]
+    if plan.conv_layout == "dot8":
+        return dot8_conv2d(data, weight, epi, *params, act_lo=layer.act_lo,
+                           pad_code=plan.pad_code, pads=layer.pads, strides=layer.strides,
+                           dilation=layer.dilation, out_size=out_size,
+                           channels_last=channels_last_output)
     if plan.conv_layout == "integer":
         return integer_conv2d(data, weight, epi, *params, zero_point=layer.act_zero_point,
                               groups=layer.groups, pads=layer.pads, strides=layer.strides,

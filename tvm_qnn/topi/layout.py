@@ -24,18 +24,30 @@ class Layout:
         None keeps every layer bit-serial.
     single_branch_oc_block : int or None
         ``oc_block`` of single-branch (W1A1) layers, when it differs from ``oc_block``.
+    dot8_min_branches : int or None
+        Convs with at least this many branches use the u8 × s8 dot-product kernel
+        (:mod:`.dot8_conv`) when they fit it: the target's cost model says from how many
+        branches byte multiply-adds beat popcounts. None: never.
+    dot8_oc_block : int
+        Output channels per dot-product step (int32 lanes of the target's vector).
     """
 
     oc_block: int = 16
     word_bits: int = 64
     integer_min_branches: int | None = None
     single_branch_oc_block: int | None = None
+    dot8_min_branches: int | None = None
+    dot8_oc_block: int = 8
 
     def oc_block_for(self, branches: int) -> int:
         """The preferred output channels per weight vector of a layer with ``branches``."""
         if self.single_branch_oc_block and branches == 1:
             return self.single_branch_oc_block
         return self.oc_block
+
+    def uses_dot8_kernel(self, branches: int) -> bool:
+        """True when a conv with ``branches`` (M·K) gets the u8 × s8 dot kernel, if it fits."""
+        return bool(self.dot8_min_branches) and branches >= self.dot8_min_branches
 
     def uses_integer_kernel(self, branches: int) -> bool:
         """True when a conv with ``branches`` (M·K) gets the plain integer kernel."""

@@ -108,9 +108,10 @@ class _CpuRewriter(LayerRewriter):
         packed_in = match.anchor in self.packed_in
         if packed_in:
             data = self._pack(plan, data)
-        if plan.conv_layout == "integer":
-            logger.info("%s (%s): integer kernel for W%dA%d (%d branches would cost more)",
-                        match.name, kind, plan.weight_bits, match.layer.act_bits, plan.branches)
+        if plan.kernel != "bit-serial":
+            logger.info("%s (%s): %s kernel for W%dA%d (%d popcount branches would cost more)",
+                        match.name, kind, plan.kernel, plan.weight_bits, match.layer.act_bits,
+                        plan.branches)
         else:
             logger.info("%s (%s): bit-serial W%dA%d, %d branches", match.name, kind,
                         plan.weight_bits, match.layer.act_bits, plan.branches)

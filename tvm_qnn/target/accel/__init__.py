@@ -45,7 +45,8 @@ class AccelTarget(QnnTarget):
         self.host = host or X86Target()
         # Layers the accelerator cannot take stay bit-serial on the host (as the simulator's
         # P would be): one kind of kernel per layer, whichever device runs it.
-        self.layout = replace(self.host.layout, integer_min_branches=None)
+        self.layout = replace(self.host.layout, integer_min_branches=None,
+                              dot8_min_branches=None)
 
     @classmethod
     def parse(cls, spec):

@@ -35,6 +35,9 @@ class ScheduleConfig:
     # Below this many xor-popcounts a layer runs on one core: starting the thread pool costs
     # more than it saves (measured: the demo CNN's 28x28 layers were slower on 2 threads).
     min_parallel_popcounts: int = 1 << 20
+    # The registered TensorIntrin of one u8 x s8 dot-product step (the layout's
+    # dot8_oc_block channels x 4 taps) on the target's ISA; None: no int8-dot kernels.
+    dot8_intrin: str | None = None
 
 
 #: The values of ``unroll_max_step`` that tuning explores (512 was dropped: never faster on

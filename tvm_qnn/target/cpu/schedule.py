@@ -18,6 +18,7 @@ from tvm import s_tir, tirx
 from ...topi.attrs import (
     BRANCH_BLOCK,
     CHUNK_BLOCK,
+    DOT8_INPUT_BLOCK,
     EPILOGUE_BLOCK,
     INT_INPUT_BLOCK,
     LAYOUT_ATTR,
@@ -154,9 +155,13 @@ def _finish(sch: s_tir.Schedule, config: ScheduleConfig, sample: bool, branch, r
     (its loops, outermost first, the output channels last): the (plane, tap, word) reduction
     outside the tile, the channels as one vector, the tile unrolled, the ``outer`` loops fused
     and parallel, the producers scheduled, the init blocks split off."""
-    sch.reorder(*reduction, *tile)
-    _schedule_chunks(sch, branch, reduction[-1])
-    sch.vectorize(tile[-1])
+    dot = config.dot8_intrin is not None and _has_block(sch, DOT8_INPUT_BLOCK)
+    if dot:  # the 4 taps of a dot-product step innermost, under the output channels
+        sch.reorder(*reduction[:-1], *tile, reduction[-1])
+    else:
+        sch.reorder(*reduction, *tile)
+        _schedule_chunks(sch, branch, reduction[-1])
+        sch.vectorize(tile[-1])
     for loop in unrolled:
         sch.unroll(loop)
     sch.vectorize(vector)
@@ -167,6 +172,8 @@ def _finish(sch: s_tir.Schedule, config: ScheduleConfig, sample: bool, branch, r
     _schedule_producers(sch, config)
     # Last: parallel() needs the reduction block whole (init not yet split off).
     _decompose_reductions(sch, branch, reduction[0])
+    if dot:  # (output channels x 4 taps) is one instruction of the target's
+        sch.tensorize(tile[-1], config.dot8_intrin)
 
 
 def _unroll_pragma(sch: s_tir.Schedule, loop, config: ScheduleConfig, sample: bool) -> None:
@@ -230,7 +237,7 @@ def _decompose_reductions(sch: s_tir.Schedule, branch, first_reduction) -> None:
 
 def _schedule_producers(sch: s_tir.Schedule, config: ScheduleConfig) -> None:
     """Activation packing and the window popcount: parallel over their outer loops."""
-    for name in (PACK_BLOCK, ROWSUM_BLOCK, INT_INPUT_BLOCK):
+    for name in (PACK_BLOCK, ROWSUM_BLOCK, INT_INPUT_BLOCK, DOT8_INPUT_BLOCK):
         if not _has_block(sch, name):
             continue
         if name == PACK_BLOCK and config.vector_pack and packs_conv_input(sch):

@@ -1,0 +1,110 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The u8 × s8 dot-product conv (the int8-dot kernel family): bit-exact, chosen where the
+target's cost model says, compiled to each x86 class's instruction."""
+
+import re
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from conftest import examples
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+import tvm_qnn
+from tvm_qnn.target import resolve_target
+from tvm_qnn.target.cpu import ScheduleConfig
+from tvm_qnn.target.x86 import X86Target, host_cpu_flags
+from tvm_qnn.target.x86.dot8 import AVX2_DOT, AVX512_DOT, VNNI_DOT
+from tvm_qnn.testing.layers import LayerKernel, random_layer
+from tvm_qnn.testing.onnx_models import make_cnn_model, random_input, run_reference
+from tvm_qnn.topi.dot8_conv import dot8_eligible
+from tvm_qnn.topi.layer import plan_layer, reference_output
+from tvm_qnn.topi.layout import Layout
+
+needs_avx2 = pytest.mark.skipif("avx2" not in host_cpu_flags(),
+                                reason="the AVX2 dot step runs on AVX2 CPUs only")
+# Every layer that fits goes to the AVX2 dot kernel (8 channels per vpmaddubsw step).
+AVX2_EVERYWHERE = X86Target(mcpu="haswell", layout=Layout(oc_block=8, dot8_min_branches=1),
+                            schedule_config=ScheduleConfig(dot8_intrin=AVX2_DOT))
+
+
+@needs_avx2
+@settings(max_examples=examples(30))
+@given(act_bits=st.integers(1, 8), weight_bits=st.integers(1, 6), act_signed=st.booleans(),
+       cin=st.integers(1, 40), cout=st.sampled_from([8, 16, 24, 40]),
+       size=st.tuples(st.integers(1, 8), st.integers(1, 8)),
+       kernel=st.sampled_from([(1, 1), (3, 3), (2, 3)]),
+       strides=st.tuples(st.integers(1, 2), st.integers(1, 2)),
+       pads=st.tuples(*[st.integers(0, 2)] * 4),
+       dilation=st.tuples(st.integers(1, 2), st.integers(1, 2)),
+       weight_zero_point=st.integers(-3, 3), act_zero_point=st.integers(0, 255),
+       out_quant=st.booleans(), out_bits=st.sampled_from([None, 2]), seed=st.integers(0, 2**16))
+def test_dot8_kernel_property(act_bits, weight_bits, act_signed, cin, cout, size, kernel,
+                              strides, pads, dilation, weight_zero_point, act_zero_point,
+                              out_quant, out_bits, seed):
+    """Random convs on the dot kernel equal the integer reference: channels not a multiple of
+    4, padding with the zero-point code, strides, dilation, weight zero-points."""
+    assume(all(size[k] + pads[k] + pads[k + 2] >= 1 + (kernel[k] - 1) * dilation[k]
+               for k in (0, 1)))
+    lo = -(1 << (act_bits - 1)) if act_signed else 0
+    layer, xq = random_layer("conv2d", act_bits=act_bits, weight_bits=weight_bits,
+                             in_channels=cin, out_channels=cout, size=size, kernel=kernel,
+                             strides=strides, pads=pads, dilation=dilation,
+                             act_signed=act_signed, weight_zero_point=weight_zero_point,
+                             act_zero_point=lo + act_zero_point % (1 << act_bits),
+                             out_quant=out_quant, out_bits=out_bits, seed=seed)
+    k = LayerKernel(layer, target=AVX2_EVERYWHERE, dot8_min_branches=1)
+    assume(k.plan.conv_layout == "dot8")  # layers that could saturate int16 stay bit-serial
+    np.testing.assert_array_equal(k(xq), reference_output(layer, xq))
+
+
+def test_eligibility_keeps_int16_pairs_from_saturating():
+    weights = np.array([[-64, 64]])
+    assert dot8_eligible(8, weights, groups=1)  # 2 * 255 * 64 = 32640 fits int16
+    assert not dot8_eligible(8, weights * 2, groups=1)  # 65280 would saturate
+    assert dot8_eligible(2, np.array([[-128, 127]]), groups=1)
+    assert not dot8_eligible(2, np.array([[-129, 0]]), groups=1)  # not a signed byte
+    assert not dot8_eligible(2, weights, groups=2)  # grouped convs keep popcounts
+
+
+def test_the_avx2_cost_model_sends_two_by_two_bits_to_the_dot_kernel():
+    """x86:haswell (AVX2): W2A2 and wider layers get the dot kernel, W1A2 keeps popcounts;
+    the AVX-512 classes keep popcounts (vpopcntq, or no measured threshold yet)."""
+    avx2 = resolve_target("x86:haswell")
+    assert avx2.layout.dot8_min_branches == 4 and avx2.schedule_config.dot8_intrin == AVX2_DOT
+    for w, a, kernel in ((2, 2, "int8-dot"), (1, 2, "bit-serial"), (3, 4, "int8-dot")):
+        layer, _ = random_layer("conv2d", act_bits=a, weight_bits=w, in_channels=16,
+                                out_channels=16, seed=w * 10 + a)
+        assert plan_layer(layer, avx2.layout).kernel == kernel
+    for spec in ("x86:znver4", "x86:skylake-avx512", "x86:icelake-server"):
+        assert resolve_target(spec).layout.dot8_min_branches is None
+    assert resolve_target("accel").layout.dot8_min_branches is None  # P comes from the device
+
+
+@pytest.mark.parametrize("spec,intrin,lanes,instruction", [
+    ("x86:haswell", AVX2_DOT, 8, r"\bvpmaddubsw\s+%ymm"),
+    ("x86:skylake-avx512", AVX512_DOT, 16, r"\bvpmaddubsw\s+%zmm"),
+    ("x86:icelake-server", VNNI_DOT, 16, r"\bvpdpbusd\s+%zmm"),
+])
+def test_each_class_compiles_its_dot_step(spec, intrin, lanes, instruction):
+    """Compile only (no AVX-512 needed here): the step's instruction is in the assembly."""
+    base = resolve_target(spec)
+    target = X86Target(mcpu=base.mcpu, schedule_config=replace(base.schedule_config,
+                                                               dot8_intrin=intrin),
+                       layout=replace(base.layout, dot8_min_branches=1, dot8_oc_block=lanes))
+    layer, _ = random_layer("conv2d", act_bits=2, weight_bits=2, in_channels=16,
+                            out_channels=32, seed=3)
+    k = LayerKernel(layer, target=target, dot8_min_branches=1)
+    assert k.plan.conv_layout == "dot8"
+    assert re.search(instruction, k.module.inspect_source("asm"))
+
+
+@needs_avx2
+def test_model_on_avx2_uses_the_dot_kernel_and_stays_exact():
+    model = make_cnn_model("qcdq", bits=2)
+    art = tvm_qnn.compile(model, target="x86:haswell")
+    kernels = {row["name"]: row["kernel"] for row in art.layers if row["bitserial"]}
+    assert "int8-dot" in kernels.values(), kernels
+    feeds = random_input(model, seed=4)
+    np.testing.assert_array_equal(art.run(feeds), run_reference(model, feeds)[0])

@@ -1,0 +1,110 @@
+# SPDX-License-Identifier: Apache-2.0
+"""A u8 × s8 dot-product conv2d: the kernel family of CPUs where byte multiply-adds beat
+popcounts (``vpmaddubsw`` on AVX2, ``vpdpbusd`` with VNNI) for layers of several branches.
+
+The activations enter as unsigned bytes ``u = q_x - lo`` (padding holds ``z'_x = z_x - lo``,
+the code of real zero), the weights as signed bytes ``w' = q_w - z_w``, so that over a window
+
+    acc = sum (q_x - z_x)(q_w - z_w) = sum u w' - z'_x sum w'
+
+with the sum of the weights over every tap (padded ones included, where ``u = z'_x``). The
+kernel computes ``Q = sum u w'`` four channels at a time (a 4-byte group of one input position
+against ``OCi`` output channels: one dot-product instruction), and the epilogue constants make
+``2 acc = 2 Q - 2 z'_x sum w' + 2 B`` (B: QLinearConv's int32 bias), exactly, with no row-sum
+term. Eligible when the instruction cannot saturate: ``2 (2^M - 1) max|w'| <= 32767``
+(``vpmaddubsw`` adds two products in int16).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from tvm import te, tirx
+
+from .attrs import BRANCH_BLOCK, DOT8_INPUT_BLOCK
+from .epilogue import Epilogue, conv_epilogue
+
+#: Input channels per dot-product step (four bytes against four weights).
+DOT_K = 4
+
+
+def dot8_eligible(act_bits: int, weight_offsets: np.ndarray, groups: int) -> bool:
+    """Whether a conv with ``act_bits``-bit codes and weights ``w' = q_w - z_w`` fits the
+    u8 × s8 kernel: one group (depthwise layers keep the popcount kernels), ``w'`` a signed
+    byte, and no int16 saturation of a product pair."""
+    span = int(np.abs(weight_offsets).max(initial=0))
+    return (groups == 1 and act_bits <= 8 and weight_offsets.min(initial=0) >= -128
+            and weight_offsets.max(initial=0) <= 127
+            and 2 * ((1 << act_bits) - 1) * span <= 32767)
+
+
+def pack_dot8_weights(offsets: np.ndarray, oc_block: int) -> np.ndarray:
+    """``w'[OC, C, KH, KW]`` → int8 ``[OC / OCi, KH, KW, ceil(C / 4), OCi, 4]``: the ``OCi × 4``
+    bytes one dot-product step reads, channels past ``C`` zero."""
+    oc, c, kh, kw = offsets.shape
+    cq = -(-c // DOT_K)
+    w = np.zeros((oc, cq * DOT_K, kh, kw), np.int8)
+    w[:, :c] = offsets
+    w = w.reshape(oc // oc_block, oc_block, cq, DOT_K, kh, kw)
+    return np.ascontiguousarray(np.transpose(w, (0, 4, 5, 2, 1, 3)))
+
+
+def dot8_conv2d(data: te.Tensor, weight: te.Tensor, epi: Epilogue, *params, act_lo: int,
+                pad_code: int, pads: tuple[int, int, int, int], strides: tuple[int, int],
+                dilation: tuple[int, int], out_size: tuple[int, int],
+                channels_last: bool = False) -> te.Tensor:
+    """u8 × s8 conv2d (one group) with the fused epilogue.
+
+    Parameters
+    ----------
+    data : te.Tensor
+        ``[N, C, H, W]`` integer codes.
+    weight : te.Tensor
+        :func:`pack_dot8_weights` output, ``[OC / OCi, KH, KW, Cq, OCi, 4]`` int8.
+    epi : Epilogue
+        The epilogue constants (``2 acc = 2 Q + const2``).
+    *params : te.Tensor
+        The tensors of ``epi.tensor_params()``, in order.
+    act_lo, pad_code : int
+        ``u = code - act_lo``; padded positions hold ``u = pad_code`` (``z'_x``).
+    pads, strides, dilation, out_size : tuple of int
+        ``(top, left, bottom, right)``, the conv's strides and dilation, ``(OH, OW)``.
+    channels_last : bool
+        Write NHWC instead of NCHW (:func:`~.epilogue.conv_epilogue`).
+
+    Returns
+    -------
+    te.Tensor
+        ``[N, OC, OH, OW]`` (or ``[N, OH, OW, OC]``) of ``epi.out_dtype``.
+    """
+    n, c, h, w = (int(s) for s in data.shape)
+    _, kh, kw, cq, oc_inner, _ = (int(s) for s in weight.shape)
+    top, left, bottom, right = pads
+    out_channels = int(epi.neg_d.shape[0])
+
+    def code(nn, yy, xx, ch):
+        # NHWC bytes, channels padded to a multiple of 4 (zero: their weights are zero too).
+        inside = tirx.all(yy >= top, yy < top + h, xx >= left, xx < left + w)
+        u = data[nn, tirx.min(ch, c - 1), tirx.max(tirx.min(yy - top, h - 1), 0),
+                 tirx.max(tirx.min(xx - left, w - 1), 0)].astype("int32") - act_lo
+        u = tirx.if_then_else(inside, u, tirx.const(pad_code, "int32"))
+        return tirx.if_then_else(ch < c, u, tirx.const(0, "int32")).astype("uint8")
+
+    xs = te.compute((n, h + top + bottom, w + left + right, cq * DOT_K), code,
+                    name=DOT8_INPUT_BLOCK)
+    ry = te.reduce_axis((0, kh), name="ry")
+    rx = te.reduce_axis((0, kw), name="rx")
+    rq = te.reduce_axis((0, cq), name="rq")
+    r4 = te.reduce_axis((0, DOT_K), name="r4")
+
+    def acc(nn, ob, yy, xx, oi):
+        a = xs[nn, yy * strides[0] + ry * dilation[0], xx * strides[1] + rx * dilation[1],
+               rq * DOT_K + r4]
+        return te.sum(a.astype("int32") * weight[ob, ry, rx, rq, oi, r4].astype("int32"),
+                      axis=[ry, rx, rq, r4])
+
+    p = te.compute((n, out_channels // oc_inner) + tuple(out_size) + (oc_inner,), acc,
+                   name=BRANCH_BLOCK)
+    return conv_epilogue(p, None, epi, params, out_channels, 1, channels_last)
+
+
+__all__ = ["DOT_K", "dot8_conv2d", "dot8_eligible", "pack_dot8_weights"]
