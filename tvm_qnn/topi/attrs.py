@@ -13,6 +13,8 @@ PACK_CL_ATTR = "tvm_qnn.pack_channels_last"  # the channels-last bit-plane pack 
 
 # Block attribute of the epilogue: "NHWC" when the output is written channels-last.
 LAYOUT_ATTR = "tvm_qnn.layout"
+# Block attribute of an int8-dot kernel's accumulation: 4-channel groups per dot step.
+DOT8_GROUPS_ATTR = "tvm_qnn.dot8_groups"
 
 # Block names the target schedules look for.
 PACK_BLOCK = "bitpack"

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 from tvm import te, tirx
 
-from .attrs import BRANCH_BLOCK, DOT8_INPUT_BLOCK
+from .attrs import BRANCH_BLOCK, DOT8_GROUPS_ATTR, DOT8_INPUT_BLOCK
 from .epilogue import Epilogue, conv_epilogue
 
 #: Input channels per dot-product step (four bytes against four weights).
@@ -37,6 +37,19 @@ def dot8_eligible(act_bits: int, weight_offsets: np.ndarray, groups: int) -> boo
             and 2 * ((1 << act_bits) - 1) * span <= 32767)
 
 
+def dot8_groups(act_bits: int, weight_offsets: np.ndarray, channel_groups: int,
+                most: int = 4) -> int:
+    """4-channel groups one dot step may add in int16 before widening: each group adds a
+    product pair of at most ``2 (2^M - 1) max|w'|`` to an int16 lane, so at most
+    ``32767 // that`` of them; the largest divisor of ``channel_groups`` (at most ``most``)
+    within that. ``most`` = 4: measured on Zen 3 (AVX2, W2A2 suite convs, one core), 1, 2,
+    4, 8 and 16 groups per step took 1.45, 1.16, 1.11, 1.12 and 1.31 ms on conv28: longer
+    steps keep more weight vectors live than the 16 ymm registers hold."""
+    pair = 2 * ((1 << act_bits) - 1) * max(1, int(np.abs(weight_offsets).max(initial=0)))
+    cap = max(1, min(most, 32767 // pair, channel_groups))
+    return max(g for g in range(1, cap + 1) if channel_groups % g == 0)
+
+
 def pack_dot8_weights(offsets: np.ndarray, oc_block: int) -> np.ndarray:
     """``w'[OC, C, KH, KW]`` → int8 ``[OC / OCi, KH, KW, ceil(C / 4), OCi, 4]``: the ``OCi × 4``
     bytes one dot-product step reads, channels past ``C`` zero."""
@@ -50,7 +63,7 @@ def pack_dot8_weights(offsets: np.ndarray, oc_block: int) -> np.ndarray:
 
 def dot8_conv2d(data: te.Tensor, weight: te.Tensor, epi: Epilogue, *params, act_lo: int,
                 pad_code: int, pads: tuple[int, int, int, int], strides: tuple[int, int],
-                dilation: tuple[int, int], out_size: tuple[int, int],
+                dilation: tuple[int, int], out_size: tuple[int, int], groups_per_step: int = 1,
                 channels_last: bool = False) -> te.Tensor:
     """u8 × s8 conv2d (one group) with the fused epilogue.
 
@@ -68,6 +81,9 @@ def dot8_conv2d(data: te.Tensor, weight: te.Tensor, epi: Epilogue, *params, act_
         ``u = code - act_lo``; padded positions hold ``u = pad_code`` (``z'_x``).
     pads, strides, dilation, out_size : tuple of int
         ``(top, left, bottom, right)``, the conv's strides and dilation, ``(OH, OW)``.
+    groups_per_step : int
+        :func:`dot8_groups`: 4-channel groups a dot step sums in int16, recorded on the
+        accumulation block (:data:`~.attrs.DOT8_GROUPS_ATTR`) for the schedule.
     channels_last : bool
         Write NHWC instead of NCHW (:func:`~.epilogue.conv_epilogue`).
 
@@ -103,8 +119,8 @@ def dot8_conv2d(data: te.Tensor, weight: te.Tensor, epi: Epilogue, *params, act_
                       axis=[ry, rx, rq, r4])
 
     p = te.compute((n, out_channels // oc_inner) + tuple(out_size) + (oc_inner,), acc,
-                   name=BRANCH_BLOCK)
+                   name=BRANCH_BLOCK, attrs={DOT8_GROUPS_ATTR: groups_per_step})
     return conv_epilogue(p, None, epi, params, out_channels, 1, channels_last)
 
 
-__all__ = ["DOT_K", "dot8_conv2d", "dot8_eligible", "pack_dot8_weights"]
+__all__ = ["DOT_K", "dot8_conv2d", "dot8_eligible", "dot8_groups", "pack_dot8_weights"]

@@ -25,7 +25,7 @@ from .bitpack import (
     words_for,
 )
 from .branches import bitserial_conv2d_im2col, bitserial_conv2d_nchw, bitserial_dense
-from .dot8_conv import dot8_conv2d, dot8_eligible, pack_dot8_weights
+from .dot8_conv import dot8_conv2d, dot8_eligible, dot8_groups, pack_dot8_weights
 from .epilogue import Epilogue, epilogue_compute
 from .integer_conv import integer_conv2d
 from .layout import Layout
@@ -99,6 +99,7 @@ class LayerPlan:
     # conv2d: "channels" or "im2col" (bit-serial, see conv_packing), "integer" (int32) or
     # "dot8" (u8 x s8 dot products)
     conv_layout: str = "channels"
+    dot8_groups: int = 1  # "dot8": 4-channel groups per dot step (see dot8_conv.dot8_groups)
     word_bits: int = 64  # bits per packed word: 64 (x86) or 8 (NEON byte lanes)
 
     @property
@@ -235,8 +236,11 @@ def plan_layer(layer: QuantizedLayer, layout: Layout = Layout(),
             steps.values, np.iinfo(acc_dtype).max).astype(acc_dtype),
         base=None if steps is None else steps.base.astype(np.int32),
     )
+    groups_per_step = 1
+    if packing == "dot8":
+        groups_per_step = dot8_groups(layer.act_bits, offsets, packed.shape[3])
     return LayerPlan(layer, planes.bits, block, packed, epi, pad_code=zx, conv_layout=packing,
-                     word_bits=word_bits)
+                     word_bits=word_bits, dot8_groups=groups_per_step)
 
 
 def layer_compute(plan: LayerPlan, data: te.Tensor, weight: te.Tensor, *params: te.Tensor,
@@ -260,6 +264,7 @@ def layer_compute(plan: LayerPlan, data: te.Tensor, weight: te.Tensor, *params: 
         return dot8_conv2d(data, weight, epi, *params, act_lo=layer.act_lo,
                            pad_code=plan.pad_code, pads=layer.pads, strides=layer.strides,
                            dilation=layer.dilation, out_size=out_size,
+                           groups_per_step=plan.dot8_groups,
                            channels_last=channels_last_output)
     if plan.conv_layout == "integer":
         return integer_conv2d(data, weight, epi, *params, zero_point=layer.act_zero_point,

@@ -26,7 +26,17 @@ class CpuTarget(QnnTarget):
     def template(self, kind: str, sample: bool = False):
         """``f(sch)``: the schedule of ``kind`` with this target's config (or sampled tiles)."""
         fn = _TEMPLATES[kind]
-        return lambda sch: fn(sch, self.schedule_config, sample=sample)
+
+        def apply(sch):
+            fn(sch, self.schedule_config, sample=sample)
+            self.lower_instructions(sch)
+            return sch
+
+        return apply
+
+    def lower_instructions(self, sch: s_tir.Schedule) -> None:
+        """After the template: map what it left for the ISA onto the target's instructions
+        (e.g. x86 tensorizes the int8-dot steps). Nothing by default."""
 
     def schedule(self, kind, func):
         sch = s_tir.Schedule(func)
@@ -46,6 +56,7 @@ class CpuTarget(QnnTarget):
                 variants.append((sch.copy(), other))
             for s, config in variants:
                 fn(s, config, sample=True)
+                self.lower_instructions(s)
             return [s for s, _ in variants]
 
         return space

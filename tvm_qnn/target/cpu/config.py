@@ -28,6 +28,10 @@ class ScheduleConfig:
     # single_branch_oc_block) took conv56 from 0.79 to 0.84 of the roofline, but made W2A2 up
     # to 18 % slower, so it applies to one branch only. None: the same tile for every bit width.
     single_branch_tile: tuple[int, int] | None = None
+    # (ow_tile, oh_tile, oc_vectors) for int8-dot convs (topi/dot8_conv.py), else the tiles
+    # above. Measured on Zen 3 (AVX2, W2A2, one core): 2 columns x 2 weight vectors took
+    # conv56 from 1.20 to 1.13 ms and conv7 from 1.47 to 1.34 ms against the 4 x 1 x 1 tile.
+    dot8_tile: tuple[int, int, int] | None = None
     # Pack a conv's NCHW codes into bit-planes with the output columns as one vector (the
     # 64 channel bits outside): measured on the suite convs alone, conv56 1.2-1.5x faster,
     # conv28 1.3x slower. A tuning choice (both variants are design spaces), off by default.
@@ -35,9 +39,6 @@ class ScheduleConfig:
     # Below this many xor-popcounts a layer runs on one core: starting the thread pool costs
     # more than it saves (measured: the demo CNN's 28x28 layers were slower on 2 threads).
     min_parallel_popcounts: int = 1 << 20
-    # The registered TensorIntrin of one u8 x s8 dot-product step (the layout's
-    # dot8_oc_block channels x 4 taps) on the target's ISA; None: no int8-dot kernels.
-    dot8_intrin: str | None = None
 
 
 #: The values of ``unroll_max_step`` that tuning explores (512 was dropped: never faster on

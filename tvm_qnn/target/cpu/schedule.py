@@ -18,6 +18,7 @@ from tvm import s_tir, tirx
 from ...topi.attrs import (
     BRANCH_BLOCK,
     CHUNK_BLOCK,
+    DOT8_GROUPS_ATTR,
     DOT8_INPUT_BLOCK,
     EPILOGUE_BLOCK,
     INT_INPUT_BLOCK,
@@ -97,7 +98,10 @@ def schedule_conv2d(sch: s_tir.Schedule, config: ScheduleConfig = ScheduleConfig
     epi = sch.get_sblock(EPILOGUE_BLOCK)
     branch = sch.get_sblock(BRANCH_BLOCK)
     oc_inner = int(sch.get(branch).writes[0].source.shape[4])
-    if config.single_branch_tile and _branches(sch) == 1:
+    if config.dot8_tile and _has_block(sch, DOT8_INPUT_BLOCK):
+        config = replace(config, ow_tile=config.dot8_tile[0], oh_tile=config.dot8_tile[1],
+                         oc_vectors=config.dot8_tile[2])
+    elif config.single_branch_tile and _branches(sch) == 1:
         config = replace(config, ow_tile=config.single_branch_tile[0],
                          oh_tile=config.single_branch_tile[1])
     if sch.get(epi).annotations.get(LAYOUT_ATTR) == "NHWC":
@@ -155,9 +159,16 @@ def _finish(sch: s_tir.Schedule, config: ScheduleConfig, sample: bool, branch, r
     (its loops, outermost first, the output channels last): the (plane, tap, word) reduction
     outside the tile, the channels as one vector, the tile unrolled, the ``outer`` loops fused
     and parallel, the producers scheduled, the init blocks split off."""
-    dot = config.dot8_intrin is not None and _has_block(sch, DOT8_INPUT_BLOCK)
-    if dot:  # the 4 taps of a dot-product step innermost, under the output channels
-        sch.reorder(*reduction[:-1], *tile, reduction[-1])
+    if _has_block(sch, DOT8_INPUT_BLOCK):
+        # An int8-dot kernel: its channel groups split into the target's dot steps, each
+        # step (output channels x groups x 4 taps) innermost for the target to tensorize.
+        ry, rx, rq, r4 = reduction
+        groups = int(sch.get(branch).annotations.get(DOT8_GROUPS_ATTR, 1))
+        if groups > 1:
+            rqo, rqi = sch.split(rq, [None, groups])
+            sch.reorder(ry, rx, rqo, *tile, rqi, r4)
+        else:  # a unit groups loop would vanish from the pattern the target matches
+            sch.reorder(ry, rx, rq, *tile, r4)
     else:
         sch.reorder(*reduction, *tile)
         _schedule_chunks(sch, branch, reduction[-1])
@@ -172,8 +183,6 @@ def _finish(sch: s_tir.Schedule, config: ScheduleConfig, sample: bool, branch, r
     _schedule_producers(sch, config)
     # Last: parallel() needs the reduction block whole (init not yet split off).
     _decompose_reductions(sch, branch, reduction[0])
-    if dot:  # (output channels x 4 taps) is one instruction of the target's
-        sch.tensorize(tile[-1], config.dot8_intrin)
 
 
 def _unroll_pragma(sch: s_tir.Schedule, loop, config: ScheduleConfig, sample: bool) -> None:

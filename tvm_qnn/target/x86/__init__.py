@@ -16,7 +16,7 @@ import tvm
 from ...errors import TvmQnnError
 from ...topi.layout import Layout
 from ..cpu import INTEGER_MIN_BRANCHES, CpuTarget, ScheduleConfig
-from .dot8 import dot8_kernel
+from .dot8 import dot8_kernel, dot_family, lanes_of, tensorize_dot_steps
 
 __all__ = ["X86Target", "host_cpu_flags"]
 
@@ -86,18 +86,20 @@ class X86Target(CpuTarget):
         self.num_cores = num_cores or len(os.sched_getaffinity(0))
         flags = host_cpu_flags() if self.host else frozenset()
         self.has_vpopcntdq = "avx512_vpopcntdq" in flags or self.mcpu in _VPOPCNTDQ_CPUS
-        # Where byte dot products beat popcounts, and with which instruction.
+        # Where byte dot products beat popcounts, and with which instructions.
         dot = dot8_kernel(isa_features(self.mcpu))
+        self.dot_family = dot_family(isa_features(self.mcpu))
         # The W1A1 register tile was measured with VPOPCNTDQ only (see ScheduleConfig).
         self.schedule_config = schedule_config or ScheduleConfig(
             single_branch_tile=(2, 2) if self.has_vpopcntdq else None,
-            dot8_intrin=dot[0] if dot else None)
+            dot8_tile=(2, 1, 2) if dot else None)
         # 16 uint64 lanes = two zmm per tile row with VPOPCNTDQ; 8 (two ymm) on AVX2.
         self.layout = layout or Layout(
             oc_block=16 if self.has_vpopcntdq else 8, word_bits=64,
             integer_min_branches=INTEGER_MIN_BRANCHES,
             single_branch_oc_block=32 if self.has_vpopcntdq else None,
-            dot8_min_branches=dot[2] if dot else None, dot8_oc_block=dot[1] if dot else 8)
+            dot8_min_branches=dot[1] if dot else None,
+            dot8_oc_block=lanes_of(self.dot_family) if self.dot_family else 8)
 
     @classmethod
     def parse(cls, spec):
@@ -122,6 +124,11 @@ class X86Target(CpuTarget):
     @property
     def alias(self) -> str:
         return self.name if self.host else f"{self.name}:{self.mcpu}"
+
+    def lower_instructions(self, sch) -> None:
+        """The int8-dot steps become this CPU's dot-product instructions."""
+        if self.dot_family is not None:
+            tensorize_dot_steps(sch, self.dot_family)
 
     def missing_features(self) -> list[str]:
         """The instruction-set extensions the target's code may use that this host's CPU
