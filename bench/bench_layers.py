@@ -93,7 +93,10 @@ def bench_line(row: dict) -> str:
 
 
 def _qnn_kernel(kind, cin, cout, size, wbits, abits, target="x86"):
-    """(kernel as timed, input codes, popcount ISA, the conv alone or None)."""
+    """(kernel as timed, input codes, ISA, the conv alone or None): the kernel family the
+    target's cost model picks; a bit-serial conv as inside a chain of them (its input packed
+    channels-last), an int8-dot conv alone (it reads the previous layer's codes itself)."""
+    from tvm_qnn.target import resolve_target
     from tvm_qnn.testing.layers import ChainedLayerKernel, LayerKernel, random_layer
 
     if kind == "conv2d":  # A-bit codes out, as the next layer of the network reads them
@@ -102,8 +105,11 @@ def _qnn_kernel(kind, cin, cout, size, wbits, abits, target="x86"):
     else:
         layer, xq = random_layer(kind, act_bits=abits, weight_bits=wbits, in_channels=cin,
                                  out_channels=cout, batch=size)
-    alone = LayerKernel(layer, target=target)
+    dot8 = resolve_target(target).layout.dot8_min_branches
+    alone = LayerKernel(layer, target=target, dot8_min_branches=dot8)
     isa = roofline.isa_of(alone.module.inspect_source("asm"))
+    if alone.plan.kernel == "int8-dot":
+        return alone, xq, isa, None
     if kind == "conv2d":
         return ChainedLayerKernel(layer, target=target), xq, isa, alone
     return alone, xq, isa, None
@@ -149,7 +155,7 @@ def bench_layers(names, bits, threads, rates, timing, target="x86") -> list[dict
                            of_roofline=roof_ms / qnn_ms, x_fp32=p["torch_fp32_ms"] / qnn_ms,
                            x_int8=int8_ms / qnn_ms, int8_engine=f"torch:{p['engine']}",
                            ort_op=p["ort_op"], **extra, torch_int8_engines_ms=p["engines"],
-                           isa=isa)
+                           kernel=kernel.plan.kernel, isa=isa)
                 rows.append(row)
                 print(bench_line(row), flush=True)
     return rows
@@ -184,9 +190,11 @@ def bench_models(names, threads, timing, target="x86") -> list[dict]:
         torch_fp32_ms = peers.torch_module_ms(torch_fp32, xt, timing)
         for name, art in arts.items():
             path = os.path.join(MODEL_DIR, f"{name}.onnx")
-            est = art.benchmark(x, number=1, repeat=1)
+            # threads=n: an artifact sizes TVM's pool itself (its default is every core).
+            est = art.benchmark(x, number=1, repeat=1, threads=n)
             qnn_ms = peers.measure_ms(
-                lambda number, repeat, a=art: a.benchmark(x, number=number, repeat=repeat),
+                lambda number, repeat, a=art: a.benchmark(x, number=number, repeat=repeat,
+                                                          threads=n),
                 est, timing)
             try:
                 qsess, qops = peers.ort_session(path, n)

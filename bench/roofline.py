@@ -18,6 +18,7 @@ hand-written C loop). The roofline time of a bit-serial layer is then
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 
 import numpy as np
@@ -103,7 +104,12 @@ def _reference(a: np.ndarray, b: np.ndarray, repeats: int) -> np.ndarray:
 
 
 def isa_of(asm: str) -> str:
-    """The popcount instruction found in generated assembly: ``vpopcntq zmm`` etc."""
+    """The popcount (or byte dot-product) instruction found in generated assembly:
+    ``vpopcntq zmm``, ``vpshufb lut``, ``vpmaddubsw ymm`` etc."""
+    for name in ("vpdpbusd", "vpmaddubsw"):
+        for reg in ("zmm", "ymm"):
+            if re.search(rf"\b{name}\s[^\n]*%{reg}", asm):
+                return f"{name} {reg}"
     for name, reg in (("vpopcntq", "zmm"), ("vpopcntq", "ymm"), ("vpopcntq", "xmm")):
         if f"{name}\t%{reg}" in asm:
             return f"{name} {reg}"

@@ -25,20 +25,24 @@ from .epilogue import Epilogue, conv_epilogue
 
 #: Input channels per dot-product step (four bytes against four weights).
 DOT_K = 4
+#: At most this many 4-channel groups per dot step (see :func:`dot8_groups`).
+DOT8_MOST_GROUPS = 4
 
 
 def dot8_eligible(act_bits: int, weight_offsets: np.ndarray, groups: int) -> bool:
     """Whether a conv with ``act_bits``-bit codes and weights ``w' = q_w - z_w`` fits the
     u8 × s8 kernel: one group (depthwise layers keep the popcount kernels), ``w'`` a signed
-    byte, and no int16 saturation of a product pair."""
+    byte, no int16 saturation of a product pair, and an int32 sum over the whole window."""
     span = int(np.abs(weight_offsets).max(initial=0))
+    taps = int(np.prod(weight_offsets.shape[1:]))
+    code = (1 << act_bits) - 1
     return (groups == 1 and act_bits <= 8 and weight_offsets.min(initial=0) >= -128
             and weight_offsets.max(initial=0) <= 127
-            and 2 * ((1 << act_bits) - 1) * span <= 32767)
+            and 2 * code * span <= 32767 and taps * code * span < 2**31)
 
 
 def dot8_groups(act_bits: int, weight_offsets: np.ndarray, channel_groups: int,
-                most: int = 4) -> int:
+                most: int = DOT8_MOST_GROUPS) -> int:
     """4-channel groups one dot step may add in int16 before widening: each group adds a
     product pair of at most ``2 (2^M - 1) max|w'|`` to an int16 lane, so at most
     ``32767 // that`` of them; the largest divisor of ``channel_groups`` (at most ``most``)
@@ -123,4 +127,5 @@ def dot8_conv2d(data: te.Tensor, weight: te.Tensor, epi: Epilogue, *params, act_
     return conv_epilogue(p, None, epi, params, out_channels, 1, channels_last)
 
 
-__all__ = ["DOT_K", "dot8_conv2d", "dot8_eligible", "dot8_groups", "pack_dot8_weights"]
+__all__ = ["DOT8_MOST_GROUPS", "DOT_K", "dot8_conv2d", "dot8_eligible", "dot8_groups",
+           "pack_dot8_weights"]

@@ -14,9 +14,10 @@ import os
 import tvm
 
 from ...errors import TvmQnnError
+from ...topi.dot8_conv import DOT8_MOST_GROUPS
 from ...topi.layout import Layout
 from ..cpu import INTEGER_MIN_BRANCHES, CpuTarget, ScheduleConfig
-from .dot8 import dot8_kernel, dot_family, lanes_of, tensorize_dot_steps
+from .dot8 import dot8_kernel, dot_family, dot_step, lanes_of, tensorize_dot_steps
 
 __all__ = ["X86Target", "host_cpu_flags"]
 
@@ -89,6 +90,9 @@ class X86Target(CpuTarget):
         # Where byte dot products beat popcounts, and with which instructions.
         dot = dot8_kernel(isa_features(self.mcpu))
         self.dot_family = dot_family(isa_features(self.mcpu))
+        if dot:  # tuning records replay their tensorize steps: the steps must be registered
+            for groups in range(1, DOT8_MOST_GROUPS + 1):
+                dot_step(self.dot_family, groups)
         # The W1A1 register tile was measured with VPOPCNTDQ only (see ScheduleConfig).
         self.schedule_config = schedule_config or ScheduleConfig(
             single_branch_tile=(2, 2) if self.has_vpopcntdq else None,
