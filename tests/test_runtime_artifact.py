@@ -54,7 +54,8 @@ def test_load_errors(tmp_path):
 
 
 def test_avx2_target_compiles_without_avx512():
-    model = make_conv_model("qcdq", act_bits=2, weight_bits=2, in_ch=64, out_ch=16)
+    # W1A2: two branches stay on popcounts on AVX2 (W2A2 would take the int8-dot kernel).
+    model = make_conv_model("qcdq", act_bits=2, weight_bits=1, in_ch=64, out_ch=16)
     art = tvm_qnn.compile(model, target={"kind": "llvm", "mcpu": "haswell"})
     asm = art.assembly()
     assert "zmm" not in asm and "vpshufb" in asm  # popcount by nibble lookup on AVX2
@@ -127,7 +128,7 @@ def test_cpu_profile_times_each_call_and_names_the_layers():
     from tvm_qnn.runtime.profile import format_table, summarize
     from tvm_qnn.testing.onnx_models import make_cnn_model
 
-    model = make_cnn_model("qcdq", bits=2)
+    model = make_cnn_model("qcdq", bits=1)  # W1A1: bit-serial everywhere, with packs
     art = tvm_qnn.compile(model, target="x86")
     rows = art.profile(random_input(model), threads=1)
     bitserial = [r["name"] for r in art.layers if r["bitserial"]]

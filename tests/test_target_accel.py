@@ -162,8 +162,9 @@ def test_layers_it_cannot_run_fall_back_to_the_cpu(caplog):
     assert row["device"] == "cpu" and "grouped" in row["offload_reason"]
     cpu = tvm_qnn.compile(model, target="x86")
     assert np.array_equal(art.run(feeds), cpu.run(feeds))
-    with pytest.raises(TvmQnnError, match="without offloaded layers"):
-        art.profile(feeds)
+    # Nothing offloaded: profile() times the host's code, as for a CPU target.
+    rows = art.profile(feeds)
+    assert [r["layer"] for r in rows if r["kind"] == "layer"] == [row["name"]]
 
 
 def test_buffers_too_small_say_why():

@@ -3,6 +3,7 @@
 
 import logging
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -78,18 +79,26 @@ def test_database_record_changes_the_generated_code(conv, tmp_path, caplog):
     np.testing.assert_array_equal(tuned.run(feeds), default.run(feeds))
 
 
-def test_every_point_of_the_search_space_is_exact(conv):
+@pytest.mark.parametrize("family", ["bit-serial", "int8-dot"])
+def test_every_point_of_the_search_space_is_exact(conv, family):
     """Schedules sampled from the tuning template (register tiles, unroll depth, both ways of
-    packing the input), after the search's postprocessing, compile through a database to the
-    same outputs as the default."""
-    target = X86Target()
+    packing the input of a bit-serial conv; the dot steps of an int8-dot one), after the
+    search's postprocessing, compile through a database to the same outputs as the
+    default."""
+    host = X86Target()
+    if family == "int8-dot" and host.dot_family is None:
+        pytest.skip("this CPU has no dot-product step (AVX2)")
+    target = X86Target(layout=replace(host.layout,
+                                      dot8_min_branches=1 if family == "int8-dot" else None))
     (task,) = extract_tasks(lower_for_tuning(load_model(conv), target))
     feeds = random_input(conv, seed=3)
-    want = tvm_qnn.compile(conv, "x86").run(feeds)
+    want = tvm_qnn.compile(conv, target).run(feeds)
+    assert {row["kernel"] for row in tvm_qnn.compile(conv, target).layers} == {family}
     seen, variants = set(), set()
     for seed in range(1, 41):
         spaces = target.schedule_space(task.kind)(s_tir.Schedule(task.mod, seed=seed))
-        assert len(spaces) == 2  # the pack as scalar words and as column vectors
+        # Bit-serial: the pack as scalar words and as column vectors; int8-dot packs no bits.
+        assert len(spaces) == (2 if family == "bit-serial" else 1)
         for k, sch in enumerate(spaces):
             assert ms.postproc.RewriteParallelVectorizeUnroll().apply(sch)
             if str(sch.trace) in seen:
@@ -101,10 +110,10 @@ def test_every_point_of_the_search_space_is_exact(conv):
                 sch.trace, db.commit_workload(task.mod), [1e-6], target.tvm_target,
                 ms.arg_info.ArgInfo.from_prim_func(task.mod["main"])))
             np.testing.assert_array_equal(
-                tvm_qnn.compile(conv, "x86", tuning_db=db).run(feeds), want)
+                tvm_qnn.compile(conv, target, tuning_db=db).run(feeds), want)
         if len(seen) >= 6:
             break
-    assert len(seen) >= 6 and variants == {0, 1}
+    assert len(seen) >= 6 and variants == ({0, 1} if family == "bit-serial" else {0})
 
 
 def test_best_records_are_timed_again_here(conv, tmp_path):
