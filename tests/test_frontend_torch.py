@@ -4,14 +4,10 @@
 import numpy as np
 import pytest
 import torch
-import tvm
 from torch import nn
-from tvm.script import ir as I
-from tvm.script import relax as R
 
 import tvm_qnn
 from tvm_qnn.nn import freeze, quantize_model
-from tvm_qnn.transform.canonicalize_fake_quant import CanonicalizeFakeQuant
 
 
 def _model(pow2, bn):
@@ -50,37 +46,3 @@ def test_module_and_exported_program_compile_bit_exact(pow2, bn):
 def test_module_needs_example_inputs():
     with pytest.raises(tvm_qnn.UnsupportedModelError, match="example_inputs"):
         tvm_qnn.compile(_model(True, False))
-
-
-def test_canonicalize_fake_quant_structure():
-    w = np.arange(-4, 4, dtype="float32").reshape(2, 1, 2, 2)
-
-    @I.ir_module
-    class Before:
-        @R.function
-        def main(x: R.Tensor((1, 1, 3, 3), "float32")):
-            with R.dataflow():
-                d = R.divide(x, R.const(0.5, "float32"))
-                r = R.round(d)
-                c = R.clip(r, 0, 3)
-                y = R.nn.conv2d(c, R.const(w))
-                R.output(y)
-            return y
-
-    @I.ir_module
-    class Expected:
-        @R.function
-        def main(x: R.Tensor((1, 1, 3, 3), "float32")):
-            with R.dataflow():
-                q = R.quantize(x, R.const(0.5, "float32"), R.const(0, "uint8"), axis=-1,
-                               out_dtype="uint8")
-                c = R.clip(q, 0, 3)
-                dq = R.dequantize(c, R.const(1.0, "float32"), R.const(0, "uint8"), axis=-1,
-                                  out_dtype="float32")
-                wd = R.dequantize(R.const(w.astype("int8")), R.const(1.0, "float32"),
-                                  R.const(0, "int8"), axis=0, out_dtype="float32")
-                y = R.nn.conv2d(dq, wd)
-                R.output(y)
-            return y
-
-    tvm.ir.assert_structural_equal(CanonicalizeFakeQuant()(Before), Expected)
