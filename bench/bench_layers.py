@@ -193,8 +193,8 @@ def bench_models(names, threads, timing, target="x86") -> list[dict]:
             # threads=n: an artifact sizes TVM's pool itself (its default is every core).
             est = art.benchmark(x, number=1, repeat=1, threads=n)
             qnn_ms = peers.measure_ms(
-                lambda number, repeat, a=art: a.benchmark(x, number=number, repeat=repeat,
-                                                          threads=n),
+                lambda number, repeat, a=art, n=n: a.benchmark(x, number=number,
+                                                               repeat=repeat, threads=n),
                 est, timing)
             try:
                 qsess, qops = peers.ort_session(path, n)
