@@ -137,3 +137,20 @@ def test_layer_matrix_bit_exact_in_one_emulated_process(tmp_path):
         refs.append(reference_output(layer, xq))
     for got, want in zip(EmulatedDevice().run_kernels(cases), refs, strict=True):
         np.testing.assert_array_equal(got, want)
+
+
+def test_the_layer_report_describes_the_targets_own_layout(cnn):
+    """Compile-only: an arm_cpu artifact reports its byte-word weight layout, not x86's 64-bit
+    words (the sizes differ where a layer's channels do not fill 64-bit words)."""
+    from tvm_qnn.frontend import load_model
+    from tvm_qnn.topi.layer import plan_layer
+    from tvm_qnn.transform import find_layers
+
+    arm, x86 = resolve_target("arm_cpu"), resolve_target("x86:haswell")
+    layers = {m.name: m.layer for m in find_layers(load_model(cnn)["main"]) if m.layer}
+    report = {r["name"]: r["packed_weight_bytes"] for r in tvm_qnn.compile(cnn, arm).layers}
+    want = {name: plan_layer(layer, arm.layout).packed_weight.nbytes
+            for name, layer in layers.items()}
+    assert report == want
+    assert any(plan_layer(layer, x86.layout).packed_weight.nbytes != want[name]
+               for name, layer in layers.items())
