@@ -41,24 +41,39 @@ def test_brevitas_espcn_matches_qonnx_execution(variant):
     assert diff.max() <= np.float32(1 / 255) * 1.0001
 
 
-def _tiny(bipolar_act: bool, trunc: bool):
-    """x → Quant/BipolarQuant → Conv(Quant(W)) → Relu → Quant (→ Trunc): power-of-two scales."""
+def _tiny(bipolar_act: bool, trunc: bool, bipolar_weight: bool = False, pool: bool = False,
+          bias_bits: int = 0, w_bits: int = 3):
+    """x → Quant/BipolarQuant [→ MaxPool] → Conv(Quant/BipolarQuant(W) [, Quant(bias)]) →
+    Relu → Quant (→ Trunc): power-of-two scales, the shapes Brevitas exports."""
     rng = np.random.default_rng(0)
     inits = [numpy_helper.from_array(a, n) for n, a in [
         ("s_x", np.float32(0.25)), ("z0", np.float32(0)), ("b_x", np.float32(3)),
         ("w", (rng.integers(-4, 4, size=(8, 6, 3, 3)) * 0.125).astype(np.float32)),
-        ("s_w", np.full((8, 1, 1, 1), 0.125, np.float32)), ("b_w", np.float32(3)),
-        ("s_y", np.float32(0.5)), ("b_y", np.float32(4)), ("b_t", np.float32(2))]]
+        ("s_w", np.full((8, 1, 1, 1), 0.125, np.float32)), ("b_w", np.float32(w_bits)),
+        ("s_y", np.float32(0.5)), ("b_y", np.float32(4)), ("b_t", np.float32(2)),
+        ("bias", (rng.integers(-64, 64, size=8) / 32).astype(np.float32)),
+        ("s_b", np.float32(1 / 32)), ("b_b", np.float32(bias_bits or 8))]]
     act = helper.make_node("BipolarQuant", ["x", "s_x"], ["xq"], domain=DOMAIN, name="actq") \
         if bipolar_act else helper.make_node("Quant", ["x", "s_x", "z0", "b_x"], ["xq"],
                                              domain=DOMAIN, name="actq", signed=1, narrow=0)
-    nodes = [act,
-             helper.make_node("Quant", ["w", "s_w", "z0", "b_w"], ["wq"], domain=DOMAIN,
-                              name="wq", signed=1, narrow=1),
-             helper.make_node("Conv", ["xq", "wq"], ["c"], name="conv", pads=[1, 1, 1, 1]),
-             helper.make_node("Relu", ["c"], ["r"], name="relu"),
-             helper.make_node("Quant", ["r", "s_y", "z0", "b_y"], ["y"], domain=DOMAIN,
-                              name="outq", signed=0, narrow=0)]
+    wq = helper.make_node("BipolarQuant", ["w", "s_w"], ["wq"], domain=DOMAIN, name="wq") \
+        if bipolar_weight else helper.make_node("Quant", ["w", "s_w", "z0", "b_w"], ["wq"],
+                                                domain=DOMAIN, name="wq", signed=1, narrow=1)
+    nodes = [act, wq]
+    conv_in, size = "xq", 7
+    if pool:  # Brevitas' CNV: MaxPool between the activation quantizer and the next conv
+        nodes.append(helper.make_node("MaxPool", ["xq"], ["xp"], name="pool",
+                                      kernel_shape=[2, 2], strides=[2, 2], pads=[1, 1, 0, 0]))
+        conv_in, size = "xp", 4
+    conv_inputs = [conv_in, "wq"]
+    if bias_bits:  # Brevitas' 32-bit bias quantizer (a Quant of a constant)
+        nodes.append(helper.make_node("Quant", ["bias", "s_b", "z0", "b_b"], ["bq"],
+                                      domain=DOMAIN, name="biasq", signed=1, narrow=0))
+        conv_inputs.append("bq")
+    nodes += [helper.make_node("Conv", conv_inputs, ["c"], name="conv", pads=[1, 1, 1, 1]),
+              helper.make_node("Relu", ["c"], ["r"], name="relu"),
+              helper.make_node("Quant", ["r", "s_y", "z0", "b_y"], ["y"], domain=DOMAIN,
+                               name="outq", signed=0, narrow=0)]
     out = "y"
     if trunc:
         nodes.append(helper.make_node("Trunc", ["y", "s_y", "z0", "b_y", "b_t"], ["t"],
@@ -66,7 +81,7 @@ def _tiny(bipolar_act: bool, trunc: bool):
         out = "t"
     graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info(
         "x", TensorProto.FLOAT, [1, 6, 7, 7])], [helper.make_tensor_value_info(
-            out, TensorProto.FLOAT, [1, 8, 7, 7])], inits)
+            out, TensorProto.FLOAT, [1, 8, size, size])], inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13),
                                                    helper.make_opsetid(DOMAIN, 1)])
 
@@ -80,6 +95,35 @@ def test_qonnx_ops_bit_exact(bipolar_act, trunc):
     for seed in range(3):
         x = np.random.default_rng(seed).normal(size=(1, 6, 7, 7)).astype(np.float32)
         np.testing.assert_array_equal(art.run(x), _qonnx_run(model, x))
+
+
+@pytest.mark.parametrize("case", [
+    dict(bipolar_weight=True),  # BipolarQuant weights fold to {-1, +1} codes: one plane
+    dict(bipolar_weight=True, bipolar_act=True),
+    dict(pool=True),  # MaxPool between the quantizer and the conv
+    dict(pool=True, bipolar_act=True, bipolar_weight=True),  # a CNV block
+    dict(bias_bits=32),  # a 32-bit bias Quant folds to a float constant at import
+    dict(bias_bits=31),
+    dict(w_bits=1),  # qonnx runs a signed 1-bit Quant as BipolarQuant
+], ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
+def test_brevitas_export_patterns_stay_bit_serial(case):
+    model = _tiny(case.pop("bipolar_act", False), False, **case)
+    art = tvm_qnn.compile(model)
+    (row,) = art.layers
+    assert row["bitserial"], row["reason"]
+    if case.get("bipolar_weight") or case.get("w_bits") == 1:
+        assert row["weight_bits"] == 1
+    for seed in range(3):
+        x = np.random.default_rng(seed).normal(size=(1, 6, 7, 7)).astype(np.float32)
+        np.testing.assert_array_equal(art.run(x), _qonnx_run(model, x))
+
+
+def test_a_wide_quant_of_a_run_time_tensor_is_named():
+    model = _tiny(False, False)
+    model.graph.initializer[2].CopyFrom(numpy_helper.from_array(np.float32(24), "b_x"))
+    with pytest.raises(tvm_qnn.UnsupportedModelError,
+                       match=r"node 'actq': a 24-bit Quant of a run-time tensor"):
+        tvm_qnn.compile(model)
 
 
 def test_unsupported_rounding_mode_is_named():

@@ -31,6 +31,7 @@ from tvm import relax
 from tvm.relax.frontend.onnx import onnx_frontend as _tvm_onnx
 
 from ..errors import UnsupportedModelError
+from ..transform import PoolQuantizedCodes
 from .qonnx import QONNX_DOMAINS, QONNX_OPS
 
 logger = logging.getLogger("tvm_qnn.frontend")
@@ -299,4 +300,4 @@ def load_onnx(model: onnx.ModelProto | str | os.PathLike,
             raise
         except Exception as err:  # noqa: BLE001 - TVM converter errors are untyped
             raise UnsupportedModelError(f"could not import the ONNX model: {err}") from err
-    return relax.transform.Normalize()(mod)
+    return PoolQuantizedCodes()(relax.transform.Normalize()(mod))

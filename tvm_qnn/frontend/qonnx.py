@@ -13,6 +13,11 @@ QCDQ twin:
 * ``Trunc`` (v1 and v2, ``rounding_mode=FLOOR``): the integer code divided by a power of two
   and floored, exactly as qonnx's reference executes it.
 
+A ``Quant`` or ``BipolarQuant`` of a constant (Brevitas' weights and biases) is computed at
+import: codes up to 16 bits become ``dequantize(constant codes)``, which the layer matcher reads
+as the layer's weights; wider ones (the 32-bit bias quantizer) the float constant itself. A
+signed 1-bit ``Quant`` is ``BipolarQuant``, as qonnx executes it.
+
 Scales may be per channel in broadcast form (``[C, 1, 1, 1]``); they become 1-D with an axis.
 Bit widths, zero-points and scales must be constants, the zero-point an integer.
 """
@@ -82,7 +87,17 @@ def convert_quant(bb, inputs, attr, node: str):
     if s.ndim and z.ndim and axis_s != axis_z:
         raise UnsupportedModelError(f"node '{node}': scale and zero_point on different axes")
     axis = axis_s if s.ndim else axis_z
+    if b == 1 and signed:  # qonnx executes a signed 1-bit Quant as BipolarQuant: ±1
+        if np.any(z != 0):
+            raise UnsupportedModelError(f"node '{node}': a signed 1-bit Quant with a nonzero "
+                                        "zero_point")
+        return convert_bipolar_quant(bb, [x, scale], attr, node)
     dtype = _container(min(lo, int(z.min())), max(hi, int(z.max())))
+    if isinstance(x, tvm.ir.expr.GenericConst):
+        return _fold_quant(x.value.numpy(), s, z, axis, lo, hi, dtype)
+    if dtype not in ("int8", "uint8", "int16", "uint16"):
+        raise UnsupportedModelError(f"node '{node}': a {b}-bit Quant of a run-time tensor "
+                                    "(at most 16 bits; wider ones only on constants)")
     zc = relax.const(z.astype(dtype), dtype)
     sc = relax.const(s, "float32")
     q = bb.normalize(relax.op.quantize(x, sc, zc, axis=axis, out_dtype=dtype))
@@ -90,11 +105,40 @@ def convert_quant(bb, inputs, attr, node: str):
     return relax.op.dequantize(q, sc, zc, axis=axis, out_dtype="float32")
 
 
+def _broadcast(param: np.ndarray, ndim: int, axis: int) -> np.ndarray:
+    if param.ndim == 0:
+        return param
+    shape = [1] * ndim
+    shape[axis] = -1
+    return param.reshape(shape)
+
+
+def _fold_quant(w: np.ndarray, s: np.ndarray, z: np.ndarray, axis: int, lo: int, hi: int,
+                dtype: str):
+    """A ``Quant`` of a constant (weights, biases), computed at import as qonnx does:
+    ``(round(clip(w / s + z, lo, hi)) - z) * s``. Codes that fit 16 bits stay visible as
+    ``dequantize(codes)`` for the layer matcher; wider ones (Brevitas' 32-bit bias quantizer)
+    become the float constant, which Relax's 8/16-bit quantize ops could not hold."""
+    sb = _broadcast(s, w.ndim, axis)
+    zb = _broadcast(z.astype(np.float32), w.ndim, axis)
+    codes = np.round(np.clip(w.astype(np.float32) / sb + zb, lo, hi))
+    if dtype in ("int8", "uint8", "int16", "uint16"):
+        return relax.op.dequantize(relax.const(codes.astype(dtype)), relax.const(s, "float32"),
+                                   relax.const(z.astype(dtype), dtype), axis=axis,
+                                   out_dtype="float32")
+    return relax.const(((codes - zb) * sb).astype(np.float32))
+
+
 def convert_bipolar_quant(bb, inputs, attr, node: str):
-    """``BipolarQuant`` → dequantize(where(x >= 0, 1, -1), scale)."""
+    """``BipolarQuant`` → dequantize(where(x >= 0, 1, -1), scale); constant codes (weights)
+    are computed at import."""
     x, scale = inputs[:2]
     ndim = len(x.ty.shape)
     s, axis = _axis_param(_const(scale, "scale", node).astype(np.float32), ndim, node, "scale")
+    if isinstance(x, tvm.ir.expr.GenericConst):
+        codes = np.where(x.value.numpy() >= 0, 1, -1).astype(np.int8)
+        return relax.op.dequantize(relax.const(codes), relax.const(s, "float32"),
+                                   relax.const(0, "int8"), axis=axis, out_dtype="float32")
     sign = relax.op.where(relax.op.greater_equal(x, relax.const(0.0, "float32")),
                           relax.const(1, "int8"), relax.const(-1, "int8"))
     codes = bb.normalize(relax.op.clip(bb.normalize(sign), -1, 1))

@@ -5,6 +5,7 @@ from .canonicalize_fake_quant import CanonicalizeFakeQuant
 from .layer_matcher import LayerMatch, find_layers
 from .legalize_quantize import LegalizeQuantize, quantize_half_even
 from .offload_accel import OffloadAccel, OffloadedLayer
+from .pool_quantized_codes import PoolQuantizedCodes
 from .rewrite_bitserial import RewriteBitserial
 from .schedule_bitserial import ScheduleBitserial
 
@@ -14,6 +15,7 @@ __all__ = [
     "LegalizeQuantize",
     "OffloadAccel",
     "OffloadedLayer",
+    "PoolQuantizedCodes",
     "RewriteBitserial",
     "ScheduleBitserial",
     "find_layers",

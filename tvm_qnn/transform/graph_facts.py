@@ -95,11 +95,18 @@ class FunctionFacts:
         info = np.iinfo(dtype)
         lo, hi = int(info.min), int(info.max)
         value = self.value_of(expr)
+        if op_name(value) in _RANGE_KEEPING and str(value.args[0].ty.dtype) == dtype:
+            return self.code_range(value.args[0])
         if op_name(value) == "relax.clip":
             inner = self.code_range(value.args[0]) or (lo, hi)
             lo = max(inner[0], int(prim_value(value.args[1])))
             hi = min(inner[1], int(prim_value(value.args[2])))
         return lo, hi
+
+
+# Ops whose output codes are some of their input's codes (a pooled maximum, a reshape): they
+# keep the input's code range.
+_RANGE_KEEPING = ("relax.nn.max_pool2d", "relax.reshape", "relax.permute_dims")
 
 
 def _free_vars(expr) -> list[relax.Var]:
@@ -116,6 +123,10 @@ def _qparam(param: np.ndarray, ndim: int, axis: int) -> np.ndarray:
     if param.size <= 1:
         return param.reshape(())
     return param.reshape(_axis_shape(ndim, axis % ndim, param.size))
+
+
+_COMPARISONS = {"relax.greater_equal": np.greater_equal, "relax.greater": np.greater,
+                "relax.less_equal": np.less_equal, "relax.less": np.less}
 
 
 def _eval_op(name: str, call: relax.Call, args: list[np.ndarray]) -> np.ndarray | None:
@@ -145,6 +156,10 @@ def _eval_op(name: str, call: relax.Call, args: list[np.ndarray]) -> np.ndarray 
         return args[0].astype(str(attrs.dtype))
     if name == "relax.expand_dims":
         return args[0].reshape([int(s) for s in call.ty.shape.values])
+    if name == "relax.where":  # QONNX BipolarQuant of a constant: where(w >= 0, 1, -1)
+        return np.where(args[0], args[1], args[2]).astype(str(call.ty.dtype))
+    if name in _COMPARISONS:
+        return _COMPARISONS[name](args[0], args[1])
     if name in ("relax.add", "relax.multiply", "relax.subtract"):
         fn = {"relax.add": np.add, "relax.multiply": np.multiply,
               "relax.subtract": np.subtract}[name]
