@@ -42,7 +42,7 @@ def test_brevitas_espcn_matches_qonnx_execution(variant):
 
 
 def _tiny(bipolar_act: bool, trunc: bool, bipolar_weight: bool = False, pool: bool = False,
-          bias_bits: int = 0, w_bits: int = 3):
+          bias_bits: int = 0, w_bits: int = 3, bn_bipolar: bool = False):
     """x → Quant/BipolarQuant [→ MaxPool] → Conv(Quant/BipolarQuant(W) [, Quant(bias)]) →
     Relu → Quant (→ Trunc): power-of-two scales, the shapes Brevitas exports."""
     rng = np.random.default_rng(0)
@@ -52,7 +52,12 @@ def _tiny(bipolar_act: bool, trunc: bool, bipolar_weight: bool = False, pool: bo
         ("s_w", np.full((8, 1, 1, 1), 0.125, np.float32)), ("b_w", np.float32(w_bits)),
         ("s_y", np.float32(0.5)), ("b_y", np.float32(4)), ("b_t", np.float32(2)),
         ("bias", (rng.integers(-64, 64, size=8) / 32).astype(np.float32)),
-        ("s_b", np.float32(1 / 32)), ("b_b", np.float32(bias_bits or 8))]]
+        ("s_b", np.float32(1 / 32)), ("b_b", np.float32(bias_bits or 8)),
+        # BatchNorm with some negative scales (those channels' thresholds are mirrored)
+        ("gamma", rng.normal(size=8).astype(np.float32)),
+        ("beta", rng.normal(size=8).astype(np.float32)),
+        ("mean", rng.normal(size=8).astype(np.float32)),
+        ("var", rng.uniform(0.5, 2, size=8).astype(np.float32))]]
     act = helper.make_node("BipolarQuant", ["x", "s_x"], ["xq"], domain=DOMAIN, name="actq") \
         if bipolar_act else helper.make_node("Quant", ["x", "s_x", "z0", "b_x"], ["xq"],
                                              domain=DOMAIN, name="actq", signed=1, narrow=0)
@@ -70,10 +75,16 @@ def _tiny(bipolar_act: bool, trunc: bool, bipolar_weight: bool = False, pool: bo
         nodes.append(helper.make_node("Quant", ["bias", "s_b", "z0", "b_b"], ["bq"],
                                       domain=DOMAIN, name="biasq", signed=1, narrow=0))
         conv_inputs.append("bq")
-    nodes += [helper.make_node("Conv", conv_inputs, ["c"], name="conv", pads=[1, 1, 1, 1]),
-              helper.make_node("Relu", ["c"], ["r"], name="relu"),
-              helper.make_node("Quant", ["r", "s_y", "z0", "b_y"], ["y"], domain=DOMAIN,
-                               name="outq", signed=0, narrow=0)]
+    nodes.append(helper.make_node("Conv", conv_inputs, ["c"], name="conv", pads=[1, 1, 1, 1]))
+    if bn_bipolar:  # Brevitas' binary CNV block: BatchNorm → BipolarQuant
+        nodes += [helper.make_node("BatchNormalization", ["c", "gamma", "beta", "mean", "var"],
+                                   ["n"], name="bn"),
+                  helper.make_node("BipolarQuant", ["n", "s_y"], ["y"], domain=DOMAIN,
+                                   name="outq")]
+    else:
+        nodes += [helper.make_node("Relu", ["c"], ["r"], name="relu"),
+                  helper.make_node("Quant", ["r", "s_y", "z0", "b_y"], ["y"], domain=DOMAIN,
+                                   name="outq", signed=0, narrow=0)]
     out = "y"
     if trunc:
         nodes.append(helper.make_node("Trunc", ["y", "s_y", "z0", "b_y", "b_t"], ["t"],
@@ -105,6 +116,7 @@ def test_qonnx_ops_bit_exact(bipolar_act, trunc):
     dict(bias_bits=32),  # a 32-bit bias Quant folds to a float constant at import
     dict(bias_bits=31),
     dict(w_bits=1),  # qonnx runs a signed 1-bit Quant as BipolarQuant
+    dict(bn_bipolar=True, bipolar_weight=True),  # BatchNorm + sign fold into the epilogue
 ], ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
 def test_brevitas_export_patterns_stay_bit_serial(case):
     model = _tiny(case.pop("bipolar_act", False), False, **case)
@@ -116,6 +128,15 @@ def test_brevitas_export_patterns_stay_bit_serial(case):
     for seed in range(3):
         x = np.random.default_rng(seed).normal(size=(1, 6, 7, 7)).astype(np.float32)
         np.testing.assert_array_equal(art.run(x), _qonnx_run(model, x))
+
+
+def test_batch_norm_and_bipolar_quant_end_the_layer():
+    # The layer's epilogue takes the BatchNorm and the sign: its output is the ±1 codes.
+    (match,) = tvm_qnn.transform.find_layers(
+        tvm_qnn.frontend.load_onnx(_tiny(False, False, bn_bipolar=True))["main"])
+    out = match.layer.output
+    assert out.bipolar and (out.qmin, out.qmax, out.out_dtype) == (-1, 1, "int8")
+    assert np.any(match.layer.weight_scale < 0)  # negative BatchNorm scales folded in
 
 
 def test_a_wide_quant_of_a_run_time_tensor_is_named():

@@ -52,8 +52,9 @@ def dense_accumulate(xq: np.ndarray, wq: np.ndarray, zx: int, zw: np.ndarray) ->
 
 def requantize(acc: np.ndarray, mscale, bias, clamp_lo=-np.inf, clamp_hi=np.inf,
                out_scale=None, out_zero_point=None, qmin=None, qmax=None,
-               channel_axis: int = 1) -> np.ndarray:
-    """Float32 epilogue: ``v = acc * mscale + bias``, clamp, then optional quantization.
+               channel_axis: int = 1, bipolar: bool = False) -> np.ndarray:
+    """Float32 epilogue: ``v = acc * mscale + bias``, clamp, then optional quantization
+    (``bipolar``: ``qmax`` where ``v >= 0``, else ``qmin``, QONNX's BipolarQuant).
 
     Per-channel arrays broadcast along ``channel_axis``. Returns float32 when ``out_scale`` is
     None, else int64 codes in ``[qmin, qmax]``.
@@ -68,6 +69,8 @@ def requantize(acc: np.ndarray, mscale, bias, clamp_lo=-np.inf, clamp_hi=np.inf,
     v = np.minimum(np.maximum(v, np.float32(clamp_lo)), np.float32(clamp_hi))
     if out_scale is None:
         return v
+    if bipolar:
+        return np.where(v >= 0, np.int64(qmax), np.int64(qmin))
     q = np.rint(v / per_channel(out_scale, np.float32)).astype(np.int64)
     q = q + per_channel(out_zero_point, np.int64)
     return np.clip(q, qmin, qmax)

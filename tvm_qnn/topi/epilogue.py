@@ -8,7 +8,8 @@ integer accumulator of the quantized layer from the sums the kernel computed::
     2 acc = neg_d P + coef_su Su + const2                (derivation: :mod:`.branches`)
 
 and then follows ONNX semantics in float32: ``v = float(acc) * (s_x s_w) + bias``, an
-optional clamp (ReLU / Clip), then ``q = saturate(round_half_even(v / s_y) + z_y)``; or,
+optional clamp (ReLU / Clip), then ``q = saturate(round_half_even(v / s_y) + z_y)`` (or the sign codes of a
+BipolarQuant); or,
 when :mod:`.thresholds` found them, counts integer thresholds on ``2 acc`` instead.
 """
 
@@ -153,6 +154,9 @@ def _epilogue_value(epi: Epilogue, get, oc, p, su):
         v = te.min(v, tirx.const(out.clamp_hi, "float32"))
     if not epi.quantized:
         return v.astype(epi.out_dtype)
+    if out.bipolar:
+        return tirx.Select(v >= tirx.const(0.0, "float32"), tirx.const(out.qmax, epi.out_dtype),
+                           tirx.const(out.qmin, epi.out_dtype))
     q = _round_half_even(v / get("out_scale", oc)).astype("int32") + get("out_zero_point", oc)
     q = te.max(te.min(q, tirx.const(out.qmax, "int32")), tirx.const(out.qmin, "int32"))
     return q.astype(epi.out_dtype)

@@ -19,6 +19,8 @@ class Requantize:
         v = float(acc) * s + bias,  clamped to [clamp_lo, clamp_hi]   (ReLU, Clip; ±inf: none)
         q = clip(round_half_even(v / out_scale) + out_zero_point, qmin, qmax)   in out_dtype
 
+    or, ``bipolar`` (QONNX's BipolarQuant), ``q = qmax if v >= 0 else qmin``: the sign codes.
+
     With ``out_scale`` None the output is ``v`` (float), or for an integer ``out_dtype`` the
     accumulator itself (ConvInteger / MatMulInteger). Per-channel values are arrays of length
     OC (or broadcast to it by :meth:`per_channel`).
@@ -32,6 +34,7 @@ class Requantize:
     out_zero_point: np.ndarray | None = None
     qmin: int = 0
     qmax: int = 0
+    bipolar: bool = False
 
     @property
     def quantized(self) -> bool:
@@ -48,14 +51,15 @@ class Requantize:
 
         return Requantize(per_oc(self.bias, np.float32), self.clamp_lo, self.clamp_hi,
                           self.out_dtype, per_oc(self.out_scale, np.float32),
-                          per_oc(self.out_zero_point, np.int32), self.qmin, self.qmax)
+                          per_oc(self.out_zero_point, np.int32), self.qmin, self.qmax,
+                          self.bipolar)
 
     def apply(self, acc: np.ndarray, scale, channel_axis: int = 1) -> np.ndarray:
         """The numpy reference (:func:`tvm_qnn.reference.requantize`) of this tail on the
         accumulator ``acc`` with the per-channel ``scale``: float32 values, or int64 codes."""
         return reference.requantize(acc, scale, self.bias, self.clamp_lo, self.clamp_hi,
                                     self.out_scale, self.out_zero_point, self.qmin, self.qmax,
-                                    channel_axis=channel_axis)
+                                    channel_axis=channel_axis, bipolar=self.bipolar)
 
 
 __all__ = ["Requantize"]

@@ -259,6 +259,17 @@ class _Matcher:
                     break
                 fields["weight_scale"] = _per_channel(const.reshape(-1), oc, "layer scale",
                                                       np.float32)
+            elif not integer and name == "relax.nn.batch_norm" and quant is None \
+                    and clamp_lo == -np.inf \
+                    and (item := self._batch_norm(nxt, fields)) is not None:
+                consumed.append(nxt)  # and below its TupleGetItem: the normalized tensor
+                nxt = item
+            elif not integer and name == "relax.greater_equal" and quant is None \
+                    and const is not None and const.size == 1 and float(const) == 0 \
+                    and (sign := self._sign_codes(nxt, oc)) is not None:
+                quant, where = sign
+                consumed.append(nxt)
+                nxt = where
             elif not integer and name == "relax.nn.relu" and quant is None:
                 clamp_lo = max(clamp_lo, 0.0)
             elif not integer and name == "relax.clip" and quant is None:
@@ -290,6 +301,43 @@ class _Matcher:
             fields.update(quant)
         fields["clamp_lo"], fields["clamp_hi"] = clamp_lo, clamp_hi
         return fields, end, consumed
+
+    def _batch_norm(self, var, fields) -> relax.Var | None:
+        """Fold an inference BatchNorm over the channels into the layer's scale and bias:
+        ``v * a + (beta - mean * a)`` with ``a = gamma / sqrt(var + eps)``, whatever the sign
+        of ``a`` (a negative one mirrors the thresholds). Returns the binding of its output."""
+        call = self.facts.bindings[var]
+        if int(call.attrs.axis) != 1:
+            return None
+        params = [self.facts.constant(a) for a in call.args[1:5]]
+        item = self.facts.single_user(var)
+        value = self.facts.bindings.get(item) if item is not None else None
+        if any(p is None for p in params) or not isinstance(value, relax.TupleGetItem) \
+                or value.index != 0:
+            return None
+        oc = fields["weight"].shape[0]
+        gamma, beta, mean, variance = (_per_channel(p.reshape(-1), oc, "BatchNorm parameter",
+                                                    np.float32) for p in params)
+        a = (gamma / np.sqrt(variance + np.float32(call.attrs.epsilon))).astype(np.float32)
+        fields["weight_scale"] = (fields["weight_scale"] * a).astype(np.float32)
+        fields["bias"] = (fields["bias"] * a + (beta - mean * a)).astype(np.float32)
+        return item
+
+    def _sign_codes(self, var, oc):
+        """``where(v >= 0, hi, lo)`` (QONNX BipolarQuant of the layer output) → the bipolar
+        output quantization and the ``where`` binding, or None."""
+        where = self.facts.single_user(var)
+        call = self.facts.bindings.get(where) if where is not None else None
+        if op_name(call) != "relax.where" or not call.args[0].same_as(var):
+            return None
+        hi, lo = (self.facts.constant(a) for a in call.args[1:3])
+        dtype = str(call.ty.dtype)
+        if hi is None or lo is None or hi.size != 1 or lo.size != 1 or "int" not in dtype \
+                or not int(lo) < int(hi):
+            return None
+        return dict(out_dtype=dtype, out_scale=np.ones(oc, np.float32),
+                    out_zero_point=np.zeros(oc, np.int32), qmin=int(lo), qmax=int(hi),
+                    bipolar=True), where
 
     def _output_quant(self, call, oc):
         scale = self.facts.constant(call.args[1])
