@@ -42,7 +42,7 @@ def test_brevitas_espcn_matches_qonnx_execution(variant):
 
 
 def _tiny(bipolar_act: bool, trunc: bool, bipolar_weight: bool = False, pool: bool = False,
-          bias_bits: int = 0, w_bits: int = 3, bn_bipolar: bool = False):
+          bias_bits: int = 0, w_bits: int = 3, bn_bipolar: bool = False, conv_pads: int = 1):
     """x → Quant/BipolarQuant [→ MaxPool] → Conv(Quant/BipolarQuant(W) [, Quant(bias)]) →
     Relu → Quant (→ Trunc): power-of-two scales, the shapes Brevitas exports."""
     rng = np.random.default_rng(0)
@@ -75,7 +75,9 @@ def _tiny(bipolar_act: bool, trunc: bool, bipolar_weight: bool = False, pool: bo
         nodes.append(helper.make_node("Quant", ["bias", "s_b", "z0", "b_b"], ["bq"],
                                       domain=DOMAIN, name="biasq", signed=1, narrow=0))
         conv_inputs.append("bq")
-    nodes.append(helper.make_node("Conv", conv_inputs, ["c"], name="conv", pads=[1, 1, 1, 1]))
+    nodes.append(helper.make_node("Conv", conv_inputs, ["c"], name="conv",
+                                  pads=[conv_pads] * 4))
+    size -= 2 - 2 * conv_pads
     if bn_bipolar:  # Brevitas' binary CNV block: BatchNorm → BipolarQuant
         nodes += [helper.make_node("BatchNormalization", ["c", "gamma", "beta", "mean", "var"],
                                    ["n"], name="bn"),
@@ -117,14 +119,20 @@ def test_qonnx_ops_bit_exact(bipolar_act, trunc):
     dict(bias_bits=31),
     dict(w_bits=1),  # qonnx runs a signed 1-bit Quant as BipolarQuant
     dict(bn_bipolar=True, bipolar_weight=True),  # BatchNorm + sign fold into the epilogue
+    # Bipolar activations are one plane (codes 2 apart) where no padding needs a zero code
+    dict(bipolar_act=True, bipolar_weight=True, conv_pads=0, bn_bipolar=True),
+    dict(bipolar_act=True, pool=True, conv_pads=0),
 ], ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
 def test_brevitas_export_patterns_stay_bit_serial(case):
-    model = _tiny(case.pop("bipolar_act", False), False, **case)
+    model = _tiny(case.get("bipolar_act", False), False,
+                  **{k: v for k, v in case.items() if k != "bipolar_act"})
     art = tvm_qnn.compile(model)
     (row,) = art.layers
     assert row["bitserial"], row["reason"]
     if case.get("bipolar_weight") or case.get("w_bits") == 1:
         assert row["weight_bits"] == 1
+    if case.get("bipolar_act"):  # padded: {-1, 0, +1} codes, two planes
+        assert row["act_bits"] == (2 if case.get("conv_pads", 1) else 1)
     for seed in range(3):
         x = np.random.default_rng(seed).normal(size=(1, 6, 7, 7)).astype(np.float32)
         np.testing.assert_array_equal(art.run(x), _qonnx_run(model, x))
@@ -153,3 +161,14 @@ def test_unsupported_rounding_mode_is_named():
     with pytest.raises(tvm_qnn.UnsupportedModelError,
                        match=r"node 'actq': Quant rounding_mode CEIL \(ROUND supported\)"):
         tvm_qnn.compile(model)
+
+
+def test_a_binary_block_on_the_accelerator_is_exact():
+    # One-plane bipolar activations reach the accelerator's input image as bits too.
+    model = _tiny(True, False, bipolar_weight=True, conv_pads=0, bn_bipolar=True)
+    art = tvm_qnn.compile(model, target="accel")
+    (row,) = art.layers
+    assert (row["device"], row["act_bits"], row["weight_bits"]) == ("accel", 1, 1)
+    for seed in range(2):
+        x = np.random.default_rng(seed).normal(size=(1, 6, 7, 7)).astype(np.float32)
+        np.testing.assert_array_equal(art.run(x), _qonnx_run(model, x))

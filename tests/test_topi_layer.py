@@ -1,6 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
 """Every bit-serial layer equals the numpy integer reference, bit for bit."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from conftest import examples
@@ -143,6 +145,24 @@ def test_bipolar_weights_are_one_plane_and_skip_the_activation_sum():
     assert plan.weight_bits == 1 and plan.branches == 2
     assert not plan.epilogue.needs_rowsum
     _check(layer, xq)
+
+
+@pytest.mark.parametrize("layout", ["words64", "bytes"])
+@pytest.mark.parametrize("kind,bits,lo,zero_point,pads", [
+    ("conv2d", 1, -1, 0, (0, 0, 0, 0)),  # QONNX bipolar {-1, +1}: z'_x is a half
+    ("dense", 1, -1, 0, (0, 0, 0, 0)),
+    ("conv2d", 2, -3, 0, (0, 0, 0, 0)),  # the paper's odd 2-bit codes {-3, -1, 1, 3}
+    ("conv2d", 2, -4, 0, (1, 1, 1, 1)),  # even codes {-4, -2, 0, 2}: padding has a code
+])
+def test_codes_two_apart_are_packed_as_their_planes(kind, bits, lo, zero_point, pads, layout):
+    base, xq = random_layer(kind, act_bits=bits, weight_bits=2, in_channels=40,
+                            out_channels=16, size=(6, 6), pads=pads, seed=bits,
+                            out_quant=False, relu=False)
+    u = xq.astype(np.int64) - base.act_lo
+    layer = replace(base, act_step=2, act_lo=lo, act_zero_point=zero_point, input_dtype="int8")
+    assert plan_layer(layer).branches == bits * 2
+    ref = _check(layer, (lo + 2 * u).astype(np.int8), layout)
+    assert len(np.unique(ref)) > 1, "degenerate test: one output code"
 
 
 def test_weight_planes_come_from_the_values_used():

@@ -59,12 +59,20 @@ def _plane_bit(value, i, bb, position, length: int, word_bits: int):
     return tirx.shift_left(plane, bb.astype(dtype))
 
 
+def _unsigned(code, lo: int, shift: int):
+    """``u = (code - lo) >> shift``: the unsigned code of an activation (``shift``: codes that
+    step by ``2^shift``, e.g. 1 for QONNX's bipolar {-1, +1})."""
+    value = code.astype("int32") - lo
+    return tirx.shift_right(value, shift) if shift else value
+
+
 def pack_bitplanes_nchw(data: te.Tensor, lo: int, bits: int, groups: int,
                         pads: tuple[int, int, int, int] = (0, 0, 0, 0),
-                        pad_code: int = 0, word_bits: int = WORD_BITS) -> te.Tensor:
+                        pad_code: int = 0, word_bits: int = WORD_BITS,
+                        shift: int = 0) -> te.Tensor:
     """Pack integer NCHW codes into bit-planes along channels.
 
-    ``A_i[n, g, y, x, w]`` bit ``b`` = bit ``i`` of ``u = x - lo`` at channel
+    ``A_i[n, g, y, x, w]`` bit ``b`` = bit ``i`` of ``u = (x - lo) >> shift`` at channel
     ``g * C/G + word_bits * w + b`` (each input packed once; a conv loops its taps over it).
 
     Parameters
@@ -83,6 +91,8 @@ def pack_bitplanes_nchw(data: te.Tensor, lo: int, bits: int, groups: int,
         ``z'_x``, the code of a real zero.
     word_bits : int
         64 (x86) or 8 (NEON byte lanes).
+    shift : int
+        ``log2`` of the step between codes (0: consecutive codes).
 
     Returns
     -------
@@ -100,7 +110,7 @@ def pack_bitplanes_nchw(data: te.Tensor, lo: int, bits: int, groups: int,
 
     def code(nn, ch, yy, xx):
         inside = tirx.all(yy >= top, yy < top + h, xx >= left, xx < left + w)
-        value = data[nn, ch, yy - top, xx - left].astype("int32") - lo
+        value = _unsigned(data[nn, ch, yy - top, xx - left], lo, shift)
         if top or left or bottom or right:
             value = tirx.if_then_else(inside, value, tirx.const(pad_code, "int32"))
         return value
@@ -122,7 +132,7 @@ def pack_bitplanes_im2col(data: te.Tensor, lo: int, bits: int, groups: int,
                           kernel: tuple[int, int], strides: tuple[int, int],
                           dilation: tuple[int, int], pads: tuple[int, int, int, int],
                           pad_code: int, out_size: tuple[int, int],
-                          word_bits: int = WORD_BITS) -> te.Tensor:
+                          word_bits: int = WORD_BITS, shift: int = 0) -> te.Tensor:
     """Pack each conv window (channels × taps) of NCHW codes into bit-planes.
 
     Reduction element ``r = (c * KH + ky) * KW + kx`` of output ``(y, x)`` is bit
@@ -132,7 +142,7 @@ def pack_bitplanes_im2col(data: te.Tensor, lo: int, bits: int, groups: int,
 
     Parameters
     ----------
-    data, lo, bits, groups, pads, pad_code, word_bits
+    data, lo, bits, groups, pads, pad_code, word_bits, shift
         As for :func:`pack_bitplanes_nchw`.
     kernel, strides, dilation : tuple of int
         The conv's ``(KH, KW)``, strides and dilation.
@@ -158,8 +168,8 @@ def pack_bitplanes_im2col(data: te.Tensor, lo: int, bits: int, groups: int,
         iy = yy * strides[0] + ky * dilation[0] - top
         ix = xx * strides[1] + kx * dilation[1] - left
         inside = tirx.all(iy >= 0, iy < h, ix >= 0, ix < w)
-        value = data[nn, g * cg + ch, tirx.max(tirx.min(iy, h - 1), 0),
-                     tirx.max(tirx.min(ix, w - 1), 0)].astype("int32") - lo
+        value = _unsigned(data[nn, g * cg + ch, tirx.max(tirx.min(iy, h - 1), 0),
+                               tirx.max(tirx.min(ix, w - 1), 0)], lo, shift)
         value = tirx.if_then_else(inside, value, tirx.const(pad_code, "int32"))
         return _plane_bit(value, i, bb, word * word_bits + bb, length, word_bits)
 
@@ -171,11 +181,11 @@ def pack_bitplanes_im2col(data: te.Tensor, lo: int, bits: int, groups: int,
 
 
 def pack_bitplanes_rows(data: te.Tensor, lo: int, bits: int,
-                        word_bits: int = WORD_BITS) -> te.Tensor:
+                        word_bits: int = WORD_BITS, shift: int = 0) -> te.Tensor:
     """Pack integer ``[B, K]`` codes into ``[B, bits, words(K)]`` ``uint{word_bits}`` planes.
 
-    ``A_i[r, w]`` bit ``b`` = bit ``i`` of ``u = x[r, word_bits * w + b] - lo`` (a dense
-    layer's rows; ``lo``, ``bits``, ``word_bits`` as for :func:`pack_bitplanes_nchw`). Bits
+    ``A_i[r, w]`` bit ``b`` = bit ``i`` of ``u = (x[r, word_bits * w + b] - lo) >> shift`` (a
+    dense layer's rows; the arguments as for :func:`pack_bitplanes_nchw`). Bits
     past ``K`` are 0. Block :data:`~.attrs.PACK_BLOCK`.
     """
     rows, k = (int(s) for s in data.shape)
@@ -184,7 +194,7 @@ def pack_bitplanes_rows(data: te.Tensor, lo: int, bits: int,
 
     def bit(r, i, word, bb):
         col = word * word_bits + bb
-        value = data[r, tirx.min(col, k - 1)].astype("int32") - lo
+        value = _unsigned(data[r, tirx.min(col, k - 1)], lo, shift)
         return _plane_bit(value, i, bb, col, k, word_bits)
 
     return te.compute((rows, bits, kw), lambda r, i, word: te.sum(bit(r, i, word, b), axis=b),

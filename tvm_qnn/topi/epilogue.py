@@ -8,9 +8,9 @@ integer accumulator of the quantized layer from the sums the kernel computed::
     2 acc = neg_d P + coef_su Su + const2                (derivation: :mod:`.branches`)
 
 and then follows ONNX semantics in float32: ``v = float(acc) * (s_x s_w) + bias``, an
-optional clamp (ReLU / Clip), then ``q = saturate(round_half_even(v / s_y) + z_y)`` (or the sign codes of a
-BipolarQuant); or,
-when :mod:`.thresholds` found them, counts integer thresholds on ``2 acc`` instead.
+optional clamp (ReLU / Clip), then ``q = saturate(round_half_even(v / s_y) + z_y)`` (or the
+sign codes of a BipolarQuant); or, when :mod:`.thresholds` found them, counts integer
+thresholds on ``2 acc`` instead.
 """
 
 from __future__ import annotations

@@ -40,7 +40,8 @@ MAX_BITS = 8
 class QuantizedLayer:
     """A quantized conv2d (NCHW/OIHW) or dense (``y = x W^T``) layer.
 
-    Activations are per-tensor codes in ``[act_lo, act_lo + 2^act_bits - 1]``; weights are
+    Activations are per-tensor codes ``act_lo + act_step * u`` with ``0 <= u < 2^act_bits``
+    (``act_step`` 2: QONNX's bipolar {-1, +1} codes are one plane); weights are
     integer codes ``[OC, Cg, KH, KW]`` or ``[OC, K]`` with per-channel scale/zero-point;
     ``output`` is what follows the accumulator (bias, activation clamp, output quantization).
     """
@@ -62,6 +63,16 @@ class QuantizedLayer:
     dilation: tuple[int, int] = (1, 1)
     groups: int = 1
     int_bias: np.ndarray | None = None  # added to the integer accumulator (QLinearConv's B)
+    act_step: int = 1  # a power of two
+
+    @property
+    def act_shift(self) -> int:
+        """``log2(act_step)``: the packers read ``u = (code - act_lo) >> act_shift``."""
+        return int(self.act_step).bit_length() - 1
+
+    def unsigned_codes(self, codes: np.ndarray) -> np.ndarray:
+        """``u = (codes - act_lo) // act_step`` (int64), the values the bit-planes hold."""
+        return (np.asarray(codes).astype(np.int64) - self.act_lo) >> self.act_shift
 
     @property
     def out_channels(self) -> int:
@@ -168,7 +179,7 @@ def plan_layer(layer: QuantizedLayer, layout: Layout = Layout(),
         packing = conv_packing(*planes.codes.shape[1:], branches)
         dot_block = choose_oc_block(ocg, layout.dot8_oc_block)
         if layout.uses_dot8_kernel(branches) and dot_block == layout.dot8_oc_block \
-                and dot8_eligible(layer.act_bits, offsets, layer.groups):
+                and layer.act_step == 1 and dot8_eligible(layer.act_bits, offsets, layer.groups):
             packing, block = "dot8", dot_block
         elif layout.uses_integer_kernel(branches):
             packing = "integer"
@@ -189,24 +200,29 @@ def plan_layer(layer: QuantizedLayer, layout: Layout = Layout(),
 
     c_x = (1 << layer.act_bits) - 1
     c_w = (1 << planes.bits) - 1
-    zx = layer.act_zero_point - layer.act_lo  # z'_x
+    # With codes act_lo + s u: q_x - z_x = s (u - z'_x), z'_x = (z_x - act_lo) / s, which may be
+    # a half (bipolar: s = 2, z'_x = 1/2). The sums below are for 2 acc / s with z2 = 2 z'_x,
+    # then scaled by s.
+    step = int(layer.act_step)
+    z2 = 2 * (layer.act_zero_point - layer.act_lo) // step
+    zx = z2 // 2  # the padding code (a matched padded layer has an integer z'_x)
     d = planes.step
     e_w = planes.lo - np.asarray(layer.weight_zero_point, np.int64)
     n_taps = layer.reduction_length
-    const2 = d * (c_x - 2 * zx) * planes.sums - 2 * n_taps * zx * e_w
+    const2 = step * (d * (c_x - z2) * planes.sums - n_taps * z2 * e_w)
     if layer.int_bias is not None:
         const2 = const2 + 2 * np.asarray(layer.int_bias, np.int64)
     oc = layer.out_channels
 
-    neg_d = np.broadcast_to(-d, (oc,)).astype(np.int64)
-    coef_su = np.broadcast_to(d * c_w + 2 * e_w, (oc,)).astype(np.int64)
+    neg_d = np.broadcast_to(-d * step, (oc,)).astype(np.int64)
+    coef_su = np.broadcast_to((d * c_w + 2 * e_w) * step, (oc,)).astype(np.int64)
     const2 = np.broadcast_to(const2, (oc,)).astype(np.int64)
     bound = _acc2_bound(d, const2, coef_su, n_taps, c_x, c_w)
     if packing == "integer":  # the kernel's "P" is acc - int_bias itself: 2acc = 2P + 2B
         int_bias = np.zeros(oc, np.int64) if layer.int_bias is None else layer.int_bias
         neg_d, coef_su = np.full(oc, 2, np.int64), np.zeros(oc, np.int64)
         const2 = 2 * np.broadcast_to(np.asarray(int_bias, np.int64), (oc,))
-        max_x = max(zx, c_x - zx)
+        max_x = step * (max(zx, c_x - zx) + (z2 % 2))  # |q_x - z_x| (z'_x may be a half)
         bound = int(2 * n_taps * max_x * np.abs(packed).max() + np.abs(const2).max())
     elif packing == "dot8":  # the kernel's "P" is Q = sum u w': 2acc = 2Q - 2 z'_x sum w' + 2B
         int_bias = np.zeros(oc, np.int64) if layer.int_bias is None else layer.int_bias
@@ -254,7 +270,8 @@ def layer_compute(plan: LayerPlan, data: te.Tensor, weight: te.Tensor, *params: 
     """
     layer, epi, word_bits = plan.layer, plan.epilogue, plan.word_bits
     if layer.kind == "dense":
-        packed = pack_bitplanes_rows(data, layer.act_lo, layer.act_bits, word_bits)
+        packed = pack_bitplanes_rows(data, layer.act_lo, layer.act_bits, word_bits,
+                                     layer.act_shift)
         rowsum = row_popcount(packed) if epi.needs_rowsum else None
         return bitserial_dense(packed, weight, epi, *params, out_features=layer.out_channels,
                                rowsum=rowsum)
@@ -274,7 +291,7 @@ def layer_compute(plan: LayerPlan, data: te.Tensor, weight: te.Tensor, *params: 
     if plan.conv_layout == "im2col":
         packed = pack_bitplanes_im2col(data, layer.act_lo, layer.act_bits, layer.groups,
                                        kernel, layer.strides, layer.dilation, layer.pads,
-                                       plan.pad_code, out_size, word_bits)
+                                       plan.pad_code, out_size, word_bits, layer.act_shift)
         rowsum = patch_popcount(packed) if epi.needs_rowsum else None
         return bitserial_conv2d_im2col(packed, weight, epi, *params,
                                        out_channels=layer.out_channels, rowsum=rowsum,
@@ -283,7 +300,7 @@ def layer_compute(plan: LayerPlan, data: te.Tensor, weight: te.Tensor, *params: 
         packed = data
     else:
         packed = pack_bitplanes_nchw(data, layer.act_lo, layer.act_bits, layer.groups,
-                                     layer.pads, plan.pad_code, word_bits)
+                                     layer.pads, plan.pad_code, word_bits, layer.act_shift)
     rowsum = None
     if epi.needs_rowsum:
         rowsum = window_popcount(packed, kernel, layer.strides, layer.dilation, out_size)
@@ -344,10 +361,11 @@ def branch_epilogue_compute(plan: LayerPlan, p: te.Tensor, data: te.Tensor,
     layer, epi = plan.layer, plan.epilogue
     rowsum = None
     if epi.needs_rowsum and layer.kind == "dense":
-        rowsum = row_popcount(pack_bitplanes_rows(data, layer.act_lo, layer.act_bits))
+        rowsum = row_popcount(pack_bitplanes_rows(data, layer.act_lo, layer.act_bits,
+                                                  shift=layer.act_shift))
     elif epi.needs_rowsum:
         packed = pack_bitplanes_nchw(data, layer.act_lo, layer.act_bits, 1, layer.pads,
-                                     plan.pad_code)
+                                     plan.pad_code, shift=layer.act_shift)
         rowsum = window_popcount(packed, tuple(int(s) for s in layer.weight.shape[2:]),
                                  layer.strides, layer.dilation, layer.output_shape[2:])
     inner = int(p.shape[-1])

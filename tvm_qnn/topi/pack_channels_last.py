@@ -23,12 +23,14 @@ from .bitpack import words_for
 
 def pack_channels_last_func(shape: tuple[int, int, int, int], dtype: str, lo: int, bits: int,
                             pads: tuple[int, int, int, int], pad_code: int,
-                            word_bits: int = 64, parallel: bool = True) -> tirx.PrimFunc:
+                            word_bits: int = 64, parallel: bool = True,
+                            shift: int = 0) -> tirx.PrimFunc:
     """The PrimFunc ``codes [N, H, W, C] (dtype) → planes [N, 1, bits, Hp, Wp, Cw]``.
 
-    Bit ``b`` of word ``w`` of plane ``i`` at padded position ``(y, x)`` is bit ``i`` of
-    ``u = code - lo`` at channel ``w * word_bits + b``; positions in the padding hold the bits
-    of ``pad_code`` (a ``u`` value); bits past ``C`` are 0. ``parallel``: rows over the cores.
+    Bit ``b`` of word ``w`` of plane ``i`` at padded position ``(y, x)`` is bit ``i + shift``
+    of ``code - lo`` (bit ``i`` of ``u``) at channel ``w * word_bits + b``; positions in the
+    padding hold the bits of ``pad_code`` (a ``u`` value); bits past ``C`` are 0.
+    ``parallel``: rows over the cores.
     """
     from tvm.script import tirx as T
 
@@ -64,7 +66,7 @@ def pack_channels_last_func(shape: tuple[int, int, int, int], dtype: str, lo: in
                                         (src[nn, yy - top, xx - left,
                                              T.Ramp(k * lanes, 1, lanes)]
                                          - T.Broadcast(T.Cast(u8, lo), lanes))
-                                        >> T.Broadcast(T.Cast(u8, i), lanes)))
+                                        >> T.Broadcast(T.Cast(u8, i + shift), lanes)))
                                 elif vector_tail:
                                     dst[nn, 0, i, yy, xx, k] = T.Cast(word, T.reinterpret(
                                         f"uint{tail}", T.Cast(
@@ -72,7 +74,7 @@ def pack_channels_last_func(shape: tuple[int, int, int, int], dtype: str, lo: in
                                             (src[nn, yy - top, xx - left,
                                                  T.Ramp(k * lanes, 1, tail)]
                                              - T.Broadcast(T.Cast(u8, lo), tail))
-                                            >> T.Broadcast(T.Cast(u8, i), tail))))
+                                            >> T.Broadcast(T.Cast(u8, i + shift), tail))))
                                 else:
                                     dst[nn, 0, i, yy, xx, k] = T.Cast(word, 0)
                                     for b in T.serial(tail):
@@ -80,7 +82,8 @@ def pack_channels_last_func(shape: tuple[int, int, int, int], dtype: str, lo: in
                                             nn, 0, i, yy, xx, k] | (T.Cast(
                                                 word, ((T.Cast("int32", src[
                                                     nn, yy - top, xx - left, k * lanes + b])
-                                                    - lo) >> i) & 1) << T.Cast(word, b))
+                                                    - lo) >> (i + shift)) & 1)
+                                                    << T.Cast(word, b))
                             else:
                                 dst[nn, 0, i, yy, xx, k] = T.if_then_else(
                                     ((pad_code >> i) & 1) == 1,

@@ -101,7 +101,33 @@ class FunctionFacts:
             inner = self.code_range(value.args[0]) or (lo, hi)
             lo = max(inner[0], int(prim_value(value.args[1])))
             hi = min(inner[1], int(prim_value(value.args[2])))
+        elif (pair := self._where_codes(value)) is not None:
+            lo, hi = min(pair), max(pair)
         return lo, hi
+
+    def code_step(self, expr) -> int:
+        """The step between the codes ``expr`` can hold: 2 for QONNX's bipolar
+        ``where(x >= 0, 1, -1)`` (two codes, two apart), else 1."""
+        value = self.value_of(expr)
+        name = op_name(value)
+        if name in _RANGE_KEEPING:
+            return self.code_step(value.args[0])
+        if name == "relax.clip":  # a clip that cuts no code keeps the step
+            inner = self.code_range(value.args[0])
+            cut = inner is None or int(prim_value(value.args[1])) > inner[0] \
+                or int(prim_value(value.args[2])) < inner[1]
+            return 1 if cut else self.code_step(value.args[0])
+        pair = self._where_codes(value)
+        return abs(pair[0] - pair[1]) or 1 if pair is not None else 1
+
+    def _where_codes(self, value) -> tuple[int, int] | None:
+        """``where(cond, a, b)`` of two integer scalar constants → ``(a, b)``."""
+        if op_name(value) != "relax.where" or "int" not in str(value.ty.dtype):
+            return None
+        a, b = (self.constant(arg) for arg in value.args[1:3])
+        if a is None or b is None or a.size != 1 or b.size != 1:
+            return None
+        return int(a.reshape(())), int(b.reshape(()))
 
 
 # Ops whose output codes are some of their input's codes (a pooled maximum, a reshape): they

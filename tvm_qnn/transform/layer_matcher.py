@@ -160,9 +160,23 @@ class _Matcher:
         )
         if kind == "conv2d":
             fields.update(self._conv_attrs(call))
-        elif len(fields["input_shape"]) != 2:
+        step = self._act_step(xq, rng, fields)
+        if step > 1:
+            fields.update(act_step=step,
+                          act_bits=max(1, ((rng[1] - rng[0]) // step).bit_length()))
+        if kind == "dense" and len(fields["input_shape"]) != 2:
             raise _NoMatch(f"matmul input has rank {len(fields['input_shape'])} (2 supported)")
         return fields, xq
+
+    def _act_step(self, xq, rng, fields) -> int:
+        """The step between the activation codes, when the bit-planes can use it: a power of
+        two dividing the range, and a padded conv's zero (its padding) one of the codes."""
+        step = self.facts.code_step(xq)
+        zx = fields["act_zero_point"] - rng[0]
+        if step & (step - 1) or (rng[1] - rng[0]) % step \
+                or (any(fields.get("pads", ())) and zx % step):
+            return 1
+        return step
 
     def _shifted_codes(self, expr) -> tuple[relax.Expr, int]:
         """``astype(xq, int32) [- zx]`` → (xq, zx)."""
@@ -360,8 +374,8 @@ class _Matcher:
         if span.bit_length() > MAX_BITS:
             raise _NoMatch(f"weights span {span + 1} codes (at most 2^{MAX_BITS})")
         if layer.kind == "conv2d" and any(layer.pads):
-            zx = layer.act_zero_point
-            if not layer.act_lo <= zx < layer.act_lo + (1 << layer.act_bits):
+            zx, top = layer.act_zero_point, layer.act_step * ((1 << layer.act_bits) - 1)
+            if not layer.act_lo <= zx <= layer.act_lo + top:
                 raise _NoMatch(f"activation zero-point {zx} lies outside the code range, "
                                "so padding has no code")
 

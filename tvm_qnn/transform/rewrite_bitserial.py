@@ -96,7 +96,7 @@ class _CpuRewriter(LayerRewriter):
         func = pack_channels_last_func(
             (n, h, w, c), layer.input_dtype, layer.act_lo, layer.act_bits, layer.pads,
             plan.pad_code, plan.word_bits,
-            parallel=int(np.prod(shape)) >= _PACK_PARALLEL_WORDS)
+            parallel=int(np.prod(shape)) >= _PACK_PARALLEL_WORDS, shift=layer.act_shift)
         gvar = self.builder_.add_func(func, "pack_channels_last")
         return self.builder_.emit(relax.call_tir(
             gvar, [codes], relax.TensorType(shape, f"uint{plan.word_bits}")))

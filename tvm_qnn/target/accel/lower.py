@@ -54,6 +54,7 @@ class LoweredLayer:
     out_offset: int
     pad_code: int
     act_lo: int
+    act_shift: int = 0  # codes act_lo + 2^act_shift u (QONNX bipolar: 1)
 
     @property
     def p_shape(self) -> tuple[int, ...]:
@@ -69,7 +70,7 @@ class LoweredLayer:
     def pack_input(self, codes: np.ndarray) -> np.ndarray:
         """Integer codes ``[N, C, H, W]`` (dense: ``[B, K]``) → the input region's bytes."""
         g, t, cfg = self.geometry, self.tiling, self.config
-        u = np.asarray(codes).astype(np.int64) - self.act_lo
+        u = (np.asarray(codes).astype(np.int64) - self.act_lo) >> self.act_shift
         if u.ndim == 2:  # dense [B, K]: a B×1 image of K channels
             u = u.T
         if g.im2col is not None:
@@ -258,4 +259,5 @@ def lower_layer(plan: LayerPlan, cfg: AccelConfig,
                     out_bytes=t.out_bytes, pop_prev=True, push_prev=ti + 2 < total)
     except ValueError as err:  # a field does not fit its bits
         raise NotOffloadable(f"the program does not encode: {err}") from err
-    return LoweredLayer(g, t, cfg, p, dram, inp_off, out_off, plan.pad_code, plan.layer.act_lo)
+    return LoweredLayer(g, t, cfg, p, dram, inp_off, out_off, plan.pad_code, plan.layer.act_lo,
+                        plan.layer.act_shift)

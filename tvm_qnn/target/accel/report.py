@@ -25,7 +25,7 @@ def reference_p(layer: QuantizedLayer, codes: np.ndarray, pad_code: int) -> np.n
     """
     planes = decompose_weights(layer.weight)
     v = planes.codes
-    u = np.asarray(codes).astype(np.int64) - layer.act_lo
+    u = layer.unsigned_codes(codes)
     c_x, c_w = (1 << layer.act_bits) - 1, (1 << planes.bits) - 1
     zero = np.zeros(layer.out_channels, np.int64)
     if layer.kind == "dense":

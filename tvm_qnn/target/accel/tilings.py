@@ -112,8 +112,10 @@ def tune_tilings(mod, config, layout, work_dir, *, trials: int = 64) -> dict:
             continue
         rng = np.random.default_rng(0)
         layer = match.layer
-        hi = min(layer.act_lo + (1 << layer.act_bits) - 1, np.iinfo(layer.input_dtype).max)
-        codes = rng.integers(layer.act_lo, hi + 1, layer.input_shape).astype(layer.input_dtype)
+        hi = min((1 << layer.act_bits) - 1,
+                 (np.iinfo(layer.input_dtype).max - layer.act_lo) // layer.act_step)
+        u = rng.integers(0, hi + 1, layer.input_shape)
+        codes = (layer.act_lo + layer.act_step * u).astype(layer.input_dtype)
         default = _cycles(plan, config, TilingChoice(), codes)
         best, best_cycles = TilingChoice(), default
         for choice in tqdm(space, desc=f"tiling {match.name}", unit="trial", leave=True):
