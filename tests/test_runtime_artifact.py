@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import tvm_qnn
-from tvm_qnn.errors import LibraryFileError
+from tvm_qnn.errors import InputError, LibraryFileError
 from tvm_qnn.target.x86 import host_cpu_flags
 from tvm_qnn.testing.onnx_models import make_conv_model, random_input
 
@@ -35,6 +35,48 @@ def test_bad_inputs_are_named(conv_art):
         art.run(np.zeros((1, 3), "float32"))
     with pytest.raises(tvm_qnn.TvmQnnError, match="missing inputs"):
         art.run(y=np.zeros((1, 64, 8, 8), "float32"))
+
+
+@pytest.mark.parametrize("value, problem", [
+    (np.zeros((1, 64, 8, 8), complex), "got an array of complex128; it takes float or integer"),
+    (np.zeros((1, 64, 8, 8), bool), "got an array of bool"),
+    (np.zeros((1, 64, 8, 8), object), "got an array of object"),
+    (np.full((1, 64, 8, 8), "1"), "got an array of <U1"),
+    (np.full((1, 64, 8, 8), 2**24 + 1, np.int64), r"value 16777217 \(int64\) is not exact in float32"),
+    (np.where(np.arange(64 * 64).reshape(1, 64, 8, 8) == 7, np.nan, 0.5), "holds nan"),
+    (np.full((1, 64, 8, 8), -np.inf, np.float32), "holds -inf"),
+])
+def test_float_inputs_are_checked_not_coerced(conv_art, value, problem):
+    _, art = conv_art
+    with pytest.raises(InputError, match=rf"input 'x' \(float32\): {problem}"):
+        art.run(value)
+
+
+def test_float_inputs_take_floats_and_exact_integers(conv_art):
+    model, art = conv_art
+    x = random_input(model)["x"]
+    want = art.run(x)
+    np.testing.assert_array_equal(art.run(x.astype(np.float64)), want)
+    codes = np.arange(64 * 64).reshape(1, 64, 8, 8) % 3
+    np.testing.assert_array_equal(art.run(codes), art.run(codes.astype(np.float32)))
+
+
+def test_integer_inputs_refuse_values_out_of_range():
+    """256 into a uint8 input wrapped to 0 before: refused, as are floats."""
+    model = make_conv_model("integer", act_bits=8, weight_bits=2)
+    art = tvm_qnn.compile(model, target="x86")
+    x = random_input(model)["x"]
+    assert x.dtype == np.uint8
+    want = art.run(x)
+    np.testing.assert_array_equal(art.run(x.astype(np.int64)), want)  # in range: taken
+    for bad, problem in ((256, r"value 256 is outside its range \[0, 255\]"),
+                         (-1, r"value -1 is outside")):
+        y = x.astype(np.int64)
+        y[0, 0, 0, 0] = bad
+        with pytest.raises(InputError, match=rf"input 'x' \(uint8\): {problem}"):
+            art.run(y)
+    with pytest.raises(InputError, match="got an array of float32; it takes integer arrays"):
+        art.run(x.astype(np.float32))
 
 
 def test_benchmark_is_a_positive_median(conv_art):

@@ -8,12 +8,12 @@ import os
 import tempfile
 from dataclasses import asdict, dataclass
 
-import numpy as np
 import tvm
 from tvm import relax
 
 from ..errors import LibraryFileError, TvmQnnError
 from .atomic import publish
+from .inputs import check_input
 from .profile import profile_calls
 from .sidecar import check_library_path, library_digest, read_description
 from .threads import use_threads
@@ -70,15 +70,9 @@ class Artifact:
             args = [kwargs[i.name] for i in self.inputs]
         if len(args) != len(self.inputs):
             raise TvmQnnError(f"got {len(args)} inputs; expected {self._expected()}")
-        out = []
-        for value, info in zip(args, self.inputs, strict=True):
-            arr = np.asarray(value)
-            if tuple(arr.shape) != info.shape:
-                raise TvmQnnError(f"input '{info.name}' has shape {arr.shape}; "
-                                  f"expected {info.shape}")
-            out.append(tvm.runtime.tensor(np.ascontiguousarray(arr.astype(info.dtype)),
-                                          self.device))
-        return out
+        return [tvm.runtime.tensor(check_input(info.name, info.shape, info.dtype, value),
+                                   self.device)
+                for value, info in zip(args, self.inputs, strict=True)]
 
     def _expected(self) -> str:
         return ", ".join(f"{i.name}{list(i.shape)}:{i.dtype}" for i in self.inputs)
@@ -89,6 +83,9 @@ class Artifact:
         Returns one numpy array, or a list of them for several outputs. Code for another
         architecture (``arm_cpu``) runs on the target's emulated device. ``threads``: for this
         call (default :attr:`threads`); an input named ``threads`` goes in the dict form.
+        Inputs are checked, not coerced (:mod:`tvm_qnn.runtime.inputs`): an array of another
+        kind of dtype, an integer out of its input's range, NaN or infinity is refused with
+        an :class:`~tvm_qnn.errors.InputError`.
         """
         if self._vm is None:
             outs = self._emulator().run_library(self._exported_library(),
