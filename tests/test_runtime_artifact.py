@@ -42,7 +42,8 @@ def test_bad_inputs_are_named(conv_art):
     (np.zeros((1, 64, 8, 8), bool), "got an array of bool"),
     (np.zeros((1, 64, 8, 8), object), "got an array of object"),
     (np.full((1, 64, 8, 8), "1"), "got an array of <U1"),
-    (np.full((1, 64, 8, 8), 2**24 + 1, np.int64), r"value 16777217 \(int64\) is not exact in float32"),
+    (np.full((1, 64, 8, 8), 2**24 + 1, np.int64),
+     r"value 16777217 \(int64\) is not exact in float32"),
     (np.where(np.arange(64 * 64).reshape(1, 64, 8, 8) == 7, np.nan, 0.5), "holds nan"),
     (np.full((1, 64, 8, 8), -np.inf, np.float32), "holds -inf"),
 ])
