@@ -165,6 +165,26 @@ def test_load_refuses_a_library_its_description_does_not_describe(small_art, con
         tvm_qnn.load(path)
 
 
+def test_a_description_from_before_digests_still_loads_and_truncation_is_caught(small_art,
+                                                                                 tmp_path):
+    """Descriptions written before the size and hash were recorded: the library loads; a
+    truncated one is refused by its ELF section table, before dlopen."""
+    import json
+
+    path = small_art.export_library(tmp_path / "m.so")
+    with open(path + ".json", encoding="utf-8") as f:
+        meta = json.load(f)
+    del meta["library"]
+    with open(path + ".json", "w", encoding="utf-8") as f:
+        json.dump(meta, f)
+    assert tvm_qnn.load(path).inputs == small_art.inputs
+    size = os.path.getsize(path)
+    for keep in (0, 64, size // 2, size - 1):
+        os.truncate(path, keep)
+        with pytest.raises(LibraryFileError, match="m.so: not a whole shared library"):
+            tvm_qnn.load(path)
+
+
 @pytest.mark.parametrize("text, problem", [
     ("{", "Expecting property name"),
     ("[]", "a JSON list, not an object"),
