@@ -35,6 +35,9 @@ def test_bad_inputs_are_named(conv_art):
         art.run(np.zeros((1, 3), "float32"))
     with pytest.raises(tvm_qnn.TvmQnnError, match="missing inputs"):
         art.run(y=np.zeros((1, 64, 8, 8), "float32"))
+    x = np.zeros((1, 64, 8, 8), "float32")
+    with pytest.raises(InputError, match=r"missing inputs \[\], unknown inputs \['y'\]"):
+        art.run({"x": x, "y": x})  # a misspelt or extra name was ignored
 
 
 @pytest.mark.parametrize("value, problem", [

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 import tvm
 from tvm import relax
 
-from ..errors import LibraryFileError, TvmQnnError
+from ..errors import InputError, LibraryFileError, TvmQnnError
 from .atomic import publish
 from .inputs import check_input
 from .profile import profile_calls
@@ -65,11 +65,14 @@ class Artifact:
             kwargs, args = args[0], ()
         if kwargs:
             missing = [i.name for i in self.inputs if i.name not in kwargs]
-            if missing or args:
-                raise TvmQnnError(f"missing inputs {missing}; expected {self._expected()}")
+            unknown = sorted(set(kwargs) - {i.name for i in self.inputs})
+            if missing or unknown or args:
+                raise InputError(f"missing inputs {missing}"
+                                 + (f", unknown inputs {unknown}" if unknown else "")
+                                 + f"; expected {self._expected()}")
             args = [kwargs[i.name] for i in self.inputs]
         if len(args) != len(self.inputs):
-            raise TvmQnnError(f"got {len(args)} inputs; expected {self._expected()}")
+            raise InputError(f"got {len(args)} inputs; expected {self._expected()}")
         return [tvm.runtime.tensor(check_input(info.name, info.shape, info.dtype, value),
                                    self.device)
                 for value, info in zip(args, self.inputs, strict=True)]
