@@ -70,9 +70,10 @@ def precision_spec(text: str) -> str:
 
 def existing_file(text: str) -> str:
     """A file that must exist (``--init-from``, ``--config``)."""
+    if os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is a directory, not a file")
     if not os.path.isfile(text):
-        raise argparse.ArgumentTypeError(f"{text!r}: no such file"
-                                         + (" (a directory)" if os.path.isdir(text) else ""))
+        raise argparse.ArgumentTypeError(f"{text!r}: no such file")
     return text
 
 
