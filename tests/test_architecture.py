@@ -26,7 +26,7 @@ LAYERS = [
     {"pipeline"},
     {"tuning"},
     {"compiler", "summary"},
-    {"__init__", "testing", "cli", "demo", "train"},
+    {"__init__", "testing", "cli", "cli_args", "demo", "train"},
 ]
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
 

@@ -11,7 +11,7 @@ import pytest
 
 import tvm_qnn
 from tvm_qnn import cli
-from tvm_qnn.testing.onnx_models import make_cnn_model
+from tvm_qnn.testing.onnx_models import make_cnn_model, make_conv_model
 
 
 def _model(tmp_path):
@@ -46,6 +46,93 @@ def test_errors_exit_2_with_a_message(tmp_path, capsys):
     for target in ("x86", "arm_cpu:rasp3b"):
         assert cli.main(["device", "start", "--target", target]) == 2
         assert "no emulated device to serve over RPC" in capsys.readouterr().err
+
+
+def _exit_code(argv: list[str]) -> int:
+    """main's return value, or the code of argparse's SystemExit (a usage error)."""
+    try:
+        return cli.main(argv)
+    except SystemExit as exit_:
+        return exit_.code
+
+
+# Each: argv ({m}: a small model, {t}: tmp_path) and what the one-line error must say.
+MISUSE = [
+    (["compile", "{m}", "--target", "{{bad json", "-o", "{t}/m.so"],
+     r"argument --target: '\{bad json' is not valid JSON"),
+    (["compile", "{m}", "--target", "accel:{t}/missing.json", "-o", "{t}/m.so"],
+     r"error: accelerator config .*missing.json: cannot read it \(No such file"),
+    (["compile", "{m}", "--target", "accel:{t}/garbage.json", "-o", "{t}/m.so"],
+     r"error: accelerator config .*garbage.json: cannot read it \(Expecting value"),
+    (["compile", "{m}", "-o", "{t}/nodir/m.so"],
+     r"argument -o/--output: cannot write .*nodir/m.so': the folder .*nodir' does not exist"),
+    (["compile", "{m}", "-o", "{t}/adir"],
+     r"argument -o/--output: library path .*adir' is a directory"),
+    (["compile", "{m}", "-o", "{t}/model"],
+     r"argument -o/--output: library path .*model': the file name must end in .so or .tar"),
+    (["tune", "{m}", "--work-dir", "{t}/afile"],
+     r"argument --work-dir: .*afile' is a file; the tuning work dir is a directory"),
+    (["sim", "--config", "{t}/missing.json"],
+     r"argument --config: .*missing.json': no such file"),
+    (["sim", "--config", "{t}/garbage.json"], r"error: accelerator config .*garbage.json: cannot"),
+    (["sim", "--config", "{t}/list.json"],
+     r"error: accelerator config .*list.json: a JSON object .* not a list"),
+    (["sim", "--config", "{t}/negative.json"],
+     r"error: accelerator config .*negative.json: bad accelerator config: block_out must be >= 1"),
+    (["sim", "--config", "{t}/string.json"],
+     r"error: accelerator config .*string.json: block_out='16': expected an integer"),
+    (["sim", "--bits", "abc"],
+     r"argument --bits: 'abc': expected WEIGHTxACTIVATION bits, each 1..8"),
+    (["sim", "--bits", "9x9"], r"argument --bits: '9x9': expected"),
+    (["sim", "--bits", "0x0"], r"argument --bits: '0x0': expected"),
+    (["sim", "--layers", "bogus"],
+     r"argument --layers: invalid choice: 'bogus' \(choose from 'conv56'"),
+    (["train", "--precision", "w9a9"], r"argument --precision: precision 'w9a9': fp32 or wKaM"),
+    (["train", "--precision", "bogus"], r"argument --precision: precision 'bogus': fp32 or wKaM"),
+    (["train", "--init-from", "{t}/missing.pt"],
+     r"argument --init-from: .*missing.pt': no such file"),
+    (["summary", "{m}", "--shape", "x=1,64"],
+     r"error: shapes\['x'\] = \(1, 64\): input 'x' has 4 dimensions \[1, 8, 9, 9\]; give 4 "),
+    (["summary", "{m}", "--shape", "y=1,8,9,9"], r"error: shapes names \['y'\], not inputs"),
+    (["summary", "{m}", "--shape", "x=1,0,9,9"], r"argument --shape: 'x=1,0,9,9': expected NAME="),
+]
+
+
+@pytest.mark.parametrize("argv, message", MISUSE, ids=[" ".join(a[:3]) for a, _ in MISUSE])
+def test_misuse_is_a_clear_error_not_a_traceback(tmp_path, capsys, argv, message):
+    """Exit code 2 and one message naming the bad value, from argparse (bad arguments) or
+    from the library (what it refuses); never a Python traceback."""
+    model = tmp_path / "conv.onnx"
+    onnx.save(make_conv_model("qcdq", act_bits=2), model)
+    (tmp_path / "garbage.json").write_text("garbage{")
+    (tmp_path / "list.json").write_text("[1, 2]")
+    (tmp_path / "negative.json").write_text('{"block_out": -1}')
+    (tmp_path / "string.json").write_text('{"block_out": "16"}')
+    (tmp_path / "afile").write_text("")
+    (tmp_path / "adir").mkdir()
+    argv = [a.format(m=model, t=tmp_path) for a in argv]
+    assert _exit_code(argv) == 2
+    err = capsys.readouterr().err
+    assert re.search(message, err), err
+    assert "Traceback" not in err
+
+
+def test_os_and_value_errors_of_a_command_are_one_line(monkeypatch, capsys):
+    """What reading or writing the user's files raises is ``error: ...`` (with the traceback
+    under -v); any other exception is a bug and propagates."""
+    def fails(args):
+        open("/nonexistent/out.json", "w")
+
+    monkeypatch.setattr(cli, "_cmd_summary", fails)
+    assert cli.main(["summary", "m.onnx"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: [Errno 2] No such file or directory: '/nonexistent/out.json'")
+    assert "Traceback" not in err
+    assert cli.main(["-v", "summary", "m.onnx"]) == 2
+    assert "Traceback" in capsys.readouterr().err
+    monkeypatch.setattr(cli, "_cmd_summary", lambda args: {}["bug"])
+    with pytest.raises(KeyError):
+        cli.main(["summary", "m.onnx"])
 
 
 def test_console_script_and_verbose_log(tmp_path):

@@ -7,6 +7,7 @@ import pytest
 from onnx import TensorProto, helper
 
 import tvm_qnn
+from tvm_qnn.errors import InvalidArgumentError
 from tvm_qnn.testing.onnx_models import make_conv_model, random_input, run_reference
 
 
@@ -56,6 +57,24 @@ def test_dynamic_shape_names_the_input():
         tvm_qnn.compile(model)
     art = tvm_qnn.compile(model, shapes={"x": (1, 8, 9, 9)})
     assert art.inputs[0].shape == (1, 8, 9, 9)
+
+
+@pytest.mark.parametrize("shapes, message", [
+    ({"x": (1, 8)}, r"shapes\['x'\] = \(1, 8\): input 'x' has 4 dimensions \['batch', 8, 9, 9\]"),
+    ({"x": (1, 8, 0, 9)}, r"give 4 integers >= 1"),
+    ({"x": "1,8,9,9"}, r"shapes\['x'\] = '1,8,9,9'"),
+    ({"image": (1, 8, 9, 9)}, r"shapes names \['image'\], not inputs of the model; its inputs "
+                              r"are \['x'\]"),
+])
+def test_shapes_that_do_not_fit_the_inputs_are_named(shapes, message):
+    """A wrong rank used to fail deep in the importer ("Ndim > 5 not supported for
+    convolution"), an unknown name was ignored."""
+    def make_dynamic(g):
+        g.input[0].type.tensor_type.shape.dim[0].dim_param = "batch"
+
+    model = _edit(make_conv_model("qcdq", act_bits=2), make_dynamic)
+    with pytest.raises(InvalidArgumentError, match=message):
+        tvm_qnn.compile(model, shapes=shapes)
 
 
 def _nine_bit_model():

@@ -1,10 +1,15 @@
 # SPDX-License-Identifier: Apache-2.0
 """The compiled artifact: run, benchmark, export/load, the code it contains."""
 
+import os
+import shutil
+import stat
+
 import numpy as np
 import pytest
 
 import tvm_qnn
+from tvm_qnn.errors import InputError, LibraryFileError
 from tvm_qnn.target.x86 import host_cpu_flags
 from tvm_qnn.testing.onnx_models import make_conv_model, random_input
 
@@ -30,6 +35,52 @@ def test_bad_inputs_are_named(conv_art):
         art.run(np.zeros((1, 3), "float32"))
     with pytest.raises(tvm_qnn.TvmQnnError, match="missing inputs"):
         art.run(y=np.zeros((1, 64, 8, 8), "float32"))
+    x = np.zeros((1, 64, 8, 8), "float32")
+    with pytest.raises(InputError, match=r"missing inputs \[\], unknown inputs \['y'\]"):
+        art.run({"x": x, "y": x})  # a misspelt or extra name was ignored
+
+
+@pytest.mark.parametrize("value, problem", [
+    (np.zeros((1, 64, 8, 8), complex), "got an array of complex128; it takes float or integer"),
+    (np.zeros((1, 64, 8, 8), bool), "got an array of bool"),
+    (np.zeros((1, 64, 8, 8), object), "got an array of object"),
+    (np.full((1, 64, 8, 8), "1"), "got an array of <U1"),
+    (np.full((1, 64, 8, 8), 2**24 + 1, np.int64),
+     r"value 16777217 \(int64\) is not exact in float32"),
+    (np.where(np.arange(64 * 64).reshape(1, 64, 8, 8) == 7, np.nan, 0.5), "holds nan"),
+    (np.full((1, 64, 8, 8), -np.inf, np.float32), "holds -inf"),
+])
+def test_float_inputs_are_checked_not_coerced(conv_art, value, problem):
+    _, art = conv_art
+    with pytest.raises(InputError, match=rf"input 'x' \(float32\): {problem}"):
+        art.run(value)
+
+
+def test_float_inputs_take_floats_and_exact_integers(conv_art):
+    model, art = conv_art
+    x = random_input(model)["x"]
+    want = art.run(x)
+    np.testing.assert_array_equal(art.run(x.astype(np.float64)), want)
+    codes = np.arange(64 * 64).reshape(1, 64, 8, 8) % 3
+    np.testing.assert_array_equal(art.run(codes), art.run(codes.astype(np.float32)))
+
+
+def test_integer_inputs_refuse_values_out_of_range():
+    """256 into a uint8 input wrapped to 0 before: refused, as are floats."""
+    model = make_conv_model("integer", act_bits=8, weight_bits=2)
+    art = tvm_qnn.compile(model, target="x86")
+    x = random_input(model)["x"]
+    assert x.dtype == np.uint8
+    want = art.run(x)
+    np.testing.assert_array_equal(art.run(x.astype(np.int64)), want)  # in range: taken
+    for bad, problem in ((256, r"value 256 is outside its range \[0, 255\]"),
+                         (-1, r"value -1 is outside")):
+        y = x.astype(np.int64)
+        y[0, 0, 0, 0] = bad
+        with pytest.raises(InputError, match=rf"input 'x' \(uint8\): {problem}"):
+            art.run(y)
+    with pytest.raises(InputError, match="got an array of float32; it takes integer arrays"):
+        art.run(x.astype(np.float32))
 
 
 def test_benchmark_is_a_positive_median(conv_art):
@@ -51,6 +102,145 @@ def test_export_and_load_round_trip(conv_art, tmp_path):
 def test_load_errors(tmp_path):
     with pytest.raises(tvm_qnn.TvmQnnError, match="no compiled model"):
         tvm_qnn.load(tmp_path / "missing.so")
+
+
+@pytest.fixture(scope="module")
+def small_art():
+    return tvm_qnn.compile(make_conv_model("qcdq", act_bits=2, weight_bits=2), target="x86")
+
+
+def test_exported_files_follow_the_umask(small_art, tmp_path):
+    """As a plain write and a linker would: 0644 and 0755 under umask 022, not tempfile's
+    0600."""
+    old = os.umask(0o022)
+    try:
+        path = small_art.export_library(tmp_path / "m.so")
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o755
+        assert stat.S_IMODE(os.stat(path + ".json").st_mode) == 0o644
+        os.umask(0o077)
+        small_art.export_library(path)  # replacing a pair: the modes of the new files
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o700
+        assert stat.S_IMODE(os.stat(path + ".json").st_mode) == 0o600
+    finally:
+        os.umask(old)
+
+
+def test_a_failed_export_keeps_the_previous_pair(small_art, conv_art, tmp_path, monkeypatch):
+    """The description is written before either file is replaced: when that fails, the old
+    library and its description are both still there, and still load."""
+    import json
+
+    path = small_art.export_library(tmp_path / "m.so")
+    before = {p: open(p, "rb").read() for p in (path, path + ".json")}
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(json, "dump", full_disk)
+    with pytest.raises(LibraryFileError, match="cannot write .*m.so: No space left"):
+        conv_art[1].export_library(path)
+    monkeypatch.undo()
+    assert {p: open(p, "rb").read() for p in before} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.so", "m.so.json"]
+    assert tvm_qnn.load(path).inputs == small_art.inputs
+
+
+def test_load_refuses_a_library_its_description_does_not_describe(small_art, conv_art,
+                                                                    tmp_path):
+    """A pair torn by a crash between the renames (new .so, old .json), and truncated
+    libraries, are refused by size and hash before dlopen (which could crash on them)."""
+    path = small_art.export_library(tmp_path / "a.so")
+    other = conv_art[1].export_library(tmp_path / "b.so")
+    shutil.copy(other, path)
+    with pytest.raises(LibraryFileError, match="a.so has .* bytes; .*a.so.json describes"):
+        tvm_qnn.load(path)
+    whole = open(other, "rb").read()
+    for size in (0, 64, len(whole) // 2):
+        with open(path, "wb") as f:
+            f.write(whole[:size])
+        shutil.copy(other + ".json", path + ".json")
+        with pytest.raises(LibraryFileError, match=f"a.so has {size} bytes"):
+            tvm_qnn.load(path)
+    # Same size, other bytes: the hash tells.
+    with open(path, "wb") as f:
+        f.write(whole[:-1] + bytes([whole[-1] ^ 1]))
+    with pytest.raises(LibraryFileError, match="SHA-256 differs"):
+        tvm_qnn.load(path)
+
+
+def test_a_description_from_before_digests_still_loads_and_truncation_is_caught(small_art,
+                                                                                 tmp_path):
+    """Descriptions written before the size and hash were recorded: the library loads; a
+    truncated one is refused by its ELF section table, before dlopen."""
+    import json
+
+    path = small_art.export_library(tmp_path / "m.so")
+    with open(path + ".json", encoding="utf-8") as f:
+        meta = json.load(f)
+    del meta["library"]
+    with open(path + ".json", "w", encoding="utf-8") as f:
+        json.dump(meta, f)
+    assert tvm_qnn.load(path).inputs == small_art.inputs
+    size = os.path.getsize(path)
+    for keep in (0, 64, size // 2, size - 1):
+        os.truncate(path, keep)
+        with pytest.raises(LibraryFileError, match="m.so: not a whole shared library"):
+            tvm_qnn.load(path)
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("{", "Expecting property name"),
+    ("[]", "a JSON list, not an object"),
+    ('{"target": "x86", "layers": []}', "missing key 'inputs'"),
+    ('{"inputs": [{"name": "x", "shape": "1,2", "dtype": "int8"}], "target": "x86", '
+     '"layers": []}', "bad input entry"),
+])
+def test_load_names_a_bad_description(small_art, tmp_path, text, problem):
+    path = small_art.export_library(tmp_path / "m.so")
+    with open(path + ".json", "w", encoding="utf-8") as f:
+        f.write(text)
+    with pytest.raises(LibraryFileError, match=rf"m.so.json: not a description .*{problem}"):
+        tvm_qnn.load(path)
+
+
+@pytest.mark.parametrize("name, problem", [
+    ("missing/m.so", "the folder .*missing' does not exist"),
+    ("folder.so", "is a directory"),
+    ("model", "must end in .so or .tar"),
+])
+def test_export_to_a_path_it_cannot_use_says_why(small_art, tmp_path, name, problem):
+    (tmp_path / "folder.so").mkdir()
+    with pytest.raises(LibraryFileError, match=problem):
+        small_art.export_library(tmp_path / name)
+    if name == "model":
+        with pytest.raises(LibraryFileError, match=problem):
+            tvm_qnn.load(tmp_path / name)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_export_into_a_read_only_folder(small_art, tmp_path):
+    folder = tmp_path / "ro"
+    folder.mkdir(mode=0o555)
+    with pytest.raises(LibraryFileError, match="cannot write .*Permission denied"):
+        small_art.export_library(folder / "m.so")
+
+
+def test_export_removes_the_temporary_files_of_a_killed_export(small_art, tmp_path):
+    """kill -9 during export leaves ``.tmp-tvm_qnn-<pid>-...`` files; the next export of the
+    same name removes those whose process is gone, and nothing else."""
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    stale = [f".tmp-tvm_qnn-{dead}-0badf00d-m.so", f".tmp-tvm_qnn-{dead}-0badf00d-m.so.json"]
+    kept = [f".tmp-tvm_qnn-{dead}-0badf00d-other.so",  # another target's
+            f".tmp-tvm_qnn-{os.getpid()}-0badf00d-m.so",  # a live writer's
+            ".tmp-m.so", "m.so.bak"]  # not ours
+    for name in stale + kept:
+        (tmp_path / name).write_bytes(b"partial")
+    small_art.export_library(tmp_path / "m.so")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept + ["m.so", "m.so.json"])
 
 
 def test_avx2_target_compiles_without_avx512():

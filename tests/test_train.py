@@ -41,9 +41,12 @@ def test_deterministic_and_low_bit_from_high_bit(tmp_path):
                          "--init-from", str(tmp_path / "a" / "final.pt")]) == 0
 
 
-def test_bad_precision():
-    with pytest.raises(ValueError, match="precision 'w9a2'"):
+def test_bad_precision(capsys):
+    """A usage error naming the value (it was a ValueError traceback)."""
+    with pytest.raises(SystemExit) as exit_:
         main(SMALL + ["--precision", "w9a2"])
+    assert exit_.value.code == 2
+    assert "argument --precision: precision 'w9a2': fp32 or wKaM" in capsys.readouterr().err
 
 
 def test_fashion_mnist_loader(tmp_path, monkeypatch):

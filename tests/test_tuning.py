@@ -165,6 +165,14 @@ def test_missing_database_is_a_clear_error(conv, tmp_path):
         tvm_qnn.tune(conv, "x86", trials=0, work_dir=tmp_path / "db")
 
 
+def test_a_file_as_the_work_dir_is_a_clear_error(tmp_path):
+    """os.makedirs raised FileExistsError for it."""
+    (tmp_path / "afile").write_text("")
+    for create in (True, False):
+        with pytest.raises(tvm_qnn.TvmQnnError, match="afile' is a file; it is a directory"):
+            open_database(tmp_path / "afile", create=create)
+
+
 @pytest.mark.slow
 def test_rpc_runner_survives_a_dead_server_and_resumes(conv, tmp_path, caplog):
     """Tuning through a TVM tracker on loopback; the server dies; a re-run finishes the job."""

@@ -27,21 +27,13 @@ import logging
 import sys
 import time
 
+from . import cli_args
 from .errors import TvmQnnError
 
 
-def _shapes(items: list[str] | None) -> dict | None:
-    """``name=1,3,32,32`` → ``{"name": (1, 3, 32, 32)}``."""
-    if not items:
-        return None
-    out = {}
-    for item in items:
-        name, _, dims = item.partition("=")
-        try:
-            out[name] = tuple(int(d) for d in dims.split(","))
-        except ValueError:
-            raise TvmQnnError(f"--shape {item!r}: expected NAME=D0,D1,...") from None
-    return out
+def _shapes(items: list[tuple[str, tuple[int, ...]]] | None) -> dict | None:
+    """The ``--shape`` arguments (parsed by :func:`cli_args.shape_spec`) as a dict."""
+    return dict(items) if items else None
 
 
 def _cmd_summary(args) -> int:
@@ -152,9 +144,8 @@ def _cmd_sim(args) -> int:
             print(_sim_row(r["name"], r["bits"], r), flush=True)
     else:
         for name in args.layers:
-            for spec in args.bits:
-                w, _, a = spec.partition("x")
-                layer, codes = suite_layer(name, int(w), int(a))
+            for w, a in args.bits:
+                layer, codes = suite_layer(name, w, a)
                 try:
                     r = simulate_layer(layer, codes, config)
                 except NotOffloadable as err:
@@ -264,6 +255,8 @@ def _run_bench(argv: list[str]) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``tvm-qnn`` (exposed for the docs and tests)."""
+    from .testing.suite import LAYER_SUITE
+
     parser = argparse.ArgumentParser(prog="tvm-qnn", description=__doc__.split("\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="show the compiler log")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -271,14 +264,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("summary", help="per-layer bits, MACs by precision, BOPs, packed bytes")
     p.add_argument("model", help="quantized ONNX model")
     p.add_argument("--shape", action="append", metavar="NAME=D0,D1,...",
+                   type=cli_args.shape_spec,
                    help="static shape of an input with symbolic dimensions")
     p.set_defaults(func=_cmd_summary)
 
     p = sub.add_parser("compile", help="compile a quantized model to a shared library")
     p.add_argument("model", help="quantized ONNX model")
-    p.add_argument("--target", default="x86", help="x86 (default), a TVM target JSON")
-    p.add_argument("-o", "--output", required=True, help="path of the .so to write")
+    p.add_argument("--target", default="x86", type=cli_args.target_spec,
+                   help="x86 (default), a TVM target JSON")
+    p.add_argument("-o", "--output", required=True, type=cli_args.output_library,
+                   help="path of the .so to write")
     p.add_argument("--shape", action="append", metavar="NAME=D0,D1,...",
+                   type=cli_args.shape_spec,
                    help="static shape of an input with symbolic dimensions")
     p.add_argument("--tuning-db", default=None, help="the work dir of `tvm-qnn tune`")
     p.add_argument("--threads", type=int, default=None,
@@ -288,11 +285,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("tune", help="tune the bit-serial layers (MetaSchedule + XGBoost)")
     p.add_argument("model", help="quantized ONNX model")
-    p.add_argument("--target", default="x86", help="x86 (default): tuned on this CPU; "
+    p.add_argument("--target", default="x86", type=cli_args.target_spec,
+                   help="x86 (default): tuned on this CPU; "
                    "x86:<mcpu>, arm_cpu[:board] (llvm-mca model), accel[:config.json] "
                    "(tilings, scored by the simulator's cycles)")
     p.add_argument("--trials", type=int, default=64, help="trials per distinct layer kernel")
-    p.add_argument("--work-dir", default="tvm_qnn_tuning", help="the JSON database (resumable)")
+    p.add_argument("--work-dir", default="tvm_qnn_tuning", type=cli_args.work_dir,
+                   help="the JSON database (resumable)")
     p.add_argument("--runner", default=None,
                    help="local (this CPU), model (llvm-mca of an aarch64 board) or "
                         "KEY@HOST:PORT of a TVM RPC tracker; default: local when the target "
@@ -300,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=30,
                    help="seconds before a candidate (or RPC session) counts as failed")
     p.add_argument("--shape", action="append", metavar="NAME=D0,D1,...",
+                   type=cli_args.shape_spec,
                    help="static shape of an input with symbolic dimensions")
     p.add_argument("--keep-best", action="store_true",
                    help="then keep only each kernel's best record (a database to ship: "
@@ -313,7 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("device", help="run an emulated board as a TVM RPC device")
     p.add_argument("action", choices=["start"])
-    p.add_argument("--target", default="arm_cpu", help="an aarch64 arm_cpu[:board] target")
+    p.add_argument("--target", default="arm_cpu", type=cli_args.target_spec,
+                   help="an aarch64 arm_cpu[:board] target")
     p.add_argument("--key", default=None, help="device key (default: the board name)")
     p.add_argument("--tracker-port", type=int, default=None,
                    help="use the tracker on this loopback port (default: start one)")
@@ -321,25 +322,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sim", help="the accelerator's cycles, utilization and GOPS per layer")
     p.add_argument("model", nargs="?", help="a quantized model (default: the layer suite)")
-    p.add_argument("--config", default=None, help="accelerator config.json (default: built in)")
-    p.add_argument("--layers", nargs="+", default=["conv56", "conv28", "conv14", "conv7",
-                                                   "dense1", "dense64"],
-                   help="suite layers (conv56 conv28 conv14 conv7 dense1 dense64)")
-    p.add_argument("--bits", nargs="+", default=["1x1", "2x2", "1x2"],
+    p.add_argument("--config", default=None, type=cli_args.existing_file,
+                   help="accelerator config.json (default: built in)")
+    p.add_argument("--layers", nargs="+", default=list(LAYER_SUITE), choices=list(LAYER_SUITE),
+                   metavar="LAYER", help=f"suite layers ({' '.join(LAYER_SUITE)})")
+    p.add_argument("--bits", nargs="+", default=[(1, 1), (2, 2), (1, 2)],
+                   type=cli_args.bits_spec, metavar="WxA",
                    help="weight x activation bits, e.g. 1x1 2x2 1x2")
     p.add_argument("--json", default=None, help="write the rows here")
     p.add_argument("--shape", action="append", metavar="NAME=D0,D1,...",
+                   type=cli_args.shape_spec,
                    help="static shape of an input with symbolic dimensions")
     p.set_defaults(func=_cmd_sim)
 
     p = sub.add_parser("profile", help="where a compiled model's time goes, function by "
                                        "function (the accelerator: its cycle model)")
     p.add_argument("model", help="quantized ONNX model")
-    p.add_argument("--target", default="x86", help="x86 (default), x86:<mcpu>, accel")
+    p.add_argument("--target", default="x86", type=cli_args.target_spec,
+                   help="x86 (default), x86:<mcpu>, accel")
     p.add_argument("--threads", type=int, default=None,
                    help="threads (default: TVM_NUM_THREADS, else the physical cores)")
     p.add_argument("--tuning-db", default=None, help="the work dir of `tvm-qnn tune`")
     p.add_argument("--shape", action="append", metavar="NAME=D0,D1,...",
+                   type=cli_args.shape_spec,
                    help="static shape of an input with symbolic dimensions")
     p.set_defaults(func=_cmd_profile)
 
@@ -348,9 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``tvm-qnn``; returns the exit code."""
-    argv = sys.argv[1:] if argv is None else list(argv)
+def _dispatch(argv: list[str]) -> int:
     if argv[:1] == ["train"]:
         from . import train
 
@@ -360,13 +363,28 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(name)s: %(message)s")
-    if getattr(args, "target", None) and args.target.startswith("{"):
-        import json
+    return args.func(args)
 
-        args.target = json.loads(args.target)
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``tvm-qnn``; returns the exit code.
+
+    Bad arguments are usage errors (exit code 2, from argparse). What the library refuses
+    (:class:`TvmQnnError`), and the OS and value errors of reading the user's files, print
+    ``error: ...`` and return 2, without a traceback (``-v`` adds it to the latter: they can
+    also be bugs). Any other exception is a bug and propagates.
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        return args.func(args)
+        return _dispatch(argv)
     except TvmQnnError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError) as err:
+        if "-v" in argv or "--verbose" in argv:
+            import traceback
+
+            traceback.print_exc()
         print(f"error: {err}", file=sys.stderr)
         return 2
 

@@ -12,7 +12,7 @@ import os
 
 import tvm
 
-from .errors import TvmQnnError, UnsupportedModelError
+from .errors import LibraryFileError, UnsupportedModelError
 from .frontend import load_model
 from .pipeline import build_pipeline, layer_report
 from .runtime import Artifact, TensorInfo
@@ -110,7 +110,7 @@ def load(path: str | os.PathLike, device=None) -> Artifact:
     try:
         module = tvm.runtime.load_module(path)
     except Exception as err:  # noqa: BLE001 - TVM's loader errors are untyped
-        raise TvmQnnError(f"{path}: not a library tvm_qnn can load ({err})") from None
+        raise LibraryFileError(f"{path}: not a library tvm_qnn can load ({err})") from None
     return Artifact(module, inputs, meta["target"], meta["layers"], device, qnn_target,
                     threads=threads)
 

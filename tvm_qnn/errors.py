@@ -20,6 +20,21 @@ class UnsupportedModelError(TvmQnnError, ValueError):
     """The model is malformed or uses something tvm_qnn cannot compile; the message says what."""
 
 
+class InvalidArgumentError(TvmQnnError, ValueError):
+    """An argument tvm_qnn does not accept (a target spec, shapes, a precision, bit widths);
+    the message names the value and what is accepted."""
+
+
+class InputError(TvmQnnError, ValueError):
+    """A run-time input a compiled model cannot take as given: a dtype of another kind, a value
+    outside the input's integer range, NaN or infinity; the message names the input."""
+
+
+class LibraryFileError(TvmQnnError):
+    """An exported library (``model.so`` and its ``model.so.json``) cannot be written or
+    loaded: a missing folder, a directory in the way, a torn, truncated or mismatched pair."""
+
+
 class NotOffloadable(TvmQnnError):
     """A layer cannot run on the accelerator (the message says why); it stays on the CPU."""
 

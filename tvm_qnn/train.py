@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from .cli_args import existing_file, precision_spec
 from .data import load_dataset
 from .knobs import work_dir
 from .nn import export_onnx, init_from_higher_bit
@@ -181,7 +182,8 @@ def train(args) -> dict:
 def build_parser() -> argparse.ArgumentParser:
     """Arguments of ``python -m tvm_qnn.train`` / ``tvm-qnn train``."""
     p = argparse.ArgumentParser(prog="tvm-qnn train", description=__doc__.split("\n")[0])
-    p.add_argument("--precision", default="w2a2", help="fp32 or wKaM (e.g. w2a2, w1a1)")
+    p.add_argument("--precision", default="w2a2", type=precision_spec,
+                   help="fp32 or wKaM (e.g. w2a2, w1a1)")
     p.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "digits"])
     p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--batch-size", type=int, default=128)
@@ -190,7 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     p.add_argument("--out", default=None, help="run folder (default: work dir/cnv_<precision>)")
-    p.add_argument("--init-from", default=None, help="checkpoint of a float/higher-bit model")
+    p.add_argument("--init-from", default=None, type=existing_file,
+                   help="checkpoint of a float/higher-bit model")
     p.add_argument("--restart", action="store_true", help="ignore an existing last.pt")
     p.add_argument("--compile", action="store_true",
                    help="compile with tvm_qnn and check it against PyTorch on the test set")
@@ -203,7 +206,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code (1 if the compiled model is not bit-exact)."""
     args = build_parser().parse_args(argv)
-    parse_precision(args.precision)
     args.out = args.out or str(Path(work_dir()) / f"cnv_{args.precision.lower()}")
     result = train(args)
     exact = result.get("compiled_bitexact")

@@ -7,7 +7,13 @@ import dataclasses
 import json
 import os
 
+from ..errors import ConfigError
+from ._lib import library
+
 DEFAULT_CONFIG_PATH = os.path.join(os.path.dirname(__file__), "config.json")
+# A field's annotation -> the Python types a config.json value may have, and their name.
+_FIELD_TYPES = {"str": ((str,), "a string"), "int": ((int,), "an integer"),
+                "float": ((int, float), "a number")}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,15 +43,50 @@ class AccelConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> AccelConfig:
-        """Build from a dict such as a parsed config.json; unknown keys (comments) are ignored."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in names})
+        """Build from a dict such as a parsed config.json; unknown keys (comments) are ignored.
+
+        Integral floats (``16.0``) count as integers, as the simulator reads them. Not checked:
+        :meth:`validate` is.
+        """
+        fields = {f.name: f.type for f in dataclasses.fields(cls)}
+        return cls(**{k: int(v) if fields[k] == "int" and isinstance(v, float) and v.is_integer()
+                      else v for k, v in values.items() if k in fields})
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None) -> AccelConfig:
-        """Read a config.json; without ``path`` the packaged default (a small Zynq board)."""
-        with open(path or DEFAULT_CONFIG_PATH) as f:
-            return cls.from_dict(json.load(f))
+        """Read and :meth:`validate` a config.json; without ``path`` the packaged default (a
+        small Zynq board). A file that cannot be read, is not a JSON object or describes no
+        valid accelerator is a :class:`~tvm_qnn.errors.ConfigError` naming it."""
+        path = os.fspath(path or DEFAULT_CONFIG_PATH)
+        try:
+            with open(path, encoding="utf-8") as f:
+                values = json.load(f)
+        except (OSError, UnicodeDecodeError, ValueError) as err:
+            raise ConfigError(f"accelerator config {path}: cannot read it "
+                              f"({getattr(err, 'strerror', None) or err})") from None
+        if not isinstance(values, dict):
+            raise ConfigError(f"accelerator config {path}: a JSON object of the keys in "
+                              f"docs/accelerator.md is expected, not a {type(values).__name__}")
+        try:
+            return cls.from_dict(values).validate()
+        except ConfigError as err:
+            raise ConfigError(f"accelerator config {path}: {err}") from None
+
+    def validate(self) -> AccelConfig:
+        """This config, if the accelerator can be built with it; else a
+        :class:`~tvm_qnn.errors.ConfigError` naming the parameter.
+
+        The types are checked here; the hardware rules (block sizes, buffers holding an entry,
+        16-bit micro-op fields) live once, in the simulator's ``Config::Validate``, which
+        checks them before running the empty program.
+        """
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            kinds, what = _FIELD_TYPES[f.type]
+            if not isinstance(value, kinds) or isinstance(value, bool):
+                raise ConfigError(f"{f.name}={value!r}: expected {what}")
+        library().run(self.to_json(), b"", b"", False, 1, "")  # the empty program
+        return self
 
     def replace(self, **changes) -> AccelConfig:
         """A copy with some parameters changed, e.g. ``cfg.replace(block_out=32)``."""

@@ -30,7 +30,7 @@ import tvm
 from tvm import relax
 from tvm.relax.frontend.onnx import onnx_frontend as _tvm_onnx
 
-from ..errors import UnsupportedModelError
+from ..errors import InvalidArgumentError, UnsupportedModelError
 from ..transform import PoolQuantizedCodes
 from .qonnx import QONNX_DOMAINS, QONNX_OPS
 
@@ -246,12 +246,31 @@ def _binding_name(node: str) -> str:
     return name if name and (name[0].isalpha() or name[0] == "_") else "n_" + name
 
 
+def _check_shape(inp, shape) -> None:
+    """``shape``, given for input ``inp``, has its rank and positive dimensions (the importer
+    would fail later on a wrong rank with a message about some operator)."""
+    dims = inp.type.tensor_type.shape.dim
+    model_dims = [d.dim_value if d.HasField("dim_value") else d.dim_param or "?" for d in dims]
+    try:
+        given = tuple(int(d) for d in shape)
+    except (TypeError, ValueError):
+        given = None
+    if given is None or len(given) != len(dims) or min(given, default=1) < 1:
+        raise InvalidArgumentError(
+            f"shapes['{inp.name}'] = {shape!r}: input '{inp.name}' has {len(dims)} dimensions "
+            f"{model_dims}; give {len(dims)} integers >= 1")
+
+
 def _check_inputs(model: onnx.ModelProto, shapes: dict | None):
     inits = {i.name for i in model.graph.initializer}
-    for inp in model.graph.input:
-        if inp.name in inits:
-            continue
+    inputs = [i for i in model.graph.input if i.name not in inits]
+    unknown = sorted(set(shapes or ()) - {i.name for i in inputs})
+    if unknown:
+        raise InvalidArgumentError(f"shapes names {unknown}, not inputs of the model; its "
+                                   f"inputs are {[i.name for i in inputs]}")
+    for inp in inputs:
         if shapes and inp.name in shapes:
+            _check_shape(inp, shapes[inp.name])
             continue
         dims = inp.type.tensor_type.shape.dim
         dynamic = [d.dim_param or "?" for d in dims if not d.HasField("dim_value")]
@@ -277,6 +296,8 @@ def load_onnx(model: onnx.ModelProto | str | os.PathLike,
     UnsupportedModelError
         A malformed model, an unsupported operator, or a dynamic shape; the message names the
         node or input.
+    InvalidArgumentError
+        ``shapes`` names no input of the model, or a shape that does not fit its input.
     """
     if not isinstance(model, onnx.ModelProto):
         try:

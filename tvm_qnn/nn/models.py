@@ -7,6 +7,7 @@ import re
 
 from torch import nn
 
+from ..errors import InvalidArgumentError
 from .convert import quantize_model
 
 DEFAULT_CNV_CHANNELS = (32, 32, 64, 64, 128, 128)
@@ -36,7 +37,8 @@ def parse_precision(precision: str) -> tuple[int, int] | None:
         return None
     m = re.fullmatch(r"w([1-8])a([1-8])", precision.lower())
     if not m:
-        raise ValueError(f"precision {precision!r}: fp32 or wKaM with 1..8 bits, e.g. w2a2")
+        raise InvalidArgumentError(f"precision {precision!r}: fp32 or wKaM with 1..8 bits, "
+                                   "e.g. w2a2")
     return int(m.group(1)), int(m.group(2))
 
 

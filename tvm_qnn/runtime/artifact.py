@@ -8,12 +8,14 @@ import os
 import tempfile
 from dataclasses import asdict, dataclass
 
-import numpy as np
 import tvm
 from tvm import relax
 
-from ..errors import TvmQnnError
+from ..errors import InputError, LibraryFileError, TvmQnnError
+from .atomic import publish
+from .inputs import check_input
 from .profile import profile_calls
+from .sidecar import check_library_path, library_digest, read_description
 from .threads import use_threads
 from .timing import evaluator_seconds
 
@@ -25,20 +27,6 @@ class TensorInfo:
     name: str
     shape: tuple[int, ...]
     dtype: str
-
-
-def _write_atomic(path: str, write) -> None:
-    """Write through a temporary file in the same folder, then rename (no torn files)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 class Artifact:
@@ -77,20 +65,17 @@ class Artifact:
             kwargs, args = args[0], ()
         if kwargs:
             missing = [i.name for i in self.inputs if i.name not in kwargs]
-            if missing or args:
-                raise TvmQnnError(f"missing inputs {missing}; expected {self._expected()}")
+            unknown = sorted(set(kwargs) - {i.name for i in self.inputs})
+            if missing or unknown or args:
+                raise InputError(f"missing inputs {missing}"
+                                 + (f", unknown inputs {unknown}" if unknown else "")
+                                 + f"; expected {self._expected()}")
             args = [kwargs[i.name] for i in self.inputs]
         if len(args) != len(self.inputs):
-            raise TvmQnnError(f"got {len(args)} inputs; expected {self._expected()}")
-        out = []
-        for value, info in zip(args, self.inputs, strict=True):
-            arr = np.asarray(value)
-            if tuple(arr.shape) != info.shape:
-                raise TvmQnnError(f"input '{info.name}' has shape {arr.shape}; "
-                                  f"expected {info.shape}")
-            out.append(tvm.runtime.tensor(np.ascontiguousarray(arr.astype(info.dtype)),
-                                          self.device))
-        return out
+            raise InputError(f"got {len(args)} inputs; expected {self._expected()}")
+        return [tvm.runtime.tensor(check_input(info.name, info.shape, info.dtype, value),
+                                   self.device)
+                for value, info in zip(args, self.inputs, strict=True)]
 
     def _expected(self) -> str:
         return ", ".join(f"{i.name}{list(i.shape)}:{i.dtype}" for i in self.inputs)
@@ -101,6 +86,9 @@ class Artifact:
         Returns one numpy array, or a list of them for several outputs. Code for another
         architecture (``arm_cpu``) runs on the target's emulated device. ``threads``: for this
         call (default :attr:`threads`); an input named ``threads`` goes in the dict form.
+        Inputs are checked, not coerced (:mod:`tvm_qnn.runtime.inputs`): an array of another
+        kind of dtype, an integer out of its input's range, NaN or infinity is refused with
+        an :class:`~tvm_qnn.errors.InputError`.
         """
         if self._vm is None:
             outs = self._emulator().run_library(self._exported_library(),
@@ -213,23 +201,30 @@ class Artifact:
         return "\n".join(out)
 
     def export_library(self, path: str | os.PathLike) -> str:
-        """Write a shared library (and ``<path>.json`` with its input description)."""
+        """Write a shared library (and ``<path>.json`` with its input description).
+
+        Both files are published together (:func:`tvm_qnn.runtime.atomic.publish`): on an error
+        the previous pair stays as it was. The description records the library's size and
+        hash, so :func:`tvm_qnn.load` refuses a library that is not the one it describes.
+        """
         path = os.fspath(path)
         if self.module is None:
             raise TvmQnnError("a loaded cross-compiled library is already exported")
-        if self.qnn_target is not None:
-            _write_atomic(path, lambda p: self.qnn_target.export_library(self.module, p))
-        else:
-            _write_atomic(path, self.module.export_library)
+        check_library_path(path, writing=True)
         meta = {"inputs": [asdict(i) for i in self.inputs], "target": self.target,
                 "target_alias": self.qnn_target.alias if self.qnn_target is not None else None,
                 "layers": self.layers, "threads": self.threads}
-
-        def write_meta(tmp):
-            with open(tmp, "w", encoding="utf-8") as f:
-                json.dump(meta, f, indent=1)
-
-        _write_atomic(path + ".json", write_meta)
+        export = (self.module.export_library if self.qnn_target is None
+                  else lambda p: self.qnn_target.export_library(self.module, p))
+        try:
+            with publish() as temp:
+                library = temp(path, executable=True)
+                export(library)
+                meta["library"] = library_digest(library)
+                with open(temp(path + ".json"), "w", encoding="utf-8") as f:
+                    json.dump(meta, f, indent=1)
+        except OSError as err:
+            raise LibraryFileError(f"cannot write {path}: {err.strerror or err}") from err
         return path
 
     def __repr__(self) -> str:
@@ -248,14 +243,8 @@ def _to_numpy(result):
 
 def read_sidecar(path: str) -> tuple[dict, list[TensorInfo]]:
     """The description :meth:`Artifact.export_library` writes next to a library
-    (``<path>.json``) and its inputs."""
-    if not os.path.exists(path):
-        raise TvmQnnError(f"no compiled model at {path}")
-    meta_path = path + ".json"
-    if not os.path.exists(meta_path):
-        raise TvmQnnError(f"{meta_path} is missing: it holds the input description written "
-                          "next to the library by export_library")
-    with open(meta_path, encoding="utf-8") as f:
-        meta = json.load(f)
+    (``<path>.json``) and its inputs, once the library is checked to be the one it describes
+    (:func:`tvm_qnn.runtime.sidecar.read_description`)."""
+    meta = read_description(path)
     inputs = [TensorInfo(i["name"], tuple(i["shape"]), i["dtype"]) for i in meta["inputs"]]
     return meta, inputs

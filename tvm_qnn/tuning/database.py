@@ -59,11 +59,18 @@ def open_database(db, create: bool = False) -> ms.database.Database:
     if isinstance(db, ms.database.Database):
         return db
     path = os.fspath(db)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise TvmQnnError(f"tuning database {path!r} is a file; it is a directory (made by "
+                          "tvm_qnn.tune(..., work_dir=...) when missing)")
     if not os.path.isdir(path):
         if not create:
             raise TvmQnnError(f"tuning database {path!r}: no such directory "
                               "(tvm_qnn.tune(..., work_dir=...) writes one)")
-        os.makedirs(path, exist_ok=True)
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError as err:
+            raise TvmQnnError(f"tuning database {path!r}: cannot make the directory "
+                              f"({err.strerror or err})") from None
     elif not create and not os.path.isfile(os.path.join(path, RECORDS_FILE)):
         raise TvmQnnError(f"tuning database {path!r} has no database_tuning_record.json")
     for name in FILES:
