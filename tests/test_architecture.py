@@ -143,3 +143,13 @@ def test_the_checker_sees_cycles_and_layer_violations():
     node = ast.parse("from ..tuning import tune").body[0]
     assert _resolve("tvm_qnn.transform.schedule_bitserial", False, node) == [
         "tvm_qnn.tuning.tune"]
+
+
+MAX_MODULE_LINES = 400
+
+
+def test_modules_fit_in_a_head():
+    """No module of the package grows past MAX_MODULE_LINES: split it at its seam instead."""
+    long = {str(p.relative_to(PACKAGE)): n for p in PACKAGE.rglob("*.py")
+            if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES}
+    assert long == {}

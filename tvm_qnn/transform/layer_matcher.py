@@ -30,6 +30,14 @@ from tvm import relax
 from ..topi.layer import MAX_BITS, QuantizedLayer
 from ..topi.requantize import Requantize
 from .graph_facts import FunctionFacts, op_name, prim_value
+from .layer_tail import (
+    NoMatch,
+    fold_batch_norm,
+    output_quant,
+    per_channel,
+    scalar_int,
+    sign_codes,
+)
 
 __all__ = ["LayerMatch", "find_layers"]
 
@@ -47,25 +55,6 @@ class LayerMatch:
     data: relax.Var | None = None
     reason: str = ""
     macs: int = 0
-
-
-class _NoMatch(Exception):
-    """Raised inside matching with the reason a layer stays as is."""
-
-
-def _scalar_int(arr: np.ndarray | None, what: str) -> int:
-    if arr is None or arr.size != 1:
-        raise _NoMatch(f"{what} must be a per-tensor constant")
-    return int(arr.reshape(()))
-
-
-def _per_channel(arr: np.ndarray, channels: int, what: str, dtype) -> np.ndarray:
-    arr = np.asarray(arr)
-    if arr.size == 1:
-        return np.full(channels, arr.reshape(()), dtype)
-    if arr.size != channels:
-        raise _NoMatch(f"{what} has {arr.size} values for {channels} output channels")
-    return arr.reshape(channels).astype(dtype)
 
 
 class _Matcher:
@@ -88,7 +77,7 @@ class _Matcher:
                                    for f in dataclasses.fields(Requantize) if f.name in fields})
             layer = QuantizedLayer(kind=kind, name=anchor.name, output=output, **fields)
             self._validate(layer)
-        except _NoMatch as err:
+        except NoMatch as err:
             return LayerMatch(self._display_name(self._users_chain(anchor)), kind, anchor,
                               reason=str(err), macs=macs)
         return LayerMatch(self._display_name([anchor, *consumed]), kind, anchor, layer, end,
@@ -125,9 +114,9 @@ class _Matcher:
             xq = x_val.args[0]
             sx = facts.constant(x_val.args[1])
             if sx is None or sx.size != 1:
-                raise _NoMatch("activation scale must be a per-tensor constant")
+                raise NoMatch("activation scale must be a per-tensor constant")
             fields["act_scale"] = float(np.float32(sx.reshape(())))
-            fields["act_zero_point"] = _scalar_int(facts.constant(x_val.args[2]),
+            fields["act_zero_point"] = scalar_int(facts.constant(x_val.args[2]),
                                                    "activation zero-point")
             weight, w_scale, w_zp = self._float_weight(w_expr, kind)
         elif str(call.ty.dtype) == "int32":  # integer spelling
@@ -136,17 +125,17 @@ class _Matcher:
             fields["act_zero_point"] = zx
             weight = facts.constant(w_expr)
             if weight is None or weight.dtype.kind not in "iu":
-                raise _NoMatch("weights are not constant integer codes")
+                raise NoMatch("weights are not constant integer codes")
             if kind == "dense":
                 weight = weight.T
             w_scale, w_zp = np.float32(1.0), np.int64(0)
         else:
-            raise _NoMatch("input is not a dequantized quantized tensor")
+            raise NoMatch("input is not a dequantized quantized tensor")
         rng = facts.code_range(xq)
         if rng is None:
-            raise _NoMatch("activation codes are not an integer tensor")
+            raise NoMatch("activation codes are not an integer tensor")
         if rng[1] <= rng[0]:
-            raise _NoMatch(f"activation codes are clipped to [{rng[0]}, {rng[1]}]: 0 bits")
+            raise NoMatch(f"activation codes are clipped to [{rng[0]}, {rng[1]}]: 0 bits")
         oc = int(weight.shape[0])
         fields.update(
             act_lo=rng[0],
@@ -154,8 +143,8 @@ class _Matcher:
             input_dtype=str(xq.ty.dtype),
             input_shape=x_shape,
             weight=weight.astype(np.int64),
-            weight_scale=_per_channel(w_scale, oc, "weight scale", np.float32),
-            weight_zero_point=_per_channel(w_zp, oc, "weight zero-point", np.int64),
+            weight_scale=per_channel(w_scale, oc, "weight scale", np.float32),
+            weight_zero_point=per_channel(w_zp, oc, "weight zero-point", np.int64),
             bias=np.zeros(oc, np.float32),
         )
         if kind == "conv2d":
@@ -165,7 +154,7 @@ class _Matcher:
             fields.update(act_step=step,
                           act_bits=max(1, ((rng[1] - rng[0]) // step).bit_length()))
         if kind == "dense" and len(fields["input_shape"]) != 2:
-            raise _NoMatch(f"matmul input has rank {len(fields['input_shape'])} (2 supported)")
+            raise NoMatch(f"matmul input has rank {len(fields['input_shape'])} (2 supported)")
         return fields, xq
 
     def _act_step(self, xq, rng, fields) -> int:
@@ -183,10 +172,10 @@ class _Matcher:
         val = self.facts.value_of(expr)
         zx = 0
         if op_name(val) == "relax.subtract":
-            zx = _scalar_int(self.facts.constant(val.args[1]), "activation zero-point")
+            zx = scalar_int(self.facts.constant(val.args[1]), "activation zero-point")
             val = self.facts.value_of(val.args[0])
         if op_name(val) != "relax.astype":
-            raise _NoMatch("integer input is not a cast of integer codes")
+            raise NoMatch("integer input is not a cast of integer codes")
         return val.args[0], zx
 
     def _float_weight(self, w_expr, kind):
@@ -196,22 +185,22 @@ class _Matcher:
         if kind == "dense" and op_name(w_val) == "relax.permute_dims":
             axes = w_val.attrs.axes
             if axes is not None and [int(a) for a in axes] != [1, 0]:
-                raise _NoMatch("weight transpose is not a 2-D transpose")
+                raise NoMatch("weight transpose is not a 2-D transpose")
             transposed = True
             w_val = facts.value_of(w_val.args[0])
         if op_name(w_val) != "relax.dequantize":
-            raise _NoMatch("weights are not dequantized integer codes")
+            raise NoMatch("weights are not dequantized integer codes")
         codes = facts.constant(w_val.args[0])
         if codes is None or codes.dtype.kind not in "iu":
-            raise _NoMatch("weight codes are not a constant integer tensor")
+            raise NoMatch("weight codes are not a constant integer tensor")
         scale = facts.constant(w_val.args[1])
         zp = facts.constant(w_val.args[2])
         if scale is None or zp is None:
-            raise _NoMatch("weight scale/zero-point are not constants")
+            raise NoMatch("weight scale/zero-point are not constants")
         axis = int(w_val.attrs.axis) % codes.ndim
         oc_axis = 0 if kind == "conv2d" or transposed else 1
         if scale.size > 1 and axis != oc_axis:
-            raise _NoMatch("weights are quantized per channel along a non-output axis")
+            raise NoMatch("weights are quantized per channel along a non-output axis")
         if kind == "dense" and not transposed:
             codes = codes.T
         return codes, scale, zp
@@ -220,7 +209,7 @@ class _Matcher:
         attrs = call.attrs
         if (str(attrs.data_layout), str(attrs.kernel_layout)) != ("NCHW", "OIHW") or \
                 str(attrs.out_layout) != "NCHW":
-            raise _NoMatch(f"layout {attrs.data_layout}/{attrs.kernel_layout} (NCHW/OIHW only)")
+            raise NoMatch(f"layout {attrs.data_layout}/{attrs.kernel_layout} (NCHW/OIHW only)")
         return dict(strides=tuple(int(s) for s in attrs.strides),
                     pads=tuple(int(p) for p in attrs.padding),
                     dilation=tuple(int(d) for d in attrs.dilation),
@@ -264,23 +253,23 @@ class _Matcher:
             elif integer and name == "relax.multiply" and casted and mscale is None:
                 if const is None or not _channel_vector(const, oc, fields):
                     break
-                mscale = _per_channel(const.reshape(-1), oc, "requantize multiplier",
+                mscale = per_channel(const.reshape(-1), oc, "requantize multiplier",
                                       np.float32)
             elif not integer and name == "relax.multiply" and not consumed \
                     and fields["act_scale"] == 1.0 and np.all(fields["weight_scale"] == 1.0):
                 # Codes-domain spelling (torch.export): acc * m, with m the whole scale.
                 if const is None or not _channel_vector(const, oc, fields):
                     break
-                fields["weight_scale"] = _per_channel(const.reshape(-1), oc, "layer scale",
+                fields["weight_scale"] = per_channel(const.reshape(-1), oc, "layer scale",
                                                       np.float32)
             elif not integer and name == "relax.nn.batch_norm" and quant is None \
                     and clamp_lo == -np.inf \
-                    and (item := self._batch_norm(nxt, fields)) is not None:
+                    and (item := fold_batch_norm(facts, nxt, fields)) is not None:
                 consumed.append(nxt)  # and below its TupleGetItem: the normalized tensor
                 nxt = item
             elif not integer and name == "relax.greater_equal" and quant is None \
                     and const is not None and const.size == 1 and float(const) == 0 \
-                    and (sign := self._sign_codes(nxt, oc)) is not None:
+                    and (sign := sign_codes(facts, nxt, oc)) is not None:
                 quant, where = sign
                 consumed.append(nxt)
                 nxt = where
@@ -290,7 +279,7 @@ class _Matcher:
                 clamp_lo = max(clamp_lo, float(prim_value(val.args[1])))
                 clamp_hi = min(clamp_hi, float(prim_value(val.args[2])))
             elif name == "relax.quantize" and quant is None and casted == (mscale is not None):
-                quant = self._output_quant(val, oc)
+                quant = output_quant(facts, val, oc)
             elif name == "relax.clip" and quant is not None:
                 quant["qmin"] = max(quant["qmin"], int(prim_value(val.args[1])))
                 quant["qmax"] = min(quant["qmax"], int(prim_value(val.args[2])))
@@ -316,67 +305,16 @@ class _Matcher:
         fields["clamp_lo"], fields["clamp_hi"] = clamp_lo, clamp_hi
         return fields, end, consumed
 
-    def _batch_norm(self, var, fields) -> relax.Var | None:
-        """Fold an inference BatchNorm over the channels into the layer's scale and bias:
-        ``v * a + (beta - mean * a)`` with ``a = gamma / sqrt(var + eps)``, whatever the sign
-        of ``a`` (a negative one mirrors the thresholds). Returns the binding of its output."""
-        call = self.facts.bindings[var]
-        if int(call.attrs.axis) != 1:
-            return None
-        params = [self.facts.constant(a) for a in call.args[1:5]]
-        item = self.facts.single_user(var)
-        value = self.facts.bindings.get(item) if item is not None else None
-        if any(p is None for p in params) or not isinstance(value, relax.TupleGetItem) \
-                or value.index != 0:
-            return None
-        oc = fields["weight"].shape[0]
-        gamma, beta, mean, variance = (_per_channel(p.reshape(-1), oc, "BatchNorm parameter",
-                                                    np.float32) for p in params)
-        a = (gamma / np.sqrt(variance + np.float32(call.attrs.epsilon))).astype(np.float32)
-        fields["weight_scale"] = (fields["weight_scale"] * a).astype(np.float32)
-        fields["bias"] = (fields["bias"] * a + (beta - mean * a)).astype(np.float32)
-        return item
-
-    def _sign_codes(self, var, oc):
-        """``where(v >= 0, hi, lo)`` (QONNX BipolarQuant of the layer output) → the bipolar
-        output quantization and the ``where`` binding, or None."""
-        where = self.facts.single_user(var)
-        call = self.facts.bindings.get(where) if where is not None else None
-        if op_name(call) != "relax.where" or not call.args[0].same_as(var):
-            return None
-        hi, lo = (self.facts.constant(a) for a in call.args[1:3])
-        dtype = str(call.ty.dtype)
-        if hi is None or lo is None or hi.size != 1 or lo.size != 1 or "int" not in dtype \
-                or not int(lo) < int(hi):
-            return None
-        return dict(out_dtype=dtype, out_scale=np.ones(oc, np.float32),
-                    out_zero_point=np.zeros(oc, np.int32), qmin=int(lo), qmax=int(hi),
-                    bipolar=True), where
-
-    def _output_quant(self, call, oc):
-        scale = self.facts.constant(call.args[1])
-        zp = self.facts.constant(call.args[2])
-        if scale is None or zp is None:
-            raise _NoMatch("output scale/zero-point are not constants")
-        dtype = str(call.attrs.out_dtype)
-        if "int" not in dtype:
-            raise _NoMatch(f"output quantized to {dtype}")
-        info = np.iinfo(dtype)
-        return dict(out_dtype=dtype,
-                    out_scale=_per_channel(scale, oc, "output scale", np.float32),
-                    out_zero_point=_per_channel(zp, oc, "output zero-point", np.int32),
-                    qmin=int(info.min), qmax=int(info.max))
-
     def _validate(self, layer: QuantizedLayer):
         if layer.act_bits > MAX_BITS:
-            raise _NoMatch(f"activations use {layer.act_bits} bits (1..{MAX_BITS} supported)")
+            raise NoMatch(f"activations use {layer.act_bits} bits (1..{MAX_BITS} supported)")
         span = int(layer.weight.max() - layer.weight.min())
         if span.bit_length() > MAX_BITS:
-            raise _NoMatch(f"weights span {span + 1} codes (at most 2^{MAX_BITS})")
+            raise NoMatch(f"weights span {span + 1} codes (at most 2^{MAX_BITS})")
         if layer.kind == "conv2d" and any(layer.pads):
             zx, top = layer.act_zero_point, layer.act_step * ((1 << layer.act_bits) - 1)
             if not layer.act_lo <= zx <= layer.act_lo + top:
-                raise _NoMatch(f"activation zero-point {zx} lies outside the code range, "
+                raise NoMatch(f"activation zero-point {zx} lies outside the code range, "
                                "so padding has no code")
 
 
