@@ -23,7 +23,7 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from .graph_facts import op_name
+from .graph_facts import bound_value, mutate_functions, op_name
 
 
 def _code_dtype(lo: float, hi: float) -> str | None:
@@ -49,23 +49,8 @@ def _integer_constant(expr) -> np.ndarray | None:
 
 @mutator
 class _Canonicalizer(PyExprMutator):
-    def __init__(self, mod):
-        super().__init__(mod)
-        self.mod = mod
-
-    def transform(self) -> tvm.IRModule:
-        for gvar, func in self.mod.functions_items():
-            if isinstance(func, relax.Function):
-                self.builder_.update_func(gvar, self.visit_expr(func))
-        return self.builder_.get()
-
     def _value(self, expr):
-        while isinstance(expr, relax.Var):
-            bound = self.lookup_binding(expr)
-            if bound is None:
-                break
-            expr = bound
-        return expr
+        return bound_value(self, expr)
 
     def visit_call_(self, call):  # noqa: D102
         call = super().visit_call_(call)
@@ -111,5 +96,5 @@ class CanonicalizeFakeQuant:
     into ``quantize`` / ``dequantize`` (see the module docstring)."""
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:  # noqa: D102
-        mod = _Canonicalizer(mod).transform()
+        mod = mutate_functions(mod, _Canonicalizer(mod))
         return relax.transform.DeadCodeElimination()(relax.transform.Normalize()(mod))

@@ -135,6 +135,24 @@ class FunctionFacts:
 _RANGE_KEEPING = ("relax.nn.max_pool2d", "relax.reshape", "relax.permute_dims")
 
 
+def bound_value(mutator, expr):
+    """In a ``PyExprMutator``: follow variables to the expressions bound to them."""
+    while isinstance(expr, relax.Var):
+        bound = mutator.lookup_binding(expr)
+        if bound is None:
+            break
+        expr = bound
+    return expr
+
+
+def mutate_functions(mod: tvm.IRModule, mutator) -> tvm.IRModule:
+    """Run a ``PyExprMutator`` over every Relax function of ``mod``; the mutated module."""
+    for gvar, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            mutator.builder_.update_func(gvar, mutator.visit_expr(func))
+    return mutator.builder_.get()
+
+
 def _free_vars(expr) -> list[relax.Var]:
     return list(relax.analysis.used_vars(expr)) if expr is not None else []
 
