@@ -162,6 +162,8 @@ def convert_trunc(bb, inputs, attr, node: str):
     s = _const(scale, "scale", node).astype(np.float32)
     z = _const(zp, "zero_point", node).astype(np.float32)
     v2 = len(inputs) >= 6 and inputs[5] is not None
+    if v2 and (codes := _trunc_codes(bb, inputs, attr, node)) is not None:
+        return codes
     q = relax.op.round(relax.op.add(relax.op.divide(x, relax.const(s)), relax.const(z)))
     if v2:
         s_out = _const(inputs[4], "output_scale", node).astype(np.float32)
@@ -181,6 +183,42 @@ def convert_trunc(bb, inputs, attr, node: str):
         z_out, s_out_c = relax.const(z), relax.const(s)
     q = relax.op.floor(q)
     return relax.op.multiply(relax.op.subtract(q, z_out), s_out_c)
+
+
+def _trunc_codes(bb, inputs, attr, node: str):
+    """Trunc v2 in integers, when its parameters allow (per-tensor, a power-of-two step down,
+    an integer output zero-point, input codes that fit 16 bits)::
+
+        codes = clip((quantize(x, s, z) >> log2 t), qmin, qmax)   → dequantize(codes, s_out, z / t)
+
+    the same values as the float spelling, but as codes the layer matcher reads: the Linear
+    after Brevitas' AvgPool → Trunc stays bit-serial. Returns None otherwise."""
+    x, scale, zp, in_bits, s_out, out_bits = inputs[:6]
+    s, z, s_out = (_const(e, what, node).astype(np.float32) for e, what in
+                   ((scale, "scale"), (zp, "zero_point"), (s_out, "output_scale")))
+    if s.size != 1 or z.size != 1 or s_out.size != 1:
+        return None
+    s, z, s_out = s.reshape(()), float(z.reshape(())), s_out.reshape(())
+    shift = int(np.round(np.log2(s_out / s)))
+    b_in = int(_const(in_bits, "input_bit_width", node).reshape(()))
+    bits = int(_const(out_bits, "output_bit_width", node).reshape(()))
+    signed, narrow = int(attr.get("signed", 1)), int(attr.get("narrow", 0))
+    lo, hi = (-(1 << (bits - 1)) + narrow, (1 << (bits - 1)) - 1) if signed else \
+        (0, (1 << bits) - 1 - narrow)
+    if shift < 0 or z != int(z) or int(z) % (1 << shift) or b_in > 15:
+        return None
+    wide = "int16" if b_in > 7 else "int8"
+    info = np.iinfo(wide)
+    if (int(info.min) >> shift) > lo or (int(info.max) >> shift) < hi:
+        return None  # a saturated code would not clip to the same output code
+    n = bb.normalize(relax.op.quantize(x, relax.const(s), relax.const(int(z), wide), axis=0,
+                                       out_dtype=wide))
+    n = bb.normalize(relax.op.right_shift(relax.op.astype(n, "int32"),
+                                          relax.const(shift, "int32")))
+    dtype = _container(lo, hi)
+    codes = bb.normalize(relax.op.astype(relax.op.clip(n, lo, hi), dtype))
+    return relax.op.dequantize(codes, relax.const(s_out), relax.const(int(z) >> shift, dtype),
+                               axis=0, out_dtype="float32")
 
 
 QONNX_OPS = {"Quant": convert_quant, "BipolarQuant": convert_bipolar_quant,

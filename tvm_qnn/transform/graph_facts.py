@@ -97,6 +97,10 @@ class FunctionFacts:
         value = self.value_of(expr)
         if op_name(value) in _RANGE_KEEPING and str(value.args[0].ty.dtype) == dtype:
             return self.code_range(value.args[0])
+        if op_name(value) == "relax.astype":  # a cast of codes that fit keeps their range
+            inner = self.code_range(value.args[0])
+            if inner is not None and lo <= inner[0] and inner[1] <= hi:
+                return inner
         if op_name(value) == "relax.clip":
             inner = self.code_range(value.args[0]) or (lo, hi)
             lo = max(inner[0], int(prim_value(value.args[1])))

@@ -112,13 +112,18 @@ class _Matcher:
             x_val = facts.value_of(x_val.args[0])
         if op_name(x_val) == "relax.dequantize":  # float spelling
             xq = x_val.args[0]
-            sx = facts.constant(x_val.args[1])
-            if sx is None or sx.size != 1:
-                raise NoMatch("activation scale must be a per-tensor constant")
-            fields["act_scale"] = float(np.float32(sx.reshape(())))
-            fields["act_zero_point"] = scalar_int(facts.constant(x_val.args[2]),
-                                                   "activation zero-point")
             weight, w_scale, w_zp = self._float_weight(w_expr, kind)
+            sx, zx = (facts.constant(a) for a in x_val.args[1:3])
+            if sx is not None and sx.size > 1:  # per channel: folded into the layer's scale
+                w_scale = per_channel(w_scale, weight.shape[0], "weight scale", np.float32) \
+                    * self._group_scale(sx, x_val, call, kind, weight.shape[0])
+                sx = np.float32(1.0)
+            if zx is not None and zx.size > 1 and np.all(zx == zx.flat[0]):
+                zx = zx.flat[:1]
+            if sx is None:
+                raise NoMatch("activation scale must be a constant")
+            fields["act_scale"] = float(np.float32(sx.reshape(())))
+            fields["act_zero_point"] = scalar_int(zx, "activation zero-point")
         elif str(call.ty.dtype) == "int32":  # integer spelling
             xq, zx = self._shifted_codes(x_expr)
             fields["act_scale"] = 1.0
@@ -156,6 +161,21 @@ class _Matcher:
         if kind == "dense" and len(fields["input_shape"]) != 2:
             raise NoMatch(f"matmul input has rank {len(fields['input_shape'])} (2 supported)")
         return fields, xq
+
+    def _group_scale(self, sx, x_val, call, kind, oc) -> np.ndarray:
+        """A per-channel activation scale as a factor per output channel: possible when it is
+        constant over the input channels each output reads (a depthwise or grouped conv whose
+        groups share one scale), so it multiplies the layer's scale instead of the codes."""
+        groups = int(call.attrs.groups) if kind == "conv2d" else 1
+        channels = int(x_val.ty.shape[1]) if len(x_val.ty.shape) > 1 else 0
+        if kind != "conv2d" or int(x_val.attrs.axis) % len(x_val.ty.shape) != 1 \
+                or sx.size != channels:
+            raise NoMatch("activation scale varies along the reduction (per-tensor, or per "
+                          "channel for a depthwise/grouped conv)")
+        per_group = sx.reshape(groups, channels // groups)
+        if np.any(per_group != per_group[:, :1]):
+            raise NoMatch("activation scale varies within a conv group")
+        return np.repeat(per_group[:, 0].astype(np.float32), oc // groups)
 
     def _act_step(self, xq, rng, fields) -> int:
         """The step between the activation codes, when the bit-planes can use it: a power of
