@@ -2,7 +2,8 @@
 """Brevitas' own example networks, exported as a Brevitas user exports them, cached on disk.
 
 The field's canonical low-bit networks are Brevitas' ``bnn_pynq`` family (FINN's CNV, LFC, SFC,
-TFC at W1A1 / W1A2 / W2A2). :func:`brevitas_export` builds one with random weights, gives its
+TFC at W1A1 / W1A2 / W2A2) and its 4-bit ResNet-18 and MobileNet-v1 examples
+(:data:`ALL_MODELS`). :func:`brevitas_export` builds one with random weights, gives its
 BatchNorms the statistics of a few passes over random inputs, and exports it with Brevitas'
 own exporter to QONNX (plus qonnx's ``cleanup``, as FINN does) or to QCDQ ONNX. Brevitas
 refuses QCDQ for 1-bit quantizers, so 1-bit models exist as QONNX only
@@ -31,27 +32,41 @@ CALIBRATION_BATCH = 16
 
 @dataclass(frozen=True)
 class BrevitasModel:
-    """One ``brevitas_examples.bnn_pynq`` network: its factory name and input shape."""
+    """One network of ``brevitas_examples``: its factory, input shape and precision."""
 
-    name: str  # e.g. "cnv_1w1a"
+    name: str  # the factory in ``zoo``, e.g. "cnv_1w1a"
     input_shape: tuple[int, ...]
+    weight_bits: int
+    act_bits: int
+    zoo: str = "brevitas_examples.bnn_pynq.models"
+    # torch.export (the default exporter from torch 2.9) fails on the ResNet and MobileNet
+    # examples; TorchScript tracing exports them.
+    dynamo: bool = True
 
-    @property
-    def weight_bits(self) -> int:
-        """Bits of the weights, from the name (``cnv_1w2a`` → 1)."""
-        return int(self.name.split("_")[1].split("w")[0])
+    def build(self):
+        """The network with its own random initialisation (no download)."""
+        return getattr(importlib.import_module(self.zoo), self.name)(pretrained=False)
 
-    @property
-    def act_bits(self) -> int:
-        """Bits of the activations, from the name (``cnv_1w2a`` → 2)."""
-        return int(self.name.split("w")[-1].rstrip("a"))
+
+def _bnn_pynq(name: str, shape: tuple[int, ...]) -> BrevitasModel:
+    w, a = name.split("_")[1].rstrip("a").split("w")
+    return BrevitasModel(name, shape, int(w), int(a))
 
 
 BNN_PYNQ = tuple(
-    [BrevitasModel(f"cnv_{p}", (1, 3, 32, 32)) for p in ("1w1a", "1w2a", "2w2a")]
-    + [BrevitasModel(f"lfc_{p}", (1, 1, 28, 28)) for p in ("1w1a", "1w2a")]
-    + [BrevitasModel(f"{f}_{p}", (1, 1, 28, 28)) for f in ("sfc", "tfc")
+    [_bnn_pynq(f"cnv_{p}", (1, 3, 32, 32)) for p in ("1w1a", "1w2a", "2w2a")]
+    + [_bnn_pynq(f"lfc_{p}", (1, 1, 28, 28)) for p in ("1w1a", "1w2a")]
+    + [_bnn_pynq(f"{f}_{p}", (1, 1, 28, 28)) for f in ("sfc", "tfc")
        for p in ("1w1a", "1w2a", "2w2a")])
+
+# The 4-bit examples: a CIFAR ResNet-18 and the ImageNet MobileNet-v1 (its average pool is
+# 7x7 on the last 7x7 map: 224x224 inputs only).
+FOUR_BIT = (
+    BrevitasModel("resnet18_4w4a", (1, 3, 32, 32), 4, 4, dynamo=False),
+    BrevitasModel("quant_mobilenet_v1_4b", (1, 3, 224, 224), 4, 4,
+                  zoo="brevitas_examples.imagenet_classification.models", dynamo=False),
+)
+ALL_MODELS = BNN_PYNQ + FOUR_BIT
 
 
 def export_formats(model: BrevitasModel) -> tuple[str, ...]:
@@ -67,10 +82,13 @@ def _versions() -> str:
 
 
 def _cache_key(model: BrevitasModel, fmt: str) -> str:
-    zoo = importlib.import_module("brevitas_examples.bnn_pynq.models")
-    factory = getattr(zoo, model.name)
-    impl = inspect.getmodule(zoo.CNV if model.name.startswith("cnv") else zoo.FC)
-    source = inspect.getsource(factory) + inspect.getsource(impl) + inspect.getsource(
+    zoo = importlib.import_module(model.zoo)
+    # The factory, the module of the class it builds and every module of the zoo's package
+    # folder: what defines the network.
+    folder = os.path.dirname(inspect.getfile(zoo))
+    sources = sorted(os.path.join(folder, f) for f in os.listdir(folder) if f.endswith(".py"))
+    source = inspect.getsource(getattr(zoo, model.name)) + "".join(
+        open(f, encoding="utf-8").read() for f in sources) + inspect.getsource(
         inspect.getmodule(_cache_key))
     text = f"{model}|{fmt}|{_versions()}|{SEED}|{source}"
     return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -80,9 +98,8 @@ def _calibrated(model: BrevitasModel):
     """The network with random weights and BatchNorm statistics of random inputs."""
     import torch
 
-    zoo = importlib.import_module("brevitas_examples.bnn_pynq.models")
     torch.manual_seed(SEED)
-    net = getattr(zoo, model.name)(pretrained=False)
+    net = model.build()
     for module in net.modules():
         if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
             module.momentum = None  # a plain average of the calibration batches
@@ -105,10 +122,10 @@ def _export(model: BrevitasModel, fmt: str, path: str) -> None:
         if fmt == "qonnx":
             from qonnx.util.cleanup import cleanup
 
-            export_qonnx(net, example, export_path=raw)
+            export_qonnx(net, example, export_path=raw, dynamo=model.dynamo)
             cleanup(raw, out_file=raw)
         elif fmt == "qcdq":
-            export_onnx_qcdq(net, example, export_path=raw)
+            export_onnx_qcdq(net, example, export_path=raw, dynamo=model.dynamo)
         else:
             raise ValueError(f"format {fmt!r} (qonnx or qcdq)")
         proto = onnx.load(raw)  # pulls in external data: the cached file stands alone
@@ -119,11 +136,12 @@ def _export(model: BrevitasModel, fmt: str, path: str) -> None:
 
 def brevitas_export(model: BrevitasModel | str, fmt: str = "qonnx",
                     cache_dir: str | None = None) -> str:
-    """Path of ``model`` (a :class:`BrevitasModel` or a ``BNN_PYNQ`` name) exported to ``fmt``
+    """Path of ``model`` (a :class:`BrevitasModel` or the name of one in ``ALL_MODELS``)
+    exported to ``fmt``
     (``qonnx`` or ``qcdq``), exporting it on a cache miss. Needs ``brevitas``, ``qonnx`` and
     ``onnxoptimizer``."""
     if isinstance(model, str):
-        model = next((m for m in BNN_PYNQ if m.name == model), None) or _unknown(model)
+        model = next((m for m in ALL_MODELS if m.name == model), None) or _unknown(model)
     if fmt not in export_formats(model):
         raise ValueError(f"Brevitas does not export {model.name} to {fmt} "
                          f"(formats: {', '.join(export_formats(model))})")
@@ -137,4 +155,4 @@ def brevitas_export(model: BrevitasModel | str, fmt: str = "qonnx",
 
 def _unknown(name: str):
     raise ValueError(f"unknown Brevitas model {name!r}; known: "
-                     + ", ".join(m.name for m in BNN_PYNQ))
+                     + ", ".join(m.name for m in ALL_MODELS))
