@@ -2,7 +2,8 @@
 """The x86 benchmark suite: tvm_qnn layers and models next to their peers, in one run.
 
     python -m bench [--layers conv56 … dense64] [--bits 1x1 2x2 1x2] [--threads 1 2]
-                    [--models [CNV_1W1A CNV_2W2A]] [--json out.json] [--png out.png]
+                    [--models [CNV_1W1A CNV_2W2A]] [--brevitas [cnv_1w1a …]]
+                    [--json out.json] [--png out.png]
                     [--mcpu haswell]
 
 ``--mcpu`` generates the code (and the roofline probe) for another x86 CPU that runs here,
@@ -35,7 +36,8 @@ are speed-ups over PyTorch fp32 and over the faster int8 peer (> 1: tvm_qnn is f
 ``tvm_qnn/models`` compiled by :func:`tvm_qnn.compile` (``Artifact.benchmark``), next to
 onnxruntime on the same QDQ model (fused by full optimization) and the float ``CNV_FP32`` run
 by onnxruntime and by PyTorch (its weights loaded from the ONNX file). One ``bench:
-model=…`` line each.
+model=…`` line each. ``--brevitas``: Brevitas' example networks, see
+:mod:`bench.brevitas_models`.
 
 Every measurement: threads pinned to the first ``threads`` CPUs (:func:`bench.peers.pin`),
 warm-up, then the minimum over rounds of the median of each round's samples (the quietest
@@ -57,7 +59,7 @@ import time
 
 from tvm_qnn.testing.suite import LAYER_SUITE as LAYERS
 
-from . import peers, roofline
+from . import brevitas_models, peers, roofline
 
 # Small layers for the smoke test (``--quick``); not part of the suite.
 QUICK_LAYERS = {
@@ -270,6 +272,9 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, nargs="+", default=[1])
     parser.add_argument("--models", nargs="*", choices=MODELS, metavar="MODEL",
                         help=f"also the shipped models (no names: {' '.join(MODELS)})")
+    parser.add_argument("--brevitas", nargs="*", metavar="NAME",
+                        help="also Brevitas' example networks exported to QONNX "
+                        f"(no names: {' '.join(brevitas_models.DEFAULT)})")
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--png", help="write a bar chart of the speed-ups here")
     parser.add_argument("--mcpu", help="generate code for this x86 CPU instead of the host's "
@@ -299,6 +304,11 @@ def _run(args, timing) -> int:
     model_rows = []
     if args.models is not None:
         model_rows = bench_models(args.models or list(MODELS), args.threads, timing, target)
+    brevitas_rows = []
+    if args.brevitas is not None:
+        brevitas_rows = brevitas_models.bench_brevitas(
+            args.brevitas or list(brevitas_models.DEFAULT), args.threads, timing, rates,
+            lambda row: print(bench_line(row), flush=True), target)
     elapsed = time.perf_counter() - start
     print(f"bench: done in {elapsed:.1f} s", flush=True)
     if args.json:
@@ -307,7 +317,8 @@ def _run(args, timing) -> int:
                                    mcpu=args.mcpu or "host"),
                       timing=dataclasses.asdict(timing),
                       roofline_bit_macs_per_s={str(k): v for k, v in rates.items()},
-                      layers=rows, models=model_rows, seconds=elapsed)
+                      layers=rows, models=model_rows, brevitas=brevitas_rows,
+                      seconds=elapsed)
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(result, f, indent=1)

@@ -41,6 +41,22 @@ def test_suite_prints_a_parsable_line_and_writes_json(tmp_path, capsys):
     assert result["roofline_bit_macs_per_s"]["1"] > 0
 
 
+def test_brevitas_networks_are_timed_next_to_their_float_and_int8_peers(tmp_path, capsys):
+    pytest.importorskip("brevitas")
+    from bench.__main__ import main
+
+    out = tmp_path / "bench.json"
+    assert main(["--quick", "--layers", "--brevitas", "tfc_2w2a", "--threads", "1",
+                 "--json", str(out)]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines()
+             if ln.startswith("bench: brevitas=")]
+    (row,) = [_row(ln) for ln in lines]
+    assert row["brevitas"] == "tfc_2w2a" and row["bitserial_layers"] == "4/4"
+    for key in ("tvm_qnn_ms", "ort_fp32_ms", "ort_int8_ms", "roofline_ms"):
+        assert math.isfinite(float(row[key])) and float(row[key]) > 0, (key, row[key])
+    assert json.loads(out.read_text())["brevitas"][0]["brevitas"] == "tfc_2w2a"
+
+
 def test_bits_are_weight_by_activation():
     from bench.bench_layers import parse_bits
 
