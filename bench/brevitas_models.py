@@ -5,7 +5,8 @@ Each network of :mod:`tvm_qnn.testing.brevitas_models` (random weights, exported
 to QONNX) is compiled by :func:`tvm_qnn.compile` and timed next to, in the same run:
 
 * ``ort_fp32_ms``: onnxruntime on the same network in float — the QONNX weight quantizers
-  folded into float initializers (qonnx's ``FoldConstants``), the activation quantizers removed;
+  folded into float initializers, the activation quantizers removed
+  (:func:`tvm_qnn.testing.brevitas_models.float_model`);
 * ``ort_int8_ms``: onnxruntime on that float network quantized to 8-bit QDQ by
   ``onnxruntime.quantization.quantize_static`` (per-channel weights, calibrated on random
   inputs), fused by full optimization;
@@ -28,29 +29,6 @@ from . import peers
 
 DEFAULT = ("cnv_1w1a", "cnv_2w2a", "lfc_1w1a", "tfc_2w2a", "resnet18_4w4a",
            "quant_mobilenet_v1_4b")
-_QONNX_QUANTIZERS = ("Quant", "BipolarQuant", "Trunc")
-
-
-def float_model(model):
-    """The QONNX ``model`` in plain float ONNX: constant quantizers folded, the others gone."""
-    from onnx import helper
-    from qonnx.core.modelwrapper import ModelWrapper
-    from qonnx.transformation.fold_constants import FoldConstants
-    from qonnx.transformation.infer_shapes import InferShapes
-
-    wrapped = ModelWrapper(model).transform(InferShapes()).transform(FoldConstants())
-    graph = wrapped.model.graph
-    for k, node in enumerate(list(graph.node)):
-        if node.domain and node.op_type in _QONNX_QUANTIZERS:
-            graph.node.remove(node)
-            graph.node.insert(k, helper.make_node("Identity", [node.input[0]], [node.output[0]],
-                                                  name=node.name))
-    out = wrapped.model
-    del out.opset_import[:]
-    out.opset_import.extend([helper.make_opsetid("", 14)])
-    return out
-
-
 def int8_model(fp32_path: str, out_path: str, shape, samples: int = 8) -> None:
     """``fp32_path`` quantized to int8 QDQ by onnxruntime, calibrated on random inputs."""
     import onnx
@@ -81,7 +59,7 @@ def bench_brevitas(names, threads, timing, rates, report, target="x86") -> list[
     import onnx
 
     import tvm_qnn
-    from tvm_qnn.testing.brevitas_models import ALL_MODELS, brevitas_export
+    from tvm_qnn.testing.brevitas_models import ALL_MODELS, brevitas_export, float_model
 
     specs = {m.name: m for m in ALL_MODELS}
     rows = []

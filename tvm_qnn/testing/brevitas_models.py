@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from .. import knobs
 
 SEED = 0
+_QONNX_QUANTIZERS = ("Quant", "BipolarQuant", "Trunc")
 CALIBRATION_PASSES = 4
 CALIBRATION_BATCH = 16
 
@@ -89,8 +90,9 @@ def _cache_key(model: BrevitasModel, fmt: str) -> str:
     sources = sorted(os.path.join(folder, f) for f in os.listdir(folder) if f.endswith(".py"))
     source = inspect.getsource(getattr(zoo, model.name)) + "".join(
         open(f, encoding="utf-8").read() for f in sources) + inspect.getsource(
-        inspect.getmodule(_cache_key))
-    text = f"{model}|{fmt}|{_versions()}|{SEED}|{source}"
+        _calibrated) + inspect.getsource(_export)
+    text = (f"{model}|{fmt}|{_versions()}|{SEED}|{CALIBRATION_PASSES}|{CALIBRATION_BATCH}|"
+            f"{source}")
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -151,6 +153,29 @@ def brevitas_export(model: BrevitasModel | str, fmt: str = "qonnx",
     if not os.path.exists(path):
         _export(model, fmt, path)
     return path
+
+
+def float_model(model):
+    """The QONNX ``model`` in plain float ONNX — constant quantizers folded (qonnx's
+    ``FoldConstants``), the others removed: the network a float runtime runs, e.g. the
+    onnxruntime fp32 peer of the benchmarks."""
+    from onnx import helper
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.transformation.fold_constants import FoldConstants
+    from qonnx.transformation.general import RemoveUnusedTensors
+    from qonnx.transformation.infer_shapes import InferShapes
+
+    wrapped = ModelWrapper(model).transform(InferShapes()).transform(FoldConstants())
+    graph = wrapped.model.graph
+    for k, node in enumerate(list(graph.node)):
+        if node.domain and node.op_type in _QONNX_QUANTIZERS:
+            graph.node.remove(node)
+            graph.node.insert(k, helper.make_node("Identity", [node.input[0]], [node.output[0]],
+                                                  name=node.name))
+    out = wrapped.transform(RemoveUnusedTensors()).model  # the quantizers' parameters
+    del out.opset_import[:]
+    out.opset_import.extend([helper.make_opsetid("", 14)])
+    return out
 
 
 def _unknown(name: str):
