@@ -250,3 +250,19 @@ def test_single_branch_layers_get_their_own_register_tile():
         kernel = LayerKernel(layer, target=target)
         assert kernel.plan.oc_block == block
         np.testing.assert_array_equal(kernel(xq), reference_output(layer, xq))
+
+
+def test_convs_with_few_channels_a_group_get_the_integer_kernel():
+    # A word of 64 lanes holding one channel wastes 63 popcount lanes per real MAC.
+    layout = Layout(integer_min_branches=17)
+    assert layout.uses_integer_kernel(2, group_channels=1)  # depthwise W1A2: 2 x 64
+    assert not layout.uses_integer_kernel(2, group_channels=64)
+    assert not layout.uses_integer_kernel(4, group_channels=32)  # W2A2 at 32: 4 x 2 = 8
+    assert layout.uses_integer_kernel(16, group_channels=32)  # W4A4 at 32: 32
+    assert not Layout().uses_integer_kernel(64, group_channels=1)  # no integer kernel at all
+    layer, xq = random_layer("conv2d", act_bits=2, weight_bits=1, in_channels=16,
+                             out_channels=16, groups=16, seed=4)
+    plan = plan_layer(layer, X86Target().layout)
+    assert plan.kernel == "integer"
+    kernel = LayerKernel(layer, target=X86Target(), integer_min_branches=17)
+    np.testing.assert_array_equal(kernel(xq), reference_output(layer, xq))

@@ -181,7 +181,7 @@ def plan_layer(layer: QuantizedLayer, layout: Layout = Layout(),
         if layout.uses_dot8_kernel(branches) and dot_block == layout.dot8_oc_block \
                 and layer.act_step == 1 and dot8_eligible(layer.act_bits, offsets, layer.groups):
             packing, block = "dot8", dot_block
-        elif layout.uses_integer_kernel(branches):
+        elif layout.uses_integer_kernel(branches, int(planes.codes.shape[1])):
             packing = "integer"
     if packing == "dot8":
         packed = pack_dot8_weights(offsets, block)

@@ -49,6 +49,17 @@ class Layout:
         """True when a conv with ``branches`` (M·K) gets the u8 × s8 dot kernel, if it fits."""
         return bool(self.dot8_min_branches) and branches >= self.dot8_min_branches
 
-    def uses_integer_kernel(self, branches: int) -> bool:
-        """True when a conv with ``branches`` (M·K) gets the plain integer kernel."""
-        return bool(self.integer_min_branches) and branches >= self.integer_min_branches
+    def uses_integer_kernel(self, branches: int, group_channels: int | None = None) -> bool:
+        """True when a conv with ``branches`` (M·K) gets the plain integer kernel.
+
+        With ``group_channels`` (input channels per group), the branches are weighed by how
+        full the words are: a word of 64 lanes holding 1 channel (a depthwise conv, a
+        one-channel first layer) costs 64 times the popcounts per real MAC, where the integer
+        kernel pays per channel.
+        """
+        if not self.integer_min_branches:
+            return False
+        if group_channels:
+            words = -(-group_channels // self.word_bits)
+            branches = branches * words * self.word_bits / group_channels
+        return branches >= self.integer_min_branches
