@@ -76,3 +76,90 @@ def test_four_bit_examples_run_bit_serial(spec, fmt):
     # later layers: the logits agree closely, not bit for bit.
     assert np.abs(got - want).max() <= 0.05 * np.abs(want).max()
     assert np.corrcoef(got.ravel(), want.ravel())[0, 1] > 0.99
+
+
+def _own_networks():
+    """Small brevitas.nn networks of our own, with power-of-two scales (fixed-point
+    quantizers) so the float references are exact: mixed precision, a residual block,
+    depthwise + pointwise."""
+    import torch
+    from brevitas.nn import QuantConv2d, QuantIdentity, QuantLinear, QuantReLU
+    from brevitas.quant import (
+        Int8ActPerTensorFixedPoint,
+        Int8WeightPerTensorFixedPoint,
+        Uint8ActPerTensorFixedPoint,
+    )
+
+    def act(bits, signed=True):
+        quant = Int8ActPerTensorFixedPoint if signed else Uint8ActPerTensorFixedPoint
+        return QuantIdentity(act_quant=quant, bit_width=bits, return_quant_tensor=False)
+
+    def relu(bits):
+        return QuantReLU(act_quant=Uint8ActPerTensorFixedPoint, bit_width=bits)
+
+    def conv(cin, cout, bits, groups=1, k=3):
+        return QuantConv2d(cin, cout, k, padding=k // 2, groups=groups, bias=False,
+                           weight_quant=Int8WeightPerTensorFixedPoint, weight_bit_width=bits)
+
+    class Residual(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inp = act(2)
+            self.body = torch.nn.Sequential(conv(8, 8, 2), torch.nn.BatchNorm2d(8), relu(2),
+                                            conv(8, 8, 2), torch.nn.BatchNorm2d(8))
+            self.out = relu(2)
+            self.head = torch.nn.Sequential(torch.nn.Flatten(), QuantLinear(
+                8 * 8 * 8, 10, bias=False, weight_quant=Int8WeightPerTensorFixedPoint,
+                weight_bit_width=2))
+
+        def forward(self, x):
+            x = self.inp(x)
+            return self.head(self.out(x + self.body(x)))  # the add of two quantized tensors
+
+    mixed = torch.nn.Sequential(
+        act(4), conv(8, 16, 2), torch.nn.BatchNorm2d(16), relu(3),
+        conv(16, 16, 3), torch.nn.BatchNorm2d(16), act(2), torch.nn.MaxPool2d(2),
+        torch.nn.Flatten(), QuantLinear(16 * 4 * 4, 10, bias=False,
+                                        weight_quant=Int8WeightPerTensorFixedPoint,
+                                        weight_bit_width=4))
+    depthwise = torch.nn.Sequential(
+        act(4), conv(8, 8, 4, groups=8), torch.nn.BatchNorm2d(8), relu(4),
+        conv(8, 16, 4, k=1), torch.nn.BatchNorm2d(16), relu(4),
+        torch.nn.Flatten(), QuantLinear(16 * 8 * 8, 10, bias=False,
+                                        weight_quant=Int8WeightPerTensorFixedPoint,
+                                        weight_bit_width=4))
+    return {"mixed": mixed, "residual": Residual(), "depthwise": depthwise}
+
+
+@pytest.mark.parametrize("fmt", ["qonnx", "qcdq"])
+@pytest.mark.parametrize("name", ["mixed", "residual", "depthwise"])
+def test_own_brevitas_networks_run_bit_serial_and_exact(name, fmt, tmp_path):
+    import torch
+    from brevitas.export import export_onnx_qcdq, export_qonnx
+
+    torch.manual_seed(0)
+    net = _own_networks()[name]
+    for module in net.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.momentum = None
+    net.train()
+    with torch.no_grad():
+        for _ in range(4):
+            net(torch.randn(16, 8, 8, 8))
+    net.eval()
+    path = str(tmp_path / f"{name}.onnx")
+    example = torch.randn(1, 8, 8, 8)
+    if fmt == "qonnx":
+        from qonnx.util.cleanup import cleanup
+
+        export_qonnx(net, example, export_path=path)
+        cleanup(path, out_file=path)
+    else:
+        export_onnx_qcdq(net, example, export_path=path)
+    model = onnx.load(path)
+    art = tvm_qnn.compile(model)
+    float_layers = [f"{r['name']}: {r['reason']}" for r in art.layers if not r["bitserial"]]
+    assert not float_layers, float_layers
+    for seed in range(2):
+        x = np.random.default_rng(seed).normal(size=(1, 8, 8, 8)).astype(np.float32)
+        np.testing.assert_array_equal(art.run(x), _reference(model, fmt, x))
