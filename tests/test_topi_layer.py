@@ -263,6 +263,15 @@ def test_convs_with_few_channels_a_group_get_the_integer_kernel():
     layer, xq = random_layer("conv2d", act_bits=2, weight_bits=1, in_channels=16,
                              out_channels=16, groups=16, seed=4)
     plan = plan_layer(layer, X86Target().layout)
-    assert plan.kernel == "integer"
+    # One channel a group: a weight vector spans 8 groups, the input is blocked alike.
+    assert plan.kernel == "integer" and plan.oc_block == 8
     kernel = LayerKernel(layer, target=X86Target(), integer_min_branches=17)
     np.testing.assert_array_equal(kernel(xq), reference_output(layer, xq))
+
+
+def test_thresholds_only_where_the_reduction_outweighs_them():
+    # 9 taps a depthwise output: 15 compares (4-bit codes) cost more than the float epilogue.
+    for out_bits, thresholds in ((4, False), (3, True)):
+        layer, _ = random_layer("conv2d", act_bits=4, weight_bits=4, in_channels=16,
+                                out_channels=16, groups=16, out_bits=out_bits, seed=5)
+        assert (plan_layer(layer).epilogue.thresholds is not None) == thresholds

@@ -62,16 +62,29 @@ def integer_conv2d(data: te.Tensor, weight: te.Tensor, epi: Epilogue, *params, z
                      tirx.max(tirx.min(xx - left, w - 1), 0)].astype("int32") - zero_point
         return tirx.if_then_else(inside, value, tirx.const(0, "int32"))
 
-    xs = te.compute((n, c, h + top + bottom, w + left + right), shifted, name=INT_INPUT_BLOCK)
-    rc = te.reduce_axis((0, cg), name="rc")
+    hp, wp = h + top + bottom, w + left + right
     ry = te.reduce_axis((0, kh), name="ry")
     rx = te.reduce_axis((0, kw), name="rx")
+    if cg == 1 and ocg == 1 and oc_inner > 1:
+        # Depthwise: a block's lanes are OCi channels, each reading its own input channel, so
+        # the input is blocked the same way ([N, C/OCi, Hp, Wp, OCi]): one vector load a tap.
+        xs = te.compute((n, c // oc_inner, hp, wp, oc_inner),
+                        lambda nn, cb, yy, xx, ci: shifted(nn, cb * oc_inner + ci, yy, xx),
+                        name=INT_INPUT_BLOCK)
 
-    def acc(nn, ob, yy, xx, oi):
-        g = (ob * oc_inner + oi) // ocg
-        return te.sum(xs[nn, g * cg + rc, yy * strides[0] + ry * dilation[0],
-                         xx * strides[1] + rx * dilation[1]] * weight[ob, rc, ry, rx, oi],
-                      axis=[rc, ry, rx])
+        def acc(nn, ob, yy, xx, oi):
+            return te.sum(xs[nn, ob, yy * strides[0] + ry * dilation[0],
+                             xx * strides[1] + rx * dilation[1], oi]
+                          * weight[ob, 0, ry, rx, oi], axis=[ry, rx])
+    else:
+        xs = te.compute((n, c, hp, wp), shifted, name=INT_INPUT_BLOCK)
+        rc = te.reduce_axis((0, cg), name="rc")
+
+        def acc(nn, ob, yy, xx, oi):
+            g = (ob * oc_inner + oi) // ocg
+            return te.sum(xs[nn, g * cg + rc, yy * strides[0] + ry * dilation[0],
+                             xx * strides[1] + rx * dilation[1]] * weight[ob, rc, ry, rx, oi],
+                          axis=[rc, ry, rx])
 
     p = te.compute((n, out_channels // oc_inner) + tuple(out_size) + (oc_inner,), acc,
                    name=BRANCH_BLOCK)
