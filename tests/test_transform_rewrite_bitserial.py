@@ -199,7 +199,7 @@ def test_activation_per_channel_scale_is_left_as_is(caplog):
         @R.function
         def main(x: R.Tensor((1, 8, 6, 6), "uint8")):
             with R.dataflow():
-                xd = R.dequantize(x, R.const(np.full(8, 0.125, "float32")),
+                xd = R.dequantize(x, R.const(np.linspace(0.1, 0.2, 8, dtype="float32")),
                                   R.const(np.zeros(8, "uint8")), axis=1)
                 wd = R.dequantize(R.const(W), R.const(SW), R.const(ZW), axis=0)
                 c = R.nn.conv2d(xd, wd, padding=[1, 1, 1, 1])
@@ -209,7 +209,8 @@ def test_activation_per_channel_scale_is_left_as_is(caplog):
     with caplog.at_level(logging.INFO, logger="tvm_qnn.rewrite"):
         after = RewriteBitserial()(Before)
     tvm.ir.assert_structural_equal(after, Before)
-    assert "activation scale must be a per-tensor constant" in caplog.text
+    # Scales that vary over the channels a conv reduces cannot leave the codes.
+    assert "activation scale varies within a conv group" in caplog.text
 
 
 def test_nine_bit_activations_are_left_as_is(caplog):
@@ -273,8 +274,9 @@ W2 = RNG.integers(-2, 2, size=(8, 16, 3, 3)).astype("int8")
 SW2 = np.full(8, 0.125, "float32")
 
 
-def _two_conv_module(return_middle: bool):
-    """conv(8→16) → clip to 2 bits → conv(16→8): the first layer's codes feed the second."""
+def _two_conv_module(return_middle: bool, pool: bool = False):
+    """conv(8→16) → clip to 2 bits [→ 2x2 max pool] → conv(16→8): the first layer's codes
+    feed the second."""
     bb = relax.BlockBuilder()
     x = relax.Var("x", relax.TensorType((1, 8, 6, 6), "uint8"))
 
@@ -293,6 +295,8 @@ def _two_conv_module(return_middle: bool):
         with bb.dataflow():
             xc = bb.emit(relax.op.clip(x, 0, 3))
             mid = conv(xc, W, SW, "c1")
+            if pool:
+                mid = bb.emit(relax.op.nn.max_pool2d(mid, [2, 2], [2, 2]))
             y = conv(mid, W2, SW2, "c2")
             out = bb.emit_output(relax.Tuple([y, mid]) if return_middle else y)
         bb.emit_func_output(out)
@@ -338,6 +342,19 @@ def test_conv_feeding_conv_passes_channels_last_bit_planes():
             out = bb.emit_output(y)
         bb.emit_func_output(out)
     tvm.ir.assert_structural_equal(after, bb.get(), map_free_vars=True)
+
+
+def test_a_max_pool_between_convs_pools_the_channels_last_codes():
+    after = RewriteBitserial()(_two_conv_module(return_middle=False, pool=True))
+    bindings = [b for blk in after["main"].body.blocks for b in blk.bindings]
+    calls = [b.value for b in bindings if isinstance(b.value, relax.Call)]
+    callees = [c.args[0].name_hint if c.op.name == "relax.call_tir" else c.op.name
+               for c in calls]
+    assert callees[1:] == ["bitserial_conv2d", "relax.nn.max_pool2d", "pack_channels_last",
+                           "bitserial_conv2d1"]
+    pool = calls[2]
+    assert pool.args[0].same_as(bindings[1].var)  # the first conv's channels-last codes
+    assert str(pool.attrs.layout) == "NHWC" and list(pool.ty.shape) == [1, 3, 3, 16]
 
 
 def test_codes_used_elsewhere_are_not_passed_as_bit_planes():

@@ -33,7 +33,7 @@ from ..topi.attrs import BITS_ATTR, KERNEL_ATTR, LAYER_ATTR
 from ..topi.layer import chains_channels_last, layer_compute, packed_input_shape, plan_layer
 from ..topi.layout import Layout
 from ..topi.pack_channels_last import pack_channels_last_func
-from .graph_facts import FunctionFacts
+from .graph_facts import FunctionFacts, op_name
 from .layer_rewriter import LayerRewriter
 
 logger = logging.getLogger("tvm_qnn.rewrite")
@@ -55,6 +55,15 @@ def _feeds_only(facts: FunctionFacts, var: relax.Var, anchor: relax.Var, hops: i
     return False
 
 
+def _pooled_codes(facts: FunctionFacts, data: relax.Var) -> relax.Call | None:
+    """The NCHW ``max_pool2d`` that computes a layer's input codes ``data``, if it is one."""
+    call = facts.bindings.get(data)
+    if op_name(call) != "relax.nn.max_pool2d" or str(call.attrs.layout) != "NCHW" \
+            or str(call.attrs.out_layout) != "NCHW":
+        return None
+    return call
+
+
 @mutator
 class _CpuRewriter(LayerRewriter):
     def __init__(self, mod, layout: Layout):
@@ -63,6 +72,7 @@ class _CpuRewriter(LayerRewriter):
         self._plans = {}
         self.channels_last_out: set = set()  # producers that write NHWC codes
         self.packed_in: dict = {}  # consumer anchor -> its producer's match
+        self.pooled: set = set()  # max_pool2d bindings between two of them: pooled NHWC
 
     def _plan(self, match):
         if match.anchor not in self._plans:
@@ -70,23 +80,43 @@ class _CpuRewriter(LayerRewriter):
         return self._plans[match.anchor]
 
     def link_layers(self, facts):
-        """Bit-serial conv → bit-serial conv with nothing in between: the producer writes its
-        codes channels-last and one vector pack makes the consumer's bit-planes (instead of
-        an NCHW write and a scalar pack inside the consumer)."""
+        """Bit-serial conv → bit-serial conv with nothing in between, or a max pooling of the
+        codes (Brevitas' CNVs): the producer writes its codes channels-last, the pooling
+        runs on them channels-last, and one vector pack makes the consumer's bit-planes
+        (instead of an NCHW write and a scalar pack inside the consumer)."""
         self.channels_last_out.clear()
         self.packed_in.clear()
+        self.pooled.clear()
         by_end = {m.end: m for m in self.plans.values()}
         for cons in self.plans.values():
-            prod = by_end.get(cons.data)
+            pool = _pooled_codes(facts, cons.data)
+            prod = by_end.get(cons.data if pool is None else pool.args[0])
             if prod is None or prod.layer.kind != "conv2d" or not prod.layer.output.quantized:
+                continue
+            user = facts.single_user(prod.end)
+            if pool is not None and (user is None or not user.same_as(cons.data)):
                 continue
             if not chains_channels_last(self._plan(cons)) or \
                     not _feeds_only(facts, prod.end, cons.anchor):
                 continue
             self.channels_last_out.add(prod.anchor)
             self.packed_in[cons.anchor] = prod
+            if pool is not None:
+                self.pooled.add(cons.data)
             logger.info("%s → %s: bit-planes packed channels-last between the layers",
                         prod.name, cons.name)
+
+    def visit_var_binding_(self, binding):  # noqa: D102
+        if binding.var not in self.pooled:
+            super().visit_var_binding_(binding)
+            return
+        call = binding.value
+        attrs = call.attrs  # the same pooling, on the producer's channels-last codes
+        pooled = relax.op.nn.max_pool2d(
+            self.visit_expr(call.args[0]), [int(v) for v in attrs.pool_size],
+            [int(v) for v in attrs.strides], [int(v) for v in attrs.padding],
+            [int(v) for v in attrs.dilation], bool(attrs.ceil_mode), layout="NHWC")
+        self.set_var_remap(binding.var, self.builder_.emit(pooled, name_hint=binding.var.name))
 
     def _pack(self, plan, codes: relax.Expr) -> relax.Expr:
         """Emit the channels-last pack of ``codes`` (NHWC) into ``plan``'s bit-planes."""
