@@ -9,6 +9,7 @@ import json
 import logging
 import subprocess
 import sys
+import time
 
 import pytest
 import tvm
@@ -87,6 +88,7 @@ def test_record_lines_of_another_schema_are_set_aside_not_a_crash(tmp_path):
 
 _COMPILE = """
 import sys
+import time
 import tvm_qnn
 from tvm_qnn.testing.onnx_models import make_conv_model
 model = make_conv_model("qcdq", in_ch=8, out_ch=8, size=(6, 6), act_bits=2, weight_bits=2)
@@ -231,3 +233,60 @@ def test_a_repair_in_a_read_only_folder_is_a_clear_error(tmp_path):
     assert "Read-only file system" in done.stdout or "Permission denied" in done.stdout
     assert "kept in" not in done.stderr
     assert {p.name: p.read_bytes() for p in work.iterdir()} == before
+
+
+_TUNE_PAUSED = """
+import os, sys, time
+import tvm_qnn
+from tvm_qnn.testing.onnx_models import make_conv_model
+tune_module = sys.modules["tvm_qnn.tuning.tune"]  # the package's "tune" is the function
+work, channels, pause = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "pause"
+make_builder = tune_module.make_builder
+
+
+def paused(*args, **kwargs):  # after tune opened the database, before it commits anything
+    open(work + ".ready", "w").close()
+    deadline = time.time() + 600
+    while not os.path.exists(work + ".go") and time.time() < deadline:
+        time.sleep(0.1)
+    return make_builder(*args, **kwargs)
+
+
+if pause:
+    tune_module.make_builder = paused
+model = make_conv_model("qcdq", in_ch=channels, out_ch=8, size=(6, 6), act_bits=2,
+                        weight_bits=2)
+tvm_qnn.tune(model, "x86", trials=1, work_dir=work, seed=0)
+"""
+
+
+@pytest.mark.slow
+def test_two_tunes_on_one_folder_file_records_under_their_own_workloads(tmp_path):
+    """Tune A opens the folder, tune B runs whole meanwhile, then A goes on. Each numbers its
+    workload by the table it read: without the lock, both are workload 0, and A's records
+    are filed under B's workload."""
+    work = tmp_path / "db"
+    first = subprocess.Popen([sys.executable, "-c", _TUNE_PAUSED, str(work), "8", "pause"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        ready = tmp_path / "db.ready"
+        for _ in range(6000):
+            if ready.exists() or first.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert ready.exists(), first.communicate()[1][-3000:]
+        second = _run(_TUNE_PAUSED, work, 16, "run")
+        assert second.returncode == 0, second.stderr[-3000:]
+        (tmp_path / "db.go").touch()
+        _, err = first.communicate(timeout=600)
+        assert first.returncode == 0, err[-3000:]
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert len((work / WORKLOADS).read_bytes().splitlines()) == 2
+    # A record's arguments say which model it is of: (1, channels, 6, 6) first.
+    indices: dict[int, set] = {8: set(), 16: set()}
+    for line in (work / RECORDS).read_text().splitlines():
+        index, (_, _, _, args) = json.loads(line)
+        indices[args[0][2][1]].add(index)
+    assert indices[8] and indices[16] and not indices[8] & indices[16], indices
