@@ -8,6 +8,7 @@ from onnx import TensorProto as TP
 from onnx import helper, numpy_helper
 
 import tvm_qnn
+from tvm_qnn.testing.onnx_models import make_conv_model
 from tvm_qnn.testing.onnx_run import run_onnxruntime
 
 
@@ -61,4 +62,33 @@ def test_models_onnx_refuses_are_refused_naming_the_node(model, node):
     with pytest.raises(Exception):  # noqa: B017 - onnxruntime's own error types
         run_onnxruntime(model, x)
     with pytest.raises(tvm_qnn.UnsupportedModelError, match=f"node.*{node}"):
+        tvm_qnn.compile(model, "x86")
+
+
+def _qdq_conv_with(scale: str, value: float):
+    model = make_conv_model("qdq", act_bits=8, weight_bits=2)
+    for init in model.graph.initializer:
+        if init.name == scale:
+            arr = np.full(numpy_helper.to_array(init).shape, value, np.float32)
+            init.CopyFrom(numpy_helper.from_array(arr, scale))
+    return model
+
+
+@pytest.mark.parametrize("scale, node, op", [("x_scale", "x_q", "QuantizeLinear"),
+                                             ("y_scale", "y_q", "QuantizeLinear"),
+                                             ("w_scale", "w_wdq", "DequantizeLinear")])
+def test_a_zero_scale_is_refused_naming_the_node(scale, node, op):
+    """It was TVM's "Check failed: fb->value != 0: Divide by zero" (a ScheduleError for the
+    weights)."""
+    with pytest.raises(tvm_qnn.UnsupportedModelError,
+                       match=rf"node '{node}' \({op}\): input 1 \(a scale\) holds 0.0"):
+        tvm_qnn.compile(_qdq_conv_with(scale, 0.0), "x86")
+
+
+def test_a_zero_size_input_is_refused_naming_the_input():
+    """It was a TypeError (int() of a Var) in the importer."""
+    model = make_conv_model("qdq", act_bits=8, weight_bits=2)
+    model.graph.input[0].type.tensor_type.shape.dim[2].dim_value = 0
+    with pytest.raises(tvm_qnn.UnsupportedModelError,
+                       match=r"input 'x' has shape \[1, 8, 0, 9\], with a zero-size dimension"):
         tvm_qnn.compile(model, "x86")

@@ -223,6 +223,7 @@ class _QuantGraphImporter(_tvm_onnx.ONNXGraphImporter):
     def _convert_operator(self, op_name, inputs, attrs, opset):
         node = attrs.get("tvm_custom", {}).get("name", op_name) or op_name
         _check_operand_types(op_name, inputs, node)
+        _check_scales(op_name, inputs, node)
         sym = None
         if op_name in _QOPERATORS:
             sym = _QOPERATORS[op_name](self.bb, inputs, attrs, opset, node)
@@ -253,6 +254,26 @@ _SAME_TYPE = {
     "ConvInteger": ((0, 2), (1, 3)),
     "MatMulInteger": ((0, 2), (1, 3)),
 }
+
+
+# Where the scales are among an operator's inputs.
+_SCALES = {"QuantizeLinear": (1,), "DequantizeLinear": (1,), "QLinearConv": (1, 4, 6),
+           "QLinearMatMul": (1, 4, 6)}
+
+
+def _check_scales(op_name: str, inputs, node: str) -> None:
+    """A constant scale of 0 (or not finite) is refused naming the node: quantizing divides
+    by it, and TVM would stop on a divide-by-zero check deep in the build."""
+    for k in _SCALES.get(op_name, ()):
+        expr = inputs[k] if len(inputs) > k else None
+        if not isinstance(expr, tvm.ir.expr.GenericConst):
+            continue
+        value = expr.value.numpy()
+        if value.dtype.kind == "f" and not (np.isfinite(value).all() and (value != 0).all()):
+            bad = value[~np.isfinite(value) | (value == 0)].flat[0]
+            raise UnsupportedModelError(
+                f"node '{node}' ({op_name}): input {k} (a scale) holds {bad}; tvm_qnn "
+                "compiles finite nonzero scales")
 
 
 def _check_operand_types(op_name: str, inputs, node: str) -> None:
@@ -301,6 +322,12 @@ def _check_inputs(model: onnx.ModelProto, shapes: dict | None):
             _check_shape(inp, shapes[inp.name])
             continue
         dims = inp.type.tensor_type.shape.dim
+        if any(d.HasField("dim_value") and d.dim_value == 0 for d in dims):
+            shape = [d.dim_value if d.HasField("dim_value") else d.dim_param or "?"
+                     for d in dims]
+            raise UnsupportedModelError(
+                f"input '{inp.name}' has shape {shape}, with a zero-size dimension: tvm_qnn "
+                "compiles tensors with at least one element")
         dynamic = [d.dim_param or "?" for d in dims if not d.HasField("dim_value")]
         if dynamic:
             raise UnsupportedModelError(
