@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import tempfile
 
@@ -12,49 +11,23 @@ import numpy as np
 from tvm.s_tir import meta_schedule as ms
 
 from ..errors import TvmQnnError
+from .repair import RECORDS_FILE, WORKLOADS_FILE, locked, repair
 
-logger = logging.getLogger("tvm_qnn")
-WORKLOADS_FILE = "database_workload.json"
-RECORDS_FILE = "database_tuning_record.json"
-FILES = (WORKLOADS_FILE, RECORDS_FILE)
 # MetaSchedule stores a candidate that failed to build or run with this run time.
 _FAILED_SECONDS = 1e9
 
 
-def _repair(path: str) -> None:
-    """Drop the lines of a JSON-lines file that do not parse (a write cut short by a crash).
-
-    MetaSchedule appends one record per line and refuses the whole file when one line is
-    broken; losing a record is better than losing the database. The broken file is kept as
-    ``<name>.corrupt`` and the repaired one replaces it atomically.
-    """
-    if not os.path.isfile(path):
-        return
-    with open(path, encoding="utf-8") as f:
-        lines = f.read().splitlines()
-    good = []
-    for line in lines:
-        try:
-            json.loads(line)
-            good.append(line)
-        except ValueError:
-            pass
-    if len(good) == len(lines):
-        return
-    logger.warning("%s: dropped %d unreadable line(s) (an interrupted write?); the original "
-                   "is kept as %s.corrupt", path, len(lines) - len(good), path)
-    os.replace(path, path + ".corrupt")
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write("".join(line + "\n" for line in good))
-    os.replace(tmp, path)
-
-
-def open_database(db, create: bool = False) -> ms.database.Database:
+def open_database(db, create: bool = False, workloads=()) -> ms.database.Database:
     """A MetaSchedule database from a Database, or the work directory of :func:`tvm_qnn.tune`.
 
     The directory holds MetaSchedule's ``database_workload.json`` and
-    ``database_tuning_record.json``; with ``create`` it is made when missing.
+    ``database_tuning_record.json``; with ``create`` it is made when missing. Lines
+    MetaSchedule cannot read are set aside first (:func:`tvm_qnn.tuning.repair.repair`).
+
+    ``workloads`` (IRModules) are committed while the folder is locked: the database numbers
+    a new workload by the table it read, so another process appending between the read and
+    the append would have both processes file records under the same number. A process
+    that will add records commits their workloads here.
     """
     if isinstance(db, ms.database.Database):
         return db
@@ -73,9 +46,28 @@ def open_database(db, create: bool = False) -> ms.database.Database:
                               f"({err.strerror or err})") from None
     elif not create and not os.path.isfile(os.path.join(path, RECORDS_FILE)):
         raise TvmQnnError(f"tuning database {path!r} has no database_tuning_record.json")
-    for name in FILES:
-        _repair(os.path.join(path, name))
-    return ms.database.JSONDatabase(work_dir=path)
+    repair(path)
+    if not workloads:
+        return _json_database(path)
+    try:
+        with locked(path):
+            db = _json_database(path)
+            for mod in workloads:
+                db.commit_workload(mod)
+    except OSError as err:
+        raise TvmQnnError(f"tuning database {path!r}: cannot write to it "
+                          f"({err.strerror or err})") from None
+    return db
+
+
+def _json_database(path: str) -> ms.database.JSONDatabase:
+    """MetaSchedule's database of ``path``, its errors (what the schema check leaves: an
+    unknown instruction in a trace, an unknown target kind) as a TvmQnnError."""
+    try:
+        return ms.database.JSONDatabase(work_dir=path)
+    except Exception as err:  # noqa: BLE001 - TVM raises several types
+        raise TvmQnnError(f"tuning database {path!r}: MetaSchedule cannot read it: "
+                          f"{str(err).strip().splitlines()[-1]}") from None
 
 
 def has_records(db) -> bool:
@@ -123,6 +115,11 @@ def replace_records(db_dir: str | os.PathLike, fill) -> None:
     so their indices, and the workload file, stay as they are; the record file is replaced
     atomically."""
     path = os.fspath(db_dir)
+    with locked(path):  # no other process appends a workload meanwhile
+        _replace_records(path, fill)
+
+
+def _replace_records(path: str, fill) -> None:
     workloads = os.path.join(path, WORKLOADS_FILE)
     with open(workloads, encoding="utf-8") as f:
         old = f.read()

@@ -175,7 +175,8 @@ def tune(model, target="x86", *, trials: int = 64, work_dir: str | os.PathLike =
         if not tasks:
             raise TvmQnnError("the model has no bit-serial layer the device model can score")
     work_dir = os.fspath(work_dir)
-    db = open_database(work_dir, create=True)
+    # The workloads go in while the folder is locked: another tune on it numbers its own after.
+    db = open_database(work_dir, create=True, workloads=[t.mod for t in tasks])
     check_free_space(work_dir)
     # One builder for the whole run: creating one starts (and checks) a worker pool.
     builder = make_builder(runner)
