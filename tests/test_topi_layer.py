@@ -262,9 +262,11 @@ def test_convs_with_few_channels_a_group_get_the_integer_kernel():
     assert not Layout().uses_integer_kernel(64, group_channels=1)  # no integer kernel at all
     layer, xq = random_layer("conv2d", act_bits=2, weight_bits=1, in_channels=16,
                              out_channels=16, groups=16, seed=4)
-    plan = plan_layer(layer, X86Target().layout)
-    # One channel a group: a weight vector spans 8 groups, the input is blocked alike.
-    assert plan.kernel == "integer" and plan.oc_block == 8
+    layout = X86Target().layout
+    plan = plan_layer(layer, layout)
+    # One channel a group: a weight vector spans the int32 lanes of the host's vector (8 on
+    # AVX2, 16 on AVX-512), one group each; the input is blocked alike.
+    assert plan.kernel == "integer" and plan.oc_block == layout.dot8_oc_block
     kernel = LayerKernel(layer, target=X86Target(), integer_min_branches=17)
     np.testing.assert_array_equal(kernel(xq), reference_output(layer, xq))
 
