@@ -32,7 +32,11 @@ class EmulatedRPCDevice(RPCDevice):
 
     def __init__(self, key: str = "rasp4b", tracker_port: int | None = None):
         super().__init__(key, tracker_port)
-        self.device = EmulatedDevice().ensure()
+        self.device = EmulatedDevice()
+
+    def _prepare(self) -> None:
+        # Built on first use (minutes), after the check that a given tracker answers.
+        self.device.ensure()
 
     def _server_executable(self) -> str:
         return str(self._wrapper())
