@@ -229,8 +229,8 @@ def _cmd_device(args) -> int:
     try:
         # start() stops what it started when it fails; stop() is for a signal after it.
         dev.start()
-        print(f"device: key={dev.key} tracker=127.0.0.1:{dev.tracker_port} ready (Ctrl-C stops "
-              "it)", flush=True)
+        print(f"device: key={dev.key} tracker=127.0.0.1:{dev.tracker_port} ready (its secret "
+              f"key, for this user only: {dev.secret_file}; Ctrl-C stops it)", flush=True)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
