@@ -109,6 +109,9 @@ MISUSE = [
      r"error: shapes\['x'\] = \(1, 64\): input 'x' has 4 dimensions \[1, 8, 9, 9\]; give 4 "),
     (["summary", "{m}", "--shape", "y=1,8,9,9"], r"error: shapes names \['y'\], not inputs"),
     (["summary", "{m}", "--shape", "x=1,0,9,9"], r"argument --shape: 'x=1,0,9,9': expected NAME="),
+    # Was: 160 s of candidates failing one by one, then "tuned" and exit 0.
+    (["tune", "{m}", "--runner", "rasp4b@127.0.0.1:1", "--timeout", "5"],
+     r"error: no TVM RPC tracker answers at 127\.0\.0\.1:1 \(Connection refused\)"),
 ]
 
 

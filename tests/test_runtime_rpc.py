@@ -91,6 +91,11 @@ def test_only_a_client_with_the_secret_key_gets_the_device(device):
     spec = f"qnn-rpc-test@127.0.0.1:{device.tracker_port}"
     assert RemoteDevice.parse(spec) == device.remote
     assert secret not in repr(device.remote) + str(device.remote)
+    device.remote.check()
+    with pytest.raises(tvm_qnn.TvmQnnError, match=r"has no device 'qnn-rpc-test' \(its "
+                       r"devices: qnn-rpc-test\.…[0-9a-f]{6}\); 'qnn-rpc-test' there has a "
+                       "secret key"):
+        RemoteDevice("qnn-rpc-test", device.tracker_port).check()
 
 
 def test_an_idle_connection_does_not_hold_up_sessions(device):

@@ -327,6 +327,23 @@ class RemoteDevice:
     def __str__(self) -> str:
         return f"{redact(self.key)}@{self.tracker_host}:{self.tracker_port}"
 
+    def check(self, timeout: float = 5.0) -> None:
+        """Raise :class:`TvmQnnError` unless the tracker answers within ``timeout`` seconds
+        and has a server registered under this key (a request for a key no server has waits
+        forever). The message names the address and the keys the tracker has."""
+        keys = registered_keys(tracker_summary(self.tracker_host, self.tracker_port, timeout))
+        if self.key in keys or redact(self.key) in keys:
+            return
+        where = f"{self.tracker_host}:{self.tracker_port}"
+        hint = ""
+        if self.key == self.name and any(key_name(k) == self.name for k in keys):
+            path = key_file(self.name, self.tracker_host, self.tracker_port)
+            hint = (f"; {self.name!r} there has a secret key, which tvm-qnn device start keeps "
+                    f"for the user who ran it in {path}")
+        shown = ", ".join(sorted(redact(k) for k in keys)) or "none"
+        raise TvmQnnError(f"the RPC tracker at {where} has no device {redact(self.key)!r} "
+                          f"(its devices: {shown}){hint}")
+
 
 def run_remote(library: str | os.PathLike, inputs: list[np.ndarray], key: str,
                tracker_port: int, tracker_host: str = LOOPBACK,
@@ -334,6 +351,7 @@ def run_remote(library: str | os.PathLike, inputs: list[np.ndarray], key: str,
     """Run ``main`` of an exported library on a device registered with a tracker."""
     from tvm import relax, rpc
 
+    RemoteDevice(key, tracker_port, tracker_host).check()
     remote = rpc.connect_tracker(tracker_host, tracker_port).request(
         key, priority=1, session_timeout=timeout)
     remote.upload(str(library))
