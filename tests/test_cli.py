@@ -5,6 +5,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 import onnx
 import pytest
@@ -46,6 +47,19 @@ def test_errors_exit_2_with_a_message(tmp_path, capsys):
     for target in ("x86", "arm_cpu:rasp3b"):
         assert cli.main(["device", "start", "--target", target]) == 2
         assert "no emulated device to serve over RPC" in capsys.readouterr().err
+
+
+def test_device_start_without_its_tracker_fails_at_once_and_leaves_no_process(capsys):
+    """Was: a traceback after 60 s of retries, and the emulated board's server left running."""
+    from tvm_qnn.testing.processes import descendants
+
+    before = {pid for pid, _ in descendants()}
+    start = time.monotonic()
+    assert cli.main(["device", "start", "--target", "arm_cpu", "--tracker-port", "1"]) == 2
+    assert time.monotonic() - start < 10
+    err = capsys.readouterr().err
+    assert err == "error: no TVM RPC tracker answers at 127.0.0.1:1 (Connection refused)\n"
+    assert [p for p in descendants() if p[0] not in before] == []
 
 
 def _exit_code(argv: list[str]) -> int:
@@ -95,6 +109,9 @@ MISUSE = [
      r"error: shapes\['x'\] = \(1, 64\): input 'x' has 4 dimensions \[1, 8, 9, 9\]; give 4 "),
     (["summary", "{m}", "--shape", "y=1,8,9,9"], r"error: shapes names \['y'\], not inputs"),
     (["summary", "{m}", "--shape", "x=1,0,9,9"], r"argument --shape: 'x=1,0,9,9': expected NAME="),
+    # Was: 160 s of candidates failing one by one, then "tuned" and exit 0.
+    (["tune", "{m}", "--runner", "rasp4b@127.0.0.1:1", "--timeout", "5"],
+     r"error: no TVM RPC tracker answers at 127\.0\.0\.1:1 \(Connection refused\)"),
 ]
 
 

@@ -8,6 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 from tvm import s_tir
+from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
 
 import tvm_qnn
@@ -173,10 +174,48 @@ def test_a_file_as_the_work_dir_is_a_clear_error(tmp_path):
             open_database(tmp_path / "afile", create=create)
 
 
+def test_an_unreachable_tracker_is_an_error_before_tuning(conv, tmp_path):
+    """Was: every candidate waited for its timeout (160 s), then tune returned as if done."""
+    import socket
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: no tracker there
+    start = time.monotonic()
+    with pytest.raises(tvm_qnn.TvmQnnError,
+                       match=f"no TVM RPC tracker answers at 127.0.0.1:{port}"):
+        tvm_qnn.tune(conv, "x86", trials=2, work_dir=tmp_path / "db",
+                     runner=f"rasp4b@127.0.0.1:{port}", timeout=5)
+    assert time.monotonic() - start < 15  # lowering the model, then the check
+    assert not (tmp_path / "db").exists()
+
+
+@derived_object
+class _NoDevice(ms.runner.PyRunner):
+    """A runner whose every candidate fails, as with a device that cannot run the code."""
+
+    def run(self, runner_inputs):
+        return [ms.runner.LocalRunnerFuture(None, "RuntimeError: the device is gone")
+                for _ in runner_inputs]
+
+
+def test_a_tune_that_measures_nothing_is_an_error(tmp_path):
+    """Was: every candidate failed in turn, then tune returned (the CLI said "tuned", exit 0)
+    with nothing measured. Now it stops at the default schedule, the first thing measured."""
+    small = make_conv_model("qcdq", in_ch=8, out_ch=8, size=(6, 6), act_bits=2, weight_bits=2)
+    with pytest.raises(tvm_qnn.TvmQnnError,
+                       match=r"the runner could not measure even the default schedule "
+                             r"\(RuntimeError: the device is gone\); tuning stopped"):
+        tvm_qnn.tune(small, "x86", trials=4, work_dir=tmp_path / "db", runner=_NoDevice(),
+                     seed=0)
+    assert not open_database(tmp_path / "db").get_all_tuning_records()
+
+
 @pytest.mark.slow
-def test_rpc_runner_survives_a_dead_server_and_resumes(conv, tmp_path, caplog):
+def test_rpc_runner_survives_a_dead_server_and_resumes(conv, tmp_path, caplog, monkeypatch):
     """Tuning through a TVM tracker on loopback; the server dies; a re-run finishes the job."""
-    from tvm_qnn.runtime.rpc import RPCDevice
+    from tvm_qnn.runtime.rpc import RemoteDevice, RPCDevice
     from tvm_qnn.tuning.database import measured_records
 
     work = tmp_path / "db"
@@ -185,10 +224,19 @@ def test_rpc_runner_survives_a_dead_server_and_resumes(conv, tmp_path, caplog):
         db = tvm_qnn.tune(conv, "x86", trials=2, work_dir=work, runner=device.remote, seed=0)
         measured = len(measured_records(db, task.mod))
         assert measured >= 1
-        device.stop_server()  # the board dies
+        # The board dies after tune checked the tracker has it (one already gone fails that
+        # check); its candidates then fail one by one.
+        check = RemoteDevice.check
+
+        def dies_after_the_check(remote, *args, **kwargs):
+            check(remote, *args, **kwargs)
+            device.stop_server()
+
+        monkeypatch.setattr(RemoteDevice, "check", dies_after_the_check)
         with caplog.at_level(logging.WARNING, logger="tvm_qnn"):
             db = tvm_qnn.tune(conv, "x86", trials=4, work_dir=work, runner=device.remote,
                               timeout=4, seed=1)
+        monkeypatch.undo()
         assert "failed" in caplog.text  # reported, not fatal, and nothing counted as measured
         assert len(measured_records(db, task.mod)) == measured
         device.start_server()  # back: the re-run measures what is missing

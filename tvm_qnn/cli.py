@@ -224,18 +224,21 @@ def _cmd_device(args) -> int:
     # Ctrl-C and kill both stop the device cleanly. Set explicitly: a process started in the
     # background by a non-interactive shell inherits SIGINT ignored, and Python then never
     # raises KeyboardInterrupt (measured: the CI job's device never stopped).
-    signal.signal(signal.SIGINT, _stop_on_signal)
-    signal.signal(signal.SIGTERM, _stop_on_signal)
-    dev.start()
-    print(f"device: key={dev.key} tracker=127.0.0.1:{dev.tracker_port} ready (Ctrl-C stops it)",
-          flush=True)
+    handlers = {sig: signal.signal(sig, _stop_on_signal) for sig in (signal.SIGINT,
+                                                                     signal.SIGTERM)}
     try:
+        # start() stops what it started when it fails; stop() is for a signal after it.
+        dev.start()
+        print(f"device: key={dev.key} tracker=127.0.0.1:{dev.tracker_port} ready (its secret "
+              f"key, for this user only: {dev.secret_file}; Ctrl-C stops it)", flush=True)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
         pass
     finally:
         dev.stop()
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
     return 0
 
 

@@ -42,27 +42,28 @@ def time_kernel(func: tvm.tirx.PrimFunc, target, number: int = 1, repeat: int = 
                              min_repeat_ms=10)
 
 
-def measure_default(task: Task, qnn_target, db, runner, builder) -> None:
+def measure_default(task: Task, qnn_target, db, runner, builder) -> str | None:
     """Measure the default template with the tuning runner (and its ``builder``) and record
-    it in ``db``."""
+    it in ``db``; return why that failed (None when it was recorded)."""
     sch = s_tir.Schedule(task.mod)
     qnn_target.template(task.kind)(sch)
     (built,) = builder.build([ms.builder.BuilderInput(sch.mod, qnn_target.tvm_target)])
     if built.error_msg:
-        logger.warning("%s: the default template failed to build: %s", task.name,
-                       built.error_msg.splitlines()[-1])
-        return
+        error = built.error_msg.strip().splitlines()[-1]
+        logger.warning("%s: the default template failed to build: %s", task.name, error)
+        return error
     args_info = ms.arg_info.ArgInfo.from_prim_func(task.mod["main"])
     (future,) = runner.run([ms.runner.RunnerInput(built.artifact_path, "cpu", args_info)])
     result = future.result()
     ms.utils.remove_build_dir(built.artifact_path)  # the builder's own temporary directory
     if result.error_msg:
-        logger.warning("%s: the default template failed to run: %s", task.name,
-                       result.error_msg.splitlines()[-1])
-        return
+        error = result.error_msg.strip().splitlines()[-1]
+        logger.warning("%s: the default template failed to run: %s", task.name, error)
+        return error
     db.commit_tuning_record(ms.database.TuningRecord(
         sch.trace, db.commit_workload(task.mod), result.run_secs, qnn_target.tvm_target,
         args_info))
+    return None
 
 
 def retime_best(tasks: list[Task], qnn_target, work_dir: str, max_checks: int = 8,

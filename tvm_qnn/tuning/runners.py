@@ -37,6 +37,9 @@ def make_runner(runner, timeout: float, qnn_target, funcs=()) -> ms.runner.Runne
     if isinstance(runner, str):
         runner = RemoteDevice.parse(runner)
     if isinstance(runner, RemoteDevice):
+        # Fails at once, naming the tracker's devices, when no tracker answers or none of
+        # its servers has the key (MetaSchedule would wait on each candidate to time out).
+        runner.check()
         # A candidate whose session cannot start (server gone) or that hangs is killed after
         # ``timeout`` and recorded as failed: tuning goes on, a re-run measures it again.
         from tvm.support.popen_pool import PopenPoolExecutor

@@ -140,7 +140,8 @@ def tune(model, target="x86", *, trials: int = 64, work_dir: str | os.PathLike =
         ``RPCDevice`` on loopback), or ``"model"`` (default for an aarch64 board that is not
         this host): the llvm-mca model of the board's core scores each candidate's
         xor-popcount loop (:mod:`tvm_qnn.target.arm.model_runner`). Candidates that fail or time
-        out are logged and recorded as failed.
+        out are logged and recorded as failed. A tracker is asked first whether it has a server
+        with the key (:meth:`~tvm_qnn.runtime.rpc.RemoteDevice.check`).
     timeout : float
         Seconds a candidate (and an RPC session) may take before it counts as failed.
     seed : int, optional
@@ -153,6 +154,13 @@ def tune(model, target="x86", *, trials: int = 64, work_dir: str | os.PathLike =
         :func:`tune_report` gives the table of tuned vs default times. For ``"accel"``: a
         dict of layer name → tiling record (``QnnTarget.tune_layers``: the simulator's cycle
         count is the runner); pass ``work_dir`` to ``compile``.
+
+    Raises
+    ------
+    TvmQnnError
+        Among others: the runner's tracker does not answer or has no server with its key
+        (before anything is built), or the runner cannot measure even a task's default schedule
+        (then every candidate would fail too; what was measured before stays in ``work_dir``).
     """
     if trials < 1:
         raise TvmQnnError(f"trials={trials}: at least 1")
@@ -184,7 +192,14 @@ def tune(model, target="x86", *, trials: int = 64, work_dir: str | os.PathLike =
     for task in tasks:
         done = len(measured_records(db, task.mod))
         if done == 0:
-            measure_default(task, qnn_target, db, runner, builder)
+            error = measure_default(task, qnn_target, db, runner, builder)
+            if error:
+                # The schedule compile uses, failing: a runner that cannot reach its device, a
+                # device that cannot run the code. Every candidate would fail the same way
+                # (measured: 160 s of them, then "tuned" with nothing measured).
+                raise TvmQnnError(f"{task.name}: the runner could not measure even the default "
+                                  f"schedule ({error}); tuning stopped, nothing was measured "
+                                  f"for it ({work_dir} keeps what was, a re-run resumes)")
             check_written(db, work_dir)
             done = len(measured_records(db, task.mod))
         if done >= trials:

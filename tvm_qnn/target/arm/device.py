@@ -1,17 +1,13 @@
 # SPDX-License-Identifier: Apache-2.0
 """The emulated aarch64 board as a TVM RPC device (``tvm-qnn device start``).
 
-The server runs under qemu-user; TVM's server spawns its workers with ``sys.executable``, which
-without binfmt must be a host script that execs qemu-aarch64 with the aarch64 Python, so the
-server is started with ``sys.executable`` pointing at such a wrapper. Everything else is the
-host's :class:`~tvm_qnn.runtime.rpc.RPCDevice`.
+The server runs under qemu-user with the device's aarch64 Python; everything else (the tracker,
+the secret key, the handshake deadline) is the host's :class:`~tvm_qnn.runtime.rpc.RPCDevice`.
 """
 
 from __future__ import annotations
 
 import os
-import stat
-from pathlib import Path
 
 from ...runtime.rpc import LOOPBACK, RemoteDevice, RPCDevice, run_remote
 from .emulator import EmulatedDevice
@@ -23,7 +19,8 @@ class EmulatedRPCDevice(RPCDevice):
     Parameters
     ----------
     key : str
-        The device key the server registers with the tracker (e.g. the board name).
+        The device's name, what clients ask for (e.g. the board name); the server registers
+        under a secret key made from it (:class:`~tvm_qnn.runtime.rpc.RPCDevice`).
     tracker_port : int, optional
         Use a tracker already listening on this loopback port instead of starting one.
     """
@@ -32,25 +29,16 @@ class EmulatedRPCDevice(RPCDevice):
 
     def __init__(self, key: str = "rasp4b", tracker_port: int | None = None):
         super().__init__(key, tracker_port)
-        self.device = EmulatedDevice().ensure()
+        self.device = EmulatedDevice()
 
-    def _server_executable(self) -> str:
-        return str(self._wrapper())
+    def _prepare(self) -> None:
+        # Built on first use (minutes), after the check that a given tracker answers.
+        self.device.ensure()
 
-    def _server_command(self, code):
+    def _server_command(self, args):
         env = dict(os.environ, PYTHONPATH=str(self.device.site), TVM_NUM_THREADS="1")
-        return [str(self._wrapper()), "-c", code], env
-
-    def _wrapper(self) -> Path:
-        path = self.device.home / "python-aarch64"
-        script = ("#!/bin/sh\nexec qemu-aarch64 -L %s %s \"$@\"\n"
-                  % (self.device.sysroot, self.device.sysroot / "usr" / "bin" / "python3.11"))
-        if not path.exists() or path.read_text() != script:
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(script)
-            tmp.chmod(tmp.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-            os.replace(tmp, path)
-        return path
+        python = self.device.sysroot / "usr" / "bin" / "python3.11"
+        return ["qemu-aarch64", "-L", str(self.device.sysroot), str(python), *args], env
 
 
 __all__ = ["LOOPBACK", "EmulatedRPCDevice", "RemoteDevice", "run_remote"]
