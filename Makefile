@@ -38,8 +38,12 @@ $(STAMP): pyproject.toml CMakeLists.txt | sysdeps
 demo: venv
 	$(PY) -m tvm_qnn.demo
 
+# Test modules run in parallel, one module per worker at a time (their shared fixtures stay
+# in one process): one worker per core, at most 4 (each tune also starts build workers).
+TEST_JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -gt 4 ] && n=4; echo $$n)
+
 test: venv
-	$(PY) -m pytest -q -p no:cacheprovider tests
+	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_JOBS) --dist loadfile --no-loadscope-reorder tests
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -36,3 +36,18 @@ def examples(ci_budget: int) -> int:
 
 def pytest_report_header(config):  # noqa: ARG001 - pytest's hook signature
     return f"hypothesis profile: {PROFILE} (HYPOTHESIS_PROFILE or CI set it; see conftest.py)"
+
+
+# The modules that take minutes, slowest first. They are collected first so that with
+# parallel workers (``make test``: pytest-xdist, one module per worker at a time, in this
+# order) no worker starts a long module when the others are nearly done.
+SLOW_MODULES = (
+    "test_tuning.py", "test_tutorials.py", "test_target_arm.py", "test_tuning_repair.py",
+    "test_brevitas_models.py", "test_demo.py", "test_runtime_rpc.py",
+    "test_bitserial_accel_rtl.py", "test_cli.py", "test_topi_layer.py",
+)
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(SLOW_MODULES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable within a module

@@ -10,6 +10,7 @@ on first use, into a cache folder outside the repository (``$TVM_QNN_CACHE_DIR``
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
@@ -104,11 +105,23 @@ class EmulatedDevice:
         """Build the device if it is not built yet (progress goes to stderr)."""
         if self.ready:
             return self
+        self.home.mkdir(parents=True, exist_ok=True)
+        # One build at a time (parallel test workers, two `device start`s): the others wait
+        # for it and find the device ready.
+        fd = os.open(self.home / "build.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if not self.ready:
+                self._build()
+        finally:
+            os.close(fd)
+        return self
+
+    def _build(self) -> None:
         for tool in ("qemu-aarch64", "dpkg-deb", "apt-get"):
             if shutil.which(tool) is None:
                 raise TvmQnnError(f"the aarch64 emulator needs {tool} (Debian packages qemu-user "
                                   "and dpkg; `make sysdeps` installs them)")
-        self.home.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(dir=self.home, prefix="build-"))
         try:
             _say(f"building an aarch64 device in {self.home} (once: ~15 MB of arm64 Debian "
@@ -135,7 +148,6 @@ class EmulatedDevice:
             _say("device ready")
         finally:
             shutil.rmtree(work, ignore_errors=True)
-        return self
 
     @staticmethod
     def _run(cmd, cwd=None):
