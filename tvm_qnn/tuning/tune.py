@@ -186,51 +186,55 @@ def tune(model, target="x86", *, trials: int = 64, work_dir: str | os.PathLike =
     # The workloads go in while the folder is locked: another tune on it numbers its own after.
     db = open_database(work_dir, create=True, workloads=[t.mod for t in tasks])
     check_free_space(work_dir)
-    # One builder for the whole run: creating one starts (and checks) a worker pool.
+    # One builder for the whole run: its worker pool serves every batch.
     builder = make_builder(runner)
-    pending, budgets = [], []
-    for task in tasks:
-        done = len(measured_records(db, task.mod))
-        if done == 0:
-            error = measure_default(task, qnn_target, db, runner, builder)
-            if error:
-                # The schedule compile uses, failing: a runner that cannot reach its device, a
-                # device that cannot run the code. Every candidate would fail the same way
-                # (measured: 160 s of them, then "tuned" with nothing measured).
-                raise TvmQnnError(f"{task.name}: the runner could not measure even the default "
-                                  f"schedule ({error}); tuning stopped, nothing was measured "
-                                  f"for it ({work_dir} keeps what was, a re-run resumes)")
-            check_written(db, work_dir)
-            done = len(measured_records(db, task.mod))
-        if done >= trials:
-            logger.info("%s: %d trials in the database, skipped", task.name, done)
-        else:
-            pending.append(task)
-            budgets.append(trials - done)
-    if not pending:
-        return db
-    # One MetaSchedule run for all tasks: its builder and runner worker pools start once.
-    progress = _Progress(pending, budgets)
     try:
-        with _without_tensor_intrinsics():
-            ms.tune_tasks(tasks=[_context(t, qnn_target, seed) for t in pending],
-                          task_weights=[float(len(t.layers)) for t in pending],
-                          work_dir=work_dir, max_trials_global=sum(budgets),
-                          max_trials_per_task=max(budgets),
-                          num_trials_per_iter=min(16, max(budgets)), database=db,
-                          builder=builder, runner=runner,
-                          cost_model="xgb", task_scheduler="round-robin",
-                          measure_callbacks=[
-                              *ms.measure_callback.MeasureCallback.create("default"),
-                              progress, WriteCheck(db, work_dir)])
-    except Exception as err:  # noqa: BLE001 - a callback's TvmQnnError comes back wrapped
-        text = str(err)
-        start = text.rfind(f"{work_dir}: a tuning record could not be written")
-        if isinstance(err, TvmQnnError) or start < 0:
-            raise
-        raise TvmQnnError(text[start:].splitlines()[0]) from None
+        pending, budgets = [], []
+        for task in tasks:
+            done = len(measured_records(db, task.mod))
+            if done == 0:
+                error = measure_default(task, qnn_target, db, runner, builder)
+                if error:
+                    # The schedule compile uses, failing: a runner that cannot reach its
+                    # device, a device that cannot run the code. Every candidate would fail the
+                    # same way (measured: 160 s of them, then "tuned" with nothing measured).
+                    raise TvmQnnError(f"{task.name}: the runner could not measure even the "
+                                      f"default schedule ({error}); tuning stopped, nothing "
+                                      f"was measured for it ({work_dir} keeps what was, a "
+                                      "re-run resumes)")
+                check_written(db, work_dir)
+                done = len(measured_records(db, task.mod))
+            if done >= trials:
+                logger.info("%s: %d trials in the database, skipped", task.name, done)
+            else:
+                pending.append(task)
+                budgets.append(trials - done)
+        if not pending:
+            return db
+        # One MetaSchedule run for all tasks: its builder and runner worker pools start once.
+        progress = _Progress(pending, budgets)
+        try:
+            with _without_tensor_intrinsics():
+                ms.tune_tasks(tasks=[_context(t, qnn_target, seed) for t in pending],
+                              task_weights=[float(len(t.layers)) for t in pending],
+                              work_dir=work_dir, max_trials_global=sum(budgets),
+                              max_trials_per_task=max(budgets),
+                              num_trials_per_iter=min(16, max(budgets)), database=db,
+                              builder=builder, runner=runner,
+                              cost_model="xgb", task_scheduler="round-robin",
+                              measure_callbacks=[
+                                  *ms.measure_callback.MeasureCallback.create("default"),
+                                  progress, WriteCheck(db, work_dir)])
+        except Exception as err:  # noqa: BLE001 - a callback's TvmQnnError comes back wrapped
+            text = str(err)
+            start = text.rfind(f"{work_dir}: a tuning record could not be written")
+            if isinstance(err, TvmQnnError) or start < 0:
+                raise
+            raise TvmQnnError(text[start:].splitlines()[0]) from None
+        finally:
+            progress.close()
     finally:
-        progress.close()
+        builder.close()
     if qnn_target.runs_here() and isinstance(runner, ms.runner.LocalRunner):
         retime_best(pending, qnn_target, work_dir)
         db = open_database(work_dir)
