@@ -126,3 +126,34 @@ def test_operands_in_the_wrong_places_are_refused_naming_the_node():
                        match=r"node 'layer' \(ConvInteger\) would compute a tensor of shape "
                              r"\[8, 1, 0, 0\]"):
         tvm_qnn.compile(model, "x86")
+
+
+def _with_attribute(form: str, name: str, value: int):
+    model = _dilated(form, 1)
+    for node in model.graph.node:
+        for attr in node.attribute:
+            if attr.name == name and attr.ints:
+                attr.ints[:] = [value] * len(attr.ints)
+            elif attr.name == name:
+                attr.i = value
+    return model
+
+
+@pytest.mark.parametrize("form, name, value, op", [
+    ("integer", "dilations", -129, "ConvInteger"), ("qcdq", "dilations", 0, "Conv"),
+    ("qdq", "pads", -1, "Conv"), ("qoperator", "strides", 0, "QLinearConv"),
+    ("qcdq", "group", 0, "Conv"),
+])
+def test_window_attributes_onnx_refuses_are_refused_naming_the_node(form, name, value, op):
+    """Found by the fuzzer: a negative (or zero) dilation compiled, into a conv that read
+    outside its input (SIGSEGV on running it, or garbage); negative pads compiled too.
+    onnxruntime refuses them in shape inference."""
+    model = _with_attribute(form, name, value)
+    feeds = {"x": np.zeros([d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim],
+                           np.uint8 if form == "integer" else np.float32)}
+    with pytest.raises(Exception):  # noqa: B017 - onnxruntime's own error types
+        run_onnxruntime(model, feeds)
+    with pytest.raises(tvm_qnn.UnsupportedModelError,
+                       match=rf"node 'layer' \({op}\): attribute {name}=.*{value}.* must hold "
+                             rf"integers >= {int(name != 'pads')}"):
+        tvm_qnn.compile(model, "x86")

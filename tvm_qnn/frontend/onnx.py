@@ -33,6 +33,7 @@ from tvm.relax.frontend.onnx import onnx_frontend as _tvm_onnx
 from ..errors import UnsupportedModelError
 from ..transform import PoolQuantizedCodes
 from .onnx_checks import (
+    check_attributes,
     check_inputs,
     check_operand_types,
     check_output_shape,
@@ -229,6 +230,7 @@ class _QuantGraphImporter(_tvm_onnx.ONNXGraphImporter):
 
     def _convert_operator(self, op_name, inputs, attrs, opset):
         node = attrs.get("tvm_custom", {}).get("name", op_name) or op_name
+        check_attributes(op_name, attrs, node)
         check_operand_types(op_name, inputs, node)
         check_scales(op_name, inputs, node)
         sym = None

@@ -98,6 +98,29 @@ def check_inputs(model: onnx.ModelProto, shapes: dict | None):
                 f"shapes; pass shapes={{'{inp.name}': (...)}}")
 
 
+# Operators with a sliding window: their geometry attributes and the least value each takes.
+_WINDOW_OPS = {"Conv", "ConvInteger", "QLinearConv", "ConvTranspose", "MaxPool", "AveragePool",
+               "LpPool", "MaxUnpool"}
+_LEAST = {"strides": 1, "dilations": 1, "kernel_shape": 1, "group": 1, "pads": 0}
+
+
+def check_attributes(op_name: str, attrs: dict, node: str) -> None:
+    """A window operator's strides, dilations, kernel shape and group are >= 1, its pads >= 0,
+    as ONNX shape inference (and onnxruntime) require. TVM takes other values: a negative
+    dilation compiled into a conv that reads outside its input (a SIGSEGV, or garbage)."""
+    if op_name not in _WINDOW_OPS:
+        return
+    for name, least in _LEAST.items():
+        value = attrs.get(name)
+        if value is None:
+            continue
+        values = list(value) if isinstance(value, (list, tuple)) else [value]
+        if any(not isinstance(v, (int, np.integer)) or v < least for v in values):
+            raise UnsupportedModelError(
+                f"node '{node}' ({op_name}): attribute {name}={value!r} must hold integers "
+                f">= {least} (ONNX shape inference and onnxruntime refuse it too)")
+
+
 _WHY = ("with a dimension < 1 (e.g. a window larger than its padded input, or operands in the "
         "wrong places): tvm_qnn compiles tensors with at least one element")
 
@@ -132,5 +155,5 @@ def check_tensor_shapes(mod: tvm.IRModule) -> None:
                                             f"would have shape {dims}, {_WHY}")
 
 
-__all__ = ["check_inputs", "check_operand_types", "check_output_shape", "check_scales",
-           "check_tensor_shapes"]
+__all__ = ["check_attributes", "check_inputs", "check_operand_types", "check_output_shape",
+           "check_scales", "check_tensor_shapes"]
