@@ -152,7 +152,7 @@ from tvm_qnn.tuning import retime
 tune_module = sys.modules["tvm_qnn.tuning.tune"]  # the package's "tune" is the function
 
 
-def search(pending, budgets, qnn_target, seed, work_dir, db, runner, builder):
+def search(pending, budgets, qnn_target, seed, work_dir, db, workers):
     # MetaSchedule's search (tested above) stands in as one candidate the runner timed lucky.
     (task,) = pending
     sch = s_tir.Schedule(task.mod)

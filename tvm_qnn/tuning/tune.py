@@ -208,7 +208,7 @@ def tune(model, target="x86", *, trials: int = 64, work_dir: str | os.PathLike =
     if pending:
         if local:
             mark_retiming(work_dir, pending)
-        _search(pending, budgets, qnn_target, seed, work_dir, db, *workers())
+        _search(pending, budgets, qnn_target, seed, work_dir, db, workers)
     if local:
         unfinished = marked_for_retiming(work_dir, tasks)
         if unfinished:
@@ -218,9 +218,10 @@ def tune(model, target="x86", *, trials: int = 64, work_dir: str | os.PathLike =
 
 
 def _search(pending: list[Task], budgets: list[int], qnn_target, seed, work_dir: str, db,
-            runner, builder) -> None:
-    """One MetaSchedule run for all pending tasks: its builder and runner worker pools start
-    once."""
+            workers) -> None:
+    """One MetaSchedule run for all pending tasks, with ``workers()``' runner and builder:
+    their worker pools start once."""
+    runner, builder = workers()
     progress = _Progress(pending, budgets)
     try:
         with _without_tensor_intrinsics():
