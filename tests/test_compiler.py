@@ -89,6 +89,25 @@ def test_non_power_of_two_scales_match_the_reference_within_one_code():
     assert np.max(np.abs(out - ref)) <= y_scale * 1.0001
 
 
+@pytest.mark.parametrize("model", [
+    make_dense_model("qdq", in_features=32, out_features=8, weight_bits=2),  # float epilogue
+    make_conv_model("qcdq", in_ch=8, out_ch=8, size=(6, 6), act_bits=2, weight_bits=2),
+], ids=["float_epilogue", "thresholds"])
+def test_huge_scales_saturate_as_onnx_does(model):
+    """Found by the fuzzer (tests/test_compiler_fuzz.py): with weight scales of +-1e30 the
+    rounded code (~1e34) was cast to int32 before saturating; x86 gives INT_MIN for that, so
+    the output saturated to the lowest code where ONNX (and onnxruntime) give the highest."""
+    from onnx import numpy_helper
+
+    for init in model.graph.initializer:
+        if init.name == "w_scale":
+            scales = np.resize(np.float32([1e30, -1e30, 1e30, 1e-30]), init.dims)
+            init.CopyFrom(numpy_helper.from_array(scales.astype(np.float32), "w_scale"))
+    feeds = random_input(model, seed=0)
+    want = run_onnxruntime(model, feeds)[0]
+    np.testing.assert_array_equal(tvm_qnn.compile(model, "x86").run(feeds), want)
+
+
 def test_cnn_demo_model_exact():
     model = make_cnn_model("qcdq", bits=2)
     art, ref = _assert_exact(model, seeds=(0, 1, 2))

@@ -122,6 +122,39 @@ def test_unknown_target():
         tvm_qnn.compile(make_conv_model("qcdq", act_bits=2), target="x86:pentium9")
 
 
+_COMPILE_FOR = """
+import sys
+import tvm_qnn
+from tvm_qnn.errors import InvalidArgumentError
+from tvm_qnn.testing.onnx_models import make_conv_model
+model = make_conv_model("qcdq", act_bits=2)
+for spec in sys.argv[1:]:
+    try:
+        tvm_qnn.compile(model, target=eval(spec))  # a string or a target dict
+        print("compiled", spec, flush=True)
+    except InvalidArgumentError as err:
+        print("ERROR", err, flush=True)
+"""
+
+
+def test_a_32_bit_x86_cpu_is_refused_before_llvm_aborts():
+    """``x86:i386`` ended the process ("LLVM ERROR: 64-bit code requested on a subtarget that
+    doesn't support it!", exit 1, no exception): refused, naming the CPU and what works. In a
+    subprocess: an abort fails the test instead of killing pytest."""
+    import subprocess
+    import sys
+
+    specs = ["'x86:i386'", "'x86:pentium4'", "{'kind': 'llvm', 'mcpu': 'i686'}"]
+    done = subprocess.run([sys.executable, "-c", _COMPILE_FOR, *specs], capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-1000:] + done.stderr[-3000:]
+    errors = done.stdout.splitlines()
+    assert len(errors) == 3 and all(e.startswith("ERROR target ") for e in errors), errors
+    for cpu, line in zip(("i386", "pentium4", "i686"), errors, strict=True):
+        assert f"'{cpu}' is a 32-bit x86 CPU; tvm_qnn generates x86-64 code only" in line
+        assert "e.g. x86-64, haswell" in line
+
+
 def test_x86_mcpu_target_compiles_the_avx2_path():
     """``x86:haswell``: the AVX2 code path (it runs on this host too), bit-exact."""
     from tvm_qnn.testing.onnx_models import random_input, run_onnxruntime

@@ -92,3 +92,68 @@ def test_a_zero_size_input_is_refused_naming_the_input():
     with pytest.raises(tvm_qnn.UnsupportedModelError,
                        match=r"input 'x' has shape \[1, 8, 0, 9\], with a zero-size dimension"):
         tvm_qnn.compile(model, "x86")
+
+
+def _dilated(form: str, dilation: int):
+    model = make_conv_model(form, in_ch=8, out_ch=8, size=(6, 6), weight_bits=2,
+                            act_bits=2 if form == "qcdq" else 8)
+    for node in model.graph.node:
+        for attr in node.attribute:
+            if attr.name == "dilations":
+                attr.ints[:] = [dilation, dilation]
+    return model
+
+
+@pytest.mark.parametrize("form, op", [("qdq", "Conv"), ("qcdq", "Conv"),
+                                      ("integer", "ConvInteger"), ("qoperator", "QLinearConv")])
+def test_a_window_larger_than_its_input_is_refused_naming_the_node(form, op):
+    """Found by the fuzzer (tests/test_compiler_fuzz.py): a 3x3 window dilated by 226 on a 6x6
+    input imported as a tensor of shape [1, 8, -444, -444]; TVM's scheduling then failed with
+    an InternalError ("Check failed: (!info.dom.IsNothing())") naming no node."""
+    with pytest.raises(tvm_qnn.UnsupportedModelError,
+                       match=rf"node 'layer' \({op}\) would compute a tensor of shape "
+                             r"\[1, 8, -444, -444\], with a dimension < 1"):
+        tvm_qnn.compile(_dilated(form, 226), "x86")
+
+
+def test_operands_in_the_wrong_places_are_refused_naming_the_node():
+    """Found by the fuzzer: ConvInteger's inputs reversed (a zero-point as the image) was a
+    ValueError from TVM's conv2d ("lead to negative output shape")."""
+    model = make_conv_model("integer", in_ch=8, out_ch=8, size=(6, 6), weight_bits=2)
+    node = model.graph.node[0]
+    node.input[:] = list(node.input)[::-1]
+    with pytest.raises(tvm_qnn.UnsupportedModelError,
+                       match=r"node 'layer' \(ConvInteger\) would compute a tensor of shape "
+                             r"\[8, 1, 0, 0\]"):
+        tvm_qnn.compile(model, "x86")
+
+
+def _with_attribute(form: str, name: str, value: int):
+    model = _dilated(form, 1)
+    for node in model.graph.node:
+        for attr in node.attribute:
+            if attr.name == name and attr.ints:
+                attr.ints[:] = [value] * len(attr.ints)
+            elif attr.name == name:
+                attr.i = value
+    return model
+
+
+@pytest.mark.parametrize("form, name, value, op", [
+    ("integer", "dilations", -129, "ConvInteger"), ("qcdq", "dilations", 0, "Conv"),
+    ("qdq", "pads", -1, "Conv"), ("qoperator", "strides", 0, "QLinearConv"),
+    ("qcdq", "group", 0, "Conv"),
+])
+def test_window_attributes_onnx_refuses_are_refused_naming_the_node(form, name, value, op):
+    """Found by the fuzzer: a negative (or zero) dilation compiled, into a conv that read
+    outside its input (SIGSEGV on running it, or garbage); negative pads compiled too.
+    onnxruntime refuses them in shape inference."""
+    model = _with_attribute(form, name, value)
+    feeds = {"x": np.zeros([d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim],
+                           np.uint8 if form == "integer" else np.float32)}
+    with pytest.raises(Exception):  # noqa: B017 - onnxruntime's own error types
+        run_onnxruntime(model, feeds)
+    with pytest.raises(tvm_qnn.UnsupportedModelError,
+                       match=rf"node 'layer' \({op}\): attribute {name}=.*{value}.* must hold "
+                             rf"integers >= {int(name != 'pads')}"):
+        tvm_qnn.compile(model, "x86")

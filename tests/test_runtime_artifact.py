@@ -243,8 +243,100 @@ def test_export_removes_the_temporary_files_of_a_killed_export(small_art, tmp_pa
             ".tmp-m.so", "m.so.bak"]  # not ours
     for name in stale + kept:
         (tmp_path / name).write_bytes(b"partial")
+    scratch = tmp_path / f".tmp-tvm_qnn-{dead}-0badcafe-m.so"  # the folder of its objects
+    scratch.mkdir()
+    (scratch / "lib0.o").write_bytes(b"partial")
     small_art.export_library(tmp_path / "m.so")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept + ["m.so", "m.so.json"])
+
+
+def test_a_disk_without_room_for_the_objects_is_refused_before_llvm_writes(
+        small_art, conv_art, tmp_path, monkeypatch):
+    """LLVM ends the process on a full disk (no exception): the disk the objects go to is
+    checked first. Here its free space is faked (a real full disk: the next test)."""
+    from tvm_qnn.runtime import library
+
+    path = small_art.export_library(tmp_path / "m.so")
+    before = {p: open(p, "rb").read() for p in (path, path + ".json")}
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(library.shutil, "disk_usage",
+                        lambda p: usage._replace(free=32 << 10))
+    with pytest.raises(LibraryFileError, match=r"cannot write .*/m.so: 32 KiB free on its disk, "
+                                               r"and exporting needs up to \d+ KiB there"):
+        conv_art[1].export_library(path)
+    monkeypatch.undo()
+    assert {p: open(p, "rb").read() for p in before} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.so", "m.so.json"]
+
+
+_EXPORT_TO_A_FULL_DISK = """
+import os, shutil, sys, tempfile
+import tvm_qnn
+from tvm_qnn.testing.onnx_models import make_conv_model
+disk, elsewhere = sys.argv[1:]
+small = tvm_qnn.compile(make_conv_model("qcdq", act_bits=2, weight_bits=2))
+big = tvm_qnn.compile(make_conv_model("qcdq", act_bits=2, weight_bits=2, in_ch=64, out_ch=64,
+                                      size=(8, 8)))
+with tempfile.TemporaryDirectory(dir=elsewhere) as w:  # the sizes of big's files
+    big.module.export_library(os.path.join(w, "big.so"), workspace_dir=w)
+    objects = sum(os.path.getsize(os.path.join(w, f)) for f in os.listdir(w) if f[-2:] == ".o")
+    library = os.path.getsize(os.path.join(w, "big.so"))
+path = small.export_library(os.path.join(disk, "m.so"))
+before = {p: open(p, "rb").read() for p in (path, path + ".json")}
+real_usage = shutil.disk_usage
+# Room left: too little for the bound of the objects (refused by the check), then room for
+# the objects but not the library (the check told it is enough: the linker fails).
+for case, leave in (("check", 32 << 10), ("linker", objects + library // 2)):
+    filler = os.path.join(disk, "filler")
+    if os.path.exists(filler):
+        os.remove(filler)
+    with open(filler, "wb") as f:
+        f.write(bytes(max(0, real_usage(disk).free - leave)))
+    if case == "linker":
+        shutil.disk_usage = lambda p: real_usage(p)._replace(free=1 << 40)
+    try:
+        big.export_library(path)
+        print(case, "exported", flush=True)
+    except tvm_qnn.TvmQnnError as err:
+        print(case, "ERROR", type(err).__name__, err, flush=True)
+    shutil.disk_usage = real_usage
+    print(case, "intact", {p: open(p, "rb").read() for p in before} == before, flush=True)
+    print(case, "files", ",".join(sorted(os.listdir(disk))), flush=True)
+    print(case, "loads", tvm_qnn.load(path).inputs == small.inputs, flush=True)
+"""
+
+
+def test_export_to_a_full_disk_is_an_error_and_keeps_the_previous_pair(tmp_path):
+    """On a real full file system (a 1 MiB tmpfs, also the temporary folder): LLVM used to
+    write the objects into $TMPDIR and end the process there (``LLVM ERROR: IO failure on
+    output stream: No space left on device``), and the linker's error was a RuntimeError."""
+    import subprocess
+    import sys
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root): {mounted.stderr.strip()}")
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _EXPORT_TO_A_FULL_DISK, str(disk), str(tmp_path)],
+            capture_output=True, text=True, timeout=600,
+            env={**os.environ, "TMPDIR": str(disk)})
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=True)
+    assert done.returncode == 0, done.stdout[-1000:] + done.stderr[-3000:]
+    out = done.stdout.splitlines()
+    check = next(line for line in out if line.startswith("check ERROR"))
+    assert f"LibraryFileError cannot write {disk}/m.so: " in check
+    assert "KiB free on its disk, and exporting needs up to" in check
+    linker = next(line for line in out if line.startswith("linker ERROR"))
+    assert f"LibraryFileError cannot write {disk}/m.so: " in linker
+    assert "No space left on device" in linker
+    for case in ("check", "linker"):
+        assert f"{case} intact True" in out and f"{case} loads True" in out
+        assert f"{case} files filler,m.so,m.so.json" in out
 
 
 def test_avx2_target_compiles_without_avx512():

@@ -141,6 +141,72 @@ def test_best_records_are_timed_again_here(conv, tmp_path):
     assert len(records[0].run_secs) == 3  # the best is one timed here
 
 
+_KILLED_WHILE_RETIMING = """
+import os, signal, sys
+import tvm_qnn
+from tvm import s_tir
+from tvm.s_tir import meta_schedule as ms
+from tvm_qnn.target import X86Target
+from tvm_qnn.target.cpu import ScheduleConfig
+from tvm_qnn.testing.onnx_models import make_conv_model
+from tvm_qnn.tuning import retime
+tune_module = sys.modules["tvm_qnn.tuning.tune"]  # the package's "tune" is the function
+
+
+def search(pending, budgets, qnn_target, seed, work_dir, db, workers):
+    # MetaSchedule's search (tested above) stands in as one candidate the runner timed lucky.
+    (task,) = pending
+    sch = s_tir.Schedule(task.mod)
+    X86Target(schedule_config=ScheduleConfig(ow_tile=1)).template(task.kind)(sch)
+    db.commit_tuning_record(ms.database.TuningRecord(
+        sch.trace, db.commit_workload(task.mod), [1e-12] * 5, qnn_target.tvm_target,
+        ms.arg_info.ArgInfo.from_prim_func(task.mod["main"])))
+
+
+def killed(*args, **kwargs):  # kill -9 as re-timing starts
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+tune_module._search = search
+retime.time_kernel = killed
+model = make_conv_model("qcdq", in_ch=8, out_ch=8, size=(6, 6), act_bits=2, weight_bits=2)
+tvm_qnn.tune(model, "x86", trials=2, work_dir=sys.argv[1], seed=0)
+"""
+
+
+def test_a_retiming_killed_midway_is_done_by_the_next_tune(tmp_path):
+    """A run killed while timing the best records again left the runner's times (a lucky
+    1e-12 s here) as the best; the next run found every trial done, searched nothing and
+    re-timed nothing, silently. The re-timing is marked before the search: the next run does
+    it."""
+    import subprocess
+    import sys
+
+    from tvm_qnn.tuning.retime import RETIME_FILE
+
+    model = make_conv_model("qcdq", in_ch=8, out_ch=8, size=(6, 6), act_bits=2, weight_bits=2)
+    target = X86Target()
+    (task,) = extract_tasks(lower_for_tuning(load_model(model), target))
+    work = tmp_path / "db"
+    db = open_database(work, create=True)  # the default template, as the runner timed it
+    sch = s_tir.Schedule(task.mod)
+    target.template(task.kind)(sch)
+    db.commit_tuning_record(ms.database.TuningRecord(
+        sch.trace, db.commit_workload(task.mod), [1e-3] * 5, target.tvm_target,
+        ms.arg_info.ArgInfo.from_prim_func(task.mod["main"])))
+    killed = subprocess.run([sys.executable, "-c", _KILLED_WHILE_RETIMING, str(work)],
+                            capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    runner_times = [len(r.run_secs) for r in open_database(work).get_all_tuning_records()]
+    assert runner_times == [5, 5]  # the default template's and the lucky one's
+    assert (work / RETIME_FILE).exists()
+    db = tvm_qnn.tune(model, "x86", trials=2, work_dir=work, seed=0)
+    records = db.get_all_tuning_records()
+    assert [len(r.run_secs) for r in records] == [3, 3]  # both timed here (3 rounds)
+    assert all(float(s) > 1e-9 for r in records for s in r.run_secs)
+    assert not (work / RETIME_FILE).exists()
+
+
 def test_keep_best_leaves_the_fastest_record_of_each_kernel(conv, tmp_path):
     target = X86Target()
     (task,) = extract_tasks(lower_for_tuning(load_model(conv), target))

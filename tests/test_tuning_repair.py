@@ -290,3 +290,58 @@ def test_two_tunes_on_one_folder_file_records_under_their_own_workloads(tmp_path
         index, (_, _, _, args) = json.loads(line)
         indices[args[0][2][1]].add(index)
     assert indices[8] and indices[16] and not indices[8] & indices[16], indices
+
+
+_REPLACE_RECORDS = """
+import os, resource, signal, sys
+import tvm_qnn
+from tvm.s_tir import meta_schedule as ms
+from tvm_qnn.tuning import open_database
+from tvm_qnn.tuning.database import replace_records
+work = sys.argv[1]
+db = open_database(work)
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+
+def files():
+    return {n: open(os.path.join(work, n), "rb").read() for n in sorted(os.listdir(work))
+            if n != "database.lock"}
+
+
+def twice_as_slow(new):
+    for rec in db.get_all_tuning_records():
+        new.commit_tuning_record(ms.database.TuningRecord(
+            rec.trace, new.commit_workload(rec.workload.mod), [2 * float(rec.run_secs[0])],
+            rec.target, rec.args_info))
+
+
+for limit in map(int, sys.argv[2:]):
+    before = files()
+    # Writes past LIMIT bytes fail (EFBIG), as they would on a full disk.
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+    try:
+        replace_records(work, twice_as_slow)
+        print(limit, "replaced", flush=True)
+    except tvm_qnn.TvmQnnError as err:
+        print(limit, "ERROR", err, flush=True)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY,) * 2)
+    print(limit, "unchanged" if files() == before else "changed", flush=True)
+"""
+
+
+def test_records_replaced_on_a_full_disk_are_not_lost(tmp_path):
+    """MetaSchedule does not check its appends: replace_records (re-timing, keep_best) used to
+    publish the new files cut short by a full disk, 200 records becoming 100 and the workload
+    table cut (then unreadable: every record lost). Now the old files stay."""
+    work = tmp_path / "db"
+    _tiny_db(work, n_workloads=2, records=100)
+    cuts = [len((work / name).read_bytes()) // 2 for name in (RECORDS, WORKLOADS)]
+    done = _run(_REPLACE_RECORDS, work, *cuts, 1 << 40)
+    assert done.returncode == 0, done.stdout[-1000:] + done.stderr[-3000:]
+    for limit in cuts:
+        assert (f"{limit} ERROR tuning database '{work}': its 200 new records could not be "
+                "written whole (is the disk full?); the database is left as it was.\n"
+                f"{limit} unchanged") in done.stdout  # and no scratch folder is left
+    assert f"{1 << 40} replaced\n{1 << 40} changed" in done.stdout
+    secs = sorted(float(r.run_secs[0]) for r in open_database(work).get_all_tuning_records())
+    assert secs == sorted(2.0 * (k * 10 + r) for k in range(2) for r in range(100))

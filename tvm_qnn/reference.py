@@ -11,6 +11,12 @@ from __future__ import annotations
 
 import numpy as np
 
+#: Rounded codes are clamped to +-2**30 (exact in float32) before the cast to an integer: far
+#: beyond every code range and zero-point, so saturation gives the same codes, while a cast of
+#: a larger float (a huge scale, 1e30) is undefined (x86 gives INT_MIN: saturating to qmin
+#: where ONNX gives qmax).
+ROUNDED_BOUND = float(2**30)
+
 
 def conv2d_accumulate(xq: np.ndarray, wq: np.ndarray, zx: int, zw: np.ndarray,
                       strides=(1, 1), pads=(0, 0, 0, 0), dilation=(1, 1),
@@ -71,6 +77,7 @@ def requantize(acc: np.ndarray, mscale, bias, clamp_lo=-np.inf, clamp_hi=np.inf,
         return v
     if bipolar:
         return np.where(v >= 0, np.int64(qmax), np.int64(qmin))
-    q = np.rint(v / per_channel(out_scale, np.float32)).astype(np.int64)
+    q = np.rint(v / per_channel(out_scale, np.float32))
+    q = np.clip(q, -ROUNDED_BOUND, ROUNDED_BOUND).astype(np.int64)
     q = q + per_channel(out_zero_point, np.int64)
     return np.clip(q, qmin, qmax)

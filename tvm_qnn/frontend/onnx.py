@@ -30,8 +30,16 @@ import tvm
 from tvm import relax
 from tvm.relax.frontend.onnx import onnx_frontend as _tvm_onnx
 
-from ..errors import InvalidArgumentError, UnsupportedModelError
+from ..errors import UnsupportedModelError
 from ..transform import PoolQuantizedCodes
+from .onnx_checks import (
+    check_attributes,
+    check_inputs,
+    check_operand_types,
+    check_output_shape,
+    check_scales,
+    check_tensor_shapes,
+)
 from .qonnx import QONNX_DOMAINS, QONNX_OPS
 
 logger = logging.getLogger("tvm_qnn.frontend")
@@ -222,8 +230,9 @@ class _QuantGraphImporter(_tvm_onnx.ONNXGraphImporter):
 
     def _convert_operator(self, op_name, inputs, attrs, opset):
         node = attrs.get("tvm_custom", {}).get("name", op_name) or op_name
-        _check_operand_types(op_name, inputs, node)
-        _check_scales(op_name, inputs, node)
+        check_attributes(op_name, attrs, node)
+        check_operand_types(op_name, inputs, node)
+        check_scales(op_name, inputs, node)
         sym = None
         if op_name in _QOPERATORS:
             sym = _QOPERATORS[op_name](self.bb, inputs, attrs, opset, node)
@@ -241,98 +250,13 @@ class _QuantGraphImporter(_tvm_onnx.ONNXGraphImporter):
             sym = self.bb.normalize(sym)
         if isinstance(sym, relax.Call) and not isinstance(sym.ty, relax.TupleType):
             sym = self.bb.emit(sym, name_hint=_binding_name(node))
+        check_output_shape(sym, op_name, node)
         return sym
-
-
-# Operands an operator's ONNX type constraint makes share one type (T): the codes and their
-# zero-point, a Clip's input and bounds. TVM would compute something for a mismatch.
-_SAME_TYPE = {
-    "DequantizeLinear": ((0, 2),),
-    "Clip": ((0, 1), (0, 2)),
-    "QLinearConv": ((0, 2), (3, 5)),
-    "QLinearMatMul": ((0, 2), (3, 5)),
-    "ConvInteger": ((0, 2), (1, 3)),
-    "MatMulInteger": ((0, 2), (1, 3)),
-}
-
-
-# Where the scales are among an operator's inputs.
-_SCALES = {"QuantizeLinear": (1,), "DequantizeLinear": (1,), "QLinearConv": (1, 4, 6),
-           "QLinearMatMul": (1, 4, 6)}
-
-
-def _check_scales(op_name: str, inputs, node: str) -> None:
-    """A constant scale of 0 (or not finite) is refused naming the node: quantizing divides
-    by it, and TVM would stop on a divide-by-zero check deep in the build."""
-    for k in _SCALES.get(op_name, ()):
-        expr = inputs[k] if len(inputs) > k else None
-        if not isinstance(expr, tvm.ir.expr.GenericConst):
-            continue
-        value = expr.value.numpy()
-        if value.dtype.kind == "f" and not (np.isfinite(value).all() and (value != 0).all()):
-            bad = value[~np.isfinite(value) | (value == 0)].flat[0]
-            raise UnsupportedModelError(
-                f"node '{node}' ({op_name}): input {k} (a scale) holds {bad}; tvm_qnn "
-                "compiles finite nonzero scales")
-
-
-def _check_operand_types(op_name: str, inputs, node: str) -> None:
-    """Refuse the operand type mismatches ONNX (and onnxruntime) refuse, naming the node."""
-    def dtype(k):
-        expr = inputs[k] if len(inputs) > k else None
-        return str(getattr(getattr(expr, "ty", None), "dtype", "")) or None
-
-    for a, b in _SAME_TYPE.get(op_name, ()):
-        if dtype(a) and dtype(b) and dtype(a) != dtype(b):
-            raise UnsupportedModelError(
-                f"node '{node}' ({op_name}): input {b} is {dtype(b)} but input {a} is "
-                f"{dtype(a)}; ONNX requires one type for both (invalid model, onnxruntime "
-                "refuses it too)")
 
 
 def _binding_name(node: str) -> str:
     name = re.sub(r"[^0-9A-Za-z_]", "_", node)
     return name if name and (name[0].isalpha() or name[0] == "_") else "n_" + name
-
-
-def _check_shape(inp, shape) -> None:
-    """``shape``, given for input ``inp``, has its rank and positive dimensions (the importer
-    would fail later on a wrong rank with a message about some operator)."""
-    dims = inp.type.tensor_type.shape.dim
-    model_dims = [d.dim_value if d.HasField("dim_value") else d.dim_param or "?" for d in dims]
-    try:
-        given = tuple(int(d) for d in shape)
-    except (TypeError, ValueError):
-        given = None
-    if given is None or len(given) != len(dims) or min(given, default=1) < 1:
-        raise InvalidArgumentError(
-            f"shapes['{inp.name}'] = {shape!r}: input '{inp.name}' has {len(dims)} dimensions "
-            f"{model_dims}; give {len(dims)} integers >= 1")
-
-
-def _check_inputs(model: onnx.ModelProto, shapes: dict | None):
-    inits = {i.name for i in model.graph.initializer}
-    inputs = [i for i in model.graph.input if i.name not in inits]
-    unknown = sorted(set(shapes or ()) - {i.name for i in inputs})
-    if unknown:
-        raise InvalidArgumentError(f"shapes names {unknown}, not inputs of the model; its "
-                                   f"inputs are {[i.name for i in inputs]}")
-    for inp in inputs:
-        if shapes and inp.name in shapes:
-            _check_shape(inp, shapes[inp.name])
-            continue
-        dims = inp.type.tensor_type.shape.dim
-        if any(d.HasField("dim_value") and d.dim_value == 0 for d in dims):
-            shape = [d.dim_value if d.HasField("dim_value") else d.dim_param or "?"
-                     for d in dims]
-            raise UnsupportedModelError(
-                f"input '{inp.name}' has shape {shape}, with a zero-size dimension: tvm_qnn "
-                "compiles tensors with at least one element")
-        dynamic = [d.dim_param or "?" for d in dims if not d.HasField("dim_value")]
-        if dynamic:
-            raise UnsupportedModelError(
-                f"input '{inp.name}' has dynamic dimension(s) {dynamic}: tvm_qnn compiles static "
-                f"shapes; pass shapes={{'{inp.name}': (...)}}")
 
 
 def load_onnx(model: onnx.ModelProto | str | os.PathLike,
@@ -362,11 +286,11 @@ def load_onnx(model: onnx.ModelProto | str | os.PathLike,
     try:
         # Not full_check (1-5 ms on tvm_qnn/models): its type inference also refuses int16
         # QuantizeLinear codes before opset 21, which tvm_qnn takes (9-bit activations).
-        # _check_operand_types refuses the type mismatches onnxruntime refuses.
+        # check_operand_types refuses the type mismatches onnxruntime refuses.
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as err:
         raise UnsupportedModelError(f"malformed ONNX model: {err}") from err
-    _check_inputs(model, shapes)
+    check_inputs(model, shapes)
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
     # Parameters keep the ONNX input names: sanitized, ``a.b`` became ``a_b`` and an input
     # really named ``a_b`` became ``a_b_1``, so a call by name bound them swapped.
@@ -381,4 +305,6 @@ def load_onnx(model: onnx.ModelProto | str | os.PathLike,
             raise
         except Exception as err:  # noqa: BLE001 - TVM converter errors are untyped
             raise UnsupportedModelError(f"could not import the ONNX model: {err}") from err
-    return PoolQuantizedCodes()(relax.transform.Normalize()(mod))
+    mod = relax.transform.Normalize()(mod)
+    check_tensor_shapes(mod)
+    return PoolQuantizedCodes()(mod)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import tempfile
@@ -14,6 +15,7 @@ from tvm import relax
 from ..errors import InputError, LibraryFileError, TvmQnnError
 from .atomic import publish
 from .inputs import check_input
+from .library import write_library
 from .profile import profile_calls
 from .sidecar import check_library_path, library_digest, read_description
 from .threads import use_threads
@@ -204,8 +206,10 @@ class Artifact:
         """Write a shared library (and ``<path>.json`` with its input description).
 
         Both files are published together (:func:`tvm_qnn.runtime.atomic.publish`): on an error
-        the previous pair stays as it was. The description records the library's size and
-        hash, so :func:`tvm_qnn.load` refuses a library that is not the one it describes.
+        the previous pair stays as it was; a disk without room for the export is a
+        :class:`~tvm_qnn.errors.LibraryFileError` (:mod:`tvm_qnn.runtime.library`). The
+        description records the library's size and hash, so :func:`tvm_qnn.load` refuses a
+        library that is not the one it describes.
         """
         path = os.fspath(path)
         if self.module is None:
@@ -214,8 +218,8 @@ class Artifact:
         meta = {"inputs": [asdict(i) for i in self.inputs], "target": self.target,
                 "target_alias": self.qnn_target.alias if self.qnn_target is not None else None,
                 "layers": self.layers, "threads": self.threads}
-        export = (self.module.export_library if self.qnn_target is None
-                  else lambda p: self.qnn_target.export_library(self.module, p))
+        export = (functools.partial(write_library, self.module) if self.qnn_target is None
+                  else functools.partial(self.qnn_target.export_library, self.module))
         try:
             with publish() as temp:
                 library = temp(path, executable=True)

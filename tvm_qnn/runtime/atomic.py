@@ -12,6 +12,7 @@ import contextlib
 import os
 import re
 import secrets
+import shutil
 
 _PREFIX = ".tmp-tvm_qnn-"
 _TEMP_NAME = re.compile(re.escape(_PREFIX) + r"(\d+)-[0-9a-f]{8}-(.+)\Z")
@@ -51,16 +52,21 @@ def remove_stale_temps(path: str) -> list[str]:
     """Remove the temporary files a killed writer left for ``path``; returns their paths.
 
     Only names of this module's pattern, for this target name, whose writer process no longer
-    runs: a concurrent writer's files are left alone.
+    runs: a concurrent writer's files are left alone. Scratch folders (:func:`scratch_dir`)
+    go with their contents.
     """
     folder, name = os.path.split(os.path.abspath(path))
     removed = []
     for entry in os.listdir(folder):
         m = _TEMP_NAME.match(entry)
         if m and m.group(2) == name and not _alive(int(m.group(1))):
+            stale = os.path.join(folder, entry)
             with contextlib.suppress(FileNotFoundError):  # another writer removed it first
-                os.unlink(os.path.join(folder, entry))
-                removed.append(os.path.join(folder, entry))
+                if os.path.isdir(stale) and not os.path.islink(stale):
+                    shutil.rmtree(stale)
+                else:
+                    os.unlink(stale)
+                removed.append(stale)
     return removed
 
 
@@ -69,6 +75,30 @@ def temp_name(path: str) -> str:
     the linker by the suffix)."""
     folder, name = os.path.split(os.path.abspath(path))
     return os.path.join(folder, f"{_PREFIX}{os.getpid()}-{secrets.token_hex(4)}-{name}")
+
+
+def published_path(path: str) -> str:
+    """The path a temporary name of :func:`temp_name` is published to; any other path as
+    it is."""
+    folder, name = os.path.split(os.fspath(path))
+    m = _TEMP_NAME.match(name)
+    return os.path.join(folder, m.group(2)) if m else os.fspath(path)
+
+
+@contextlib.contextmanager
+def scratch_dir(path: str):
+    """A fresh folder beside ``path`` for the intermediate files of writing it (e.g. a
+    library's object files): on ``path``'s disk, removed when the block ends, and by the next
+    writer of ``path`` when a ``kill -9`` left it. For a temporary name of :func:`publish`,
+    the folder is named for the path that name is published to (which its writer cleans)."""
+    path = published_path(path)
+    remove_stale_temps(path)
+    scratch = temp_name(path)
+    os.mkdir(scratch, 0o700)
+    try:
+        yield scratch
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -116,4 +146,5 @@ def publish():
         raise
 
 
-__all__ = ["current_umask", "file_mode", "publish", "remove_stale_temps", "temp_name"]
+__all__ = ["current_umask", "file_mode", "publish", "published_path", "remove_stale_temps",
+           "scratch_dir", "temp_name"]

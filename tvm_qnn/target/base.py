@@ -16,6 +16,7 @@ from typing import ClassVar
 
 import tvm
 
+from ..runtime.library import write_library
 from ..topi.layer import LayerPlan, QuantizedLayer, plan_layer
 from ..topi.layout import Layout
 from ..topi.thresholds import MAX_THRESHOLDS
@@ -145,10 +146,11 @@ class QnnTarget(abc.ABC):
         return None
 
     def export_library(self, module, path: str) -> None:
-        """Write ``module`` as a shared library for the target."""
+        """Write ``module`` as a shared library for the target
+        (:func:`~tvm_qnn.runtime.library.write_library`: a full disk is an error)."""
+        fcompile = None
         if self.cross_compiler:
             from tvm.support import cc
 
-            module.export_library(path, fcompile=cc.cross_compiler(self.cross_compiler))
-        else:
-            module.export_library(path)
+            fcompile = cc.cross_compiler(self.cross_compiler)
+        write_library(module, path, fcompile)

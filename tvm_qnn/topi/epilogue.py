@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from tvm import te, tirx
 
+from ..reference import ROUNDED_BOUND
 from .attrs import EPILOGUE_BLOCK, LAYOUT_ATTR
 from .requantize import Requantize
 
@@ -157,7 +158,9 @@ def _epilogue_value(epi: Epilogue, get, oc, p, su):
     if out.bipolar:
         return tirx.Select(v >= tirx.const(0.0, "float32"), tirx.const(out.qmax, epi.out_dtype),
                            tirx.const(out.qmin, epi.out_dtype))
-    q = _round_half_even(v / get("out_scale", oc)).astype("int32") + get("out_zero_point", oc)
+    q = _round_half_even(v / get("out_scale", oc))
+    bound = tirx.const(ROUNDED_BOUND, "float32")  # saturated before the cast (see there)
+    q = te.max(te.min(q, bound), -bound).astype("int32") + get("out_zero_point", oc)
     q = te.max(te.min(q, tirx.const(out.qmax, "int32")), tirx.const(out.qmin, "int32"))
     return q.astype(epi.out_dtype)
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 
 import numpy as np
 from tvm.s_tir import meta_schedule as ms
 
 from ..errors import TvmQnnError
+from ..runtime.atomic import scratch_dir
 from .repair import RECORDS_FILE, WORKLOADS_FILE, locked, repair
 
 # MetaSchedule stores a candidate that failed to build or run with this run time.
@@ -113,25 +113,56 @@ def replace_records(db_dir: str | os.PathLike, fill) -> None:
     """Rewrite the records of the database in ``db_dir``: ``fill(new_db)`` commits the ones
     to keep into a fresh JSON database. Its workloads are first committed in the old order,
     so their indices, and the workload file, stay as they are; the record file is replaced
-    atomically."""
+    atomically, once the new one is on disk whole (MetaSchedule does not check its appends:
+    on a full disk they are cut short, and the old records would be replaced by part of
+    them). When it is not, a TvmQnnError, and the database stays as it was."""
     path = os.fspath(db_dir)
     with locked(path):  # no other process appends a workload meanwhile
         _replace_records(path, fill)
 
 
+def _json_lines(path: str) -> list | None:
+    """The JSON value of each line of ``path``; None when a line is not JSON or the last one
+    does not end (a write cut short)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if data and not data.endswith(b"\n"):
+        return None
+    try:
+        return [json.loads(line) for line in data.splitlines()]
+    except ValueError:
+        return None
+
+
 def _replace_records(path: str, fill) -> None:
-    workloads = os.path.join(path, WORKLOADS_FILE)
+    workloads, records = os.path.join(path, WORKLOADS_FILE), os.path.join(path, RECORDS_FILE)
     with open(workloads, encoding="utf-8") as f:
         old = f.read()
-    with tempfile.TemporaryDirectory(dir=path) as tmp:
+    # Beside the files it replaces; a kill -9 leaves it for the next writer to remove.
+    with scratch_dir(records) as tmp:
         new = ms.database.JSONDatabase(work_dir=tmp)
         for line in old.splitlines():
             new.commit_workload(ms.database.Workload.from_json(json.loads(line)).mod)
         fill(new)
-        with open(os.path.join(tmp, WORKLOADS_FILE), encoding="utf-8") as f:
+        new_workloads, new_records = (os.path.join(tmp, WORKLOADS_FILE),
+                                      os.path.join(tmp, RECORDS_FILE))
+        held = len(new.get_all_tuning_records())
+        written, table = _json_lines(new_records), _json_lines(new_workloads)
+        if written is None or table is None or len(written) != held \
+                or len(table) < len(old.splitlines()) or any(r[0] >= len(table) for r in written):
+            raise TvmQnnError(
+                f"tuning database {path!r}: its {held} new records could not be written whole "
+                "(is the disk full?); the database is left as it was.")
+        for name in (new_workloads, new_records):
+            fd = os.open(name, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        with open(new_workloads, encoding="utf-8") as f:
             if f.read() != old:  # fill added a workload: it must be on disk first
-                os.replace(os.path.join(tmp, WORKLOADS_FILE), workloads)
-        os.replace(os.path.join(tmp, RECORDS_FILE), os.path.join(path, RECORDS_FILE))
+                os.replace(new_workloads, workloads)
+        os.replace(new_records, records)
 
 
 __all__ = ["RECORDS_FILE", "WORKLOADS_FILE", "has_records", "is_measured", "keep_best",

@@ -4,22 +4,91 @@
 The default template is measured first (by the tuning runner), so the search starts from it
 and what the database calls best is never slower than what ``compile`` would use untuned.
 After the search the best records are timed again in this process (:func:`retime_best`).
+
+A search's tasks are marked in ``work_dir/retime_pending.json`` before it starts
+(:func:`mark_retiming`) and unmarked once their new times are in the database: a run killed
+in between (``kill -9`` while re-timing) has its re-timing done by the next ``tune``, which
+finds every record already measured and would otherwise search nothing and re-time nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
+import os
 
 import numpy as np
 import tvm
 from tvm import s_tir
 from tvm.s_tir import meta_schedule as ms
 
+from ..errors import TvmQnnError
+from ..runtime.atomic import publish
 from ..runtime.timing import evaluator_seconds
 from .database import mean_seconds, measured_records, open_database, replace_records
+from .repair import locked
 from .tasks import Task
 
 logger = logging.getLogger("tvm_qnn")
+
+#: The workloads whose records wait to be timed again here (JSON list of workload hashes).
+RETIME_FILE = "retime_pending.json"
+
+
+def _key(task: Task) -> str:
+    """The workload hash the database files ``task`` under."""
+    return str(ms.database.Workload(task.mod).as_json()[0])
+
+
+def _marked(work_dir: str) -> set[str] | None:
+    """The marked workload hashes; None when the marker cannot be read (then every task
+    counts as marked: re-timing costs seconds, a lost one a silently worse schedule)."""
+    path = os.path.join(work_dir, RETIME_FILE)
+    try:
+        with open(path, encoding="utf-8") as f:
+            keys = json.load(f)
+    except FileNotFoundError:
+        return set()
+    except (OSError, ValueError) as err:
+        logger.warning("%s cannot be read (%s): timing the records of every task again",
+                       path, err)
+        return None
+    if not (isinstance(keys, list) and all(isinstance(k, str) for k in keys)):
+        logger.warning("%s is not a list of workload hashes: timing the records of every task "
+                       "again", path)
+        return None
+    return set(keys)
+
+
+def _update_marks(work_dir: str, add=(), remove=()) -> None:
+    """Add and remove tasks of the marker, published whole (or removed when empty)."""
+    path = os.path.join(work_dir, RETIME_FILE)
+    try:
+        with locked(work_dir):
+            keys = (_marked(work_dir) or set()) | {_key(t) for t in add}
+            keys -= {_key(t) for t in remove}
+            if keys:
+                with publish() as temp, open(temp(path), "w", encoding="utf-8") as f:
+                    json.dump(sorted(keys), f)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(path)
+    except OSError as err:
+        raise TvmQnnError(f"{path}: cannot write it ({err.strerror or err}); it says which "
+                          "tuning records still wait to be timed again") from None
+
+
+def mark_retiming(work_dir: str, tasks: list[Task]) -> None:
+    """Mark ``tasks``: their records are to be timed again (:func:`retime_best` unmarks)."""
+    _update_marks(work_dir, add=tasks)
+
+
+def marked_for_retiming(work_dir: str, tasks: list[Task]) -> list[Task]:
+    """Those of ``tasks`` whose re-timing was marked and not finished (all of them when the
+    marker cannot be read)."""
+    keys = _marked(work_dir)
+    return [t for t in tasks if keys is None or _key(t) in keys]
 
 
 def time_kernel(func: tvm.tirx.PrimFunc, target, number: int = 1, repeat: int = 7) -> float:
@@ -75,7 +144,8 @@ def retime_best(tasks: list[Task], qnn_target, work_dir: str, max_checks: int = 
     there: measured on conv7 W1A1 (Zen 5), the runner's best took 0.0538 ms there and
     0.064-0.083 ms here in every re-run, against 0.055 ms for the default template. So the
     best record (and the default template's) is timed here; while the fastest record is one
-    not yet re-timed, that one is timed too, up to ``max_checks`` per task.
+    not yet re-timed, that one is timed too, up to ``max_checks`` per task. The tasks are
+    unmarked (:func:`mark_retiming`) once the new times are in the database.
     """
     db = open_database(work_dir)
     retimed: dict[tuple[int, str], list[float]] = {}  # (task, trace) -> seconds
@@ -113,6 +183,7 @@ def retime_best(tasks: list[Task], qnn_target, work_dir: str, max_checks: int = 
         logger.info("%s: best record %.4f ms timed here (the runner's best: %.4f ms)",
                     task.name, seconds(best) * 1e3, runner_best * 1e3)
     if not retimed:
+        _update_marks(work_dir, remove=tasks)
         return
 
     def fill(new: ms.database.Database) -> None:
@@ -124,6 +195,8 @@ def retime_best(tasks: list[Task], qnn_target, work_dir: str, max_checks: int = 
                 rec.args_info))
 
     replace_records(work_dir, fill)
+    _update_marks(work_dir, remove=tasks)
 
 
-__all__ = ["measure_default", "retime_best", "time_kernel"]
+__all__ = ["RETIME_FILE", "mark_retiming", "marked_for_retiming", "measure_default",
+           "retime_best", "time_kernel"]

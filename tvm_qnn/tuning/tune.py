@@ -12,6 +12,7 @@ directory skips tasks that already have their trials and spends only the rest on
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import sys
@@ -27,7 +28,7 @@ from ..pipeline import lower_for_tuning
 from ..target import resolve_target
 from .database import measured_records, open_database
 from .disk import WriteCheck, check_free_space, check_written
-from .retime import measure_default, retime_best, time_kernel
+from .retime import mark_retiming, marked_for_retiming, measure_default, retime_best, time_kernel
 from .runners import make_builder, make_runner
 from .tasks import Task, extract_tasks
 
@@ -173,7 +174,11 @@ def tune(model, target="x86", *, trials: int = 64, work_dir: str | os.PathLike =
     if not tasks:
         raise TvmQnnError("the model has no bit-serial layer to tune")
     modelled = runner == "model" or (runner is None and not qnn_target.runs_here())
-    runner = make_runner(runner, timeout, qnn_target, [t.mod["main"] for t in tasks])
+    # This CPU's runner: its best records are timed again here after the search (retime_best).
+    local = qnn_target.runs_here() and (runner in (None, "local")
+                                        or isinstance(runner, ms.runner.LocalRunner))
+    funcs = [t.mod["main"] for t in tasks]
+    spec, runner = runner, None if local else make_runner(runner, timeout, qnn_target, funcs)
     if modelled:
         # A model of the device scores what it can (llvm-mca: the xor-popcount loop).
         for task in [t for t in tasks if not qnn_target.can_model(t.mod["main"])]:
@@ -186,14 +191,20 @@ def tune(model, target="x86", *, trials: int = 64, work_dir: str | os.PathLike =
     # The workloads go in while the folder is locked: another tune on it numbers its own after.
     db = open_database(work_dir, create=True, workloads=[t.mod for t in tasks])
     check_free_space(work_dir)
-    # One builder for the whole run: its worker pool serves every batch.
-    builder = make_builder(runner)
+
+    @functools.cache
+    def workers():
+        """The runner and one builder for the whole run, made when first needed: each starts
+        a worker pool, seconds that a run with nothing to measure does not need."""
+        made = runner or make_runner(spec, timeout, qnn_target, funcs)
+        return made, make_builder(made)
+
     try:
         pending, budgets = [], []
         for task in tasks:
             done = len(measured_records(db, task.mod))
             if done == 0:
-                error = measure_default(task, qnn_target, db, runner, builder)
+                error = measure_default(task, qnn_target, db, *workers())
                 if error:
                     # The schedule compile uses, failing: a runner that cannot reach its
                     # device, a device that cannot run the code. Every candidate would fail the
@@ -209,36 +220,49 @@ def tune(model, target="x86", *, trials: int = 64, work_dir: str | os.PathLike =
             else:
                 pending.append(task)
                 budgets.append(trials - done)
-        if not pending:
-            return db
-        # One MetaSchedule run for all tasks: its builder and runner worker pools start once.
-        progress = _Progress(pending, budgets)
-        try:
-            with _without_tensor_intrinsics():
-                ms.tune_tasks(tasks=[_context(t, qnn_target, seed) for t in pending],
-                              task_weights=[float(len(t.layers)) for t in pending],
-                              work_dir=work_dir, max_trials_global=sum(budgets),
-                              max_trials_per_task=max(budgets),
-                              num_trials_per_iter=min(16, max(budgets)), database=db,
-                              builder=builder, runner=runner,
-                              cost_model="xgb", task_scheduler="round-robin",
-                              measure_callbacks=[
-                                  *ms.measure_callback.MeasureCallback.create("default"),
-                                  progress, WriteCheck(db, work_dir)])
-        except Exception as err:  # noqa: BLE001 - a callback's TvmQnnError comes back wrapped
-            text = str(err)
-            start = text.rfind(f"{work_dir}: a tuning record could not be written")
-            if isinstance(err, TvmQnnError) or start < 0:
-                raise
-            raise TvmQnnError(text[start:].splitlines()[0]) from None
-        finally:
-            progress.close()
+        # Marked before the search: a run killed before the re-timing is done has the next one
+        # do it (every trial is in the database then: it searches nothing).
+        if pending:
+            if local:
+                mark_retiming(work_dir, pending)
+            _search(pending, budgets, qnn_target, seed, work_dir, db, workers)
     finally:
-        builder.close()
-    if qnn_target.runs_here() and isinstance(runner, ms.runner.LocalRunner):
-        retime_best(pending, qnn_target, work_dir)
-        db = open_database(work_dir)
+        if workers.cache_info().currsize:  # the builder's worker pool, if one was started
+            workers()[1].close()
+    if local:
+        unfinished = marked_for_retiming(work_dir, tasks)
+        if unfinished:
+            retime_best(unfinished, qnn_target, work_dir)
+            db = open_database(work_dir)
     return db
+
+
+def _search(pending: list[Task], budgets: list[int], qnn_target, seed, work_dir: str, db,
+            workers) -> None:
+    """One MetaSchedule run for all pending tasks, with ``workers()``' runner and builder:
+    their worker pools start once."""
+    runner, builder = workers()
+    progress = _Progress(pending, budgets)
+    try:
+        with _without_tensor_intrinsics():
+            ms.tune_tasks(tasks=[_context(t, qnn_target, seed) for t in pending],
+                          task_weights=[float(len(t.layers)) for t in pending],
+                          work_dir=work_dir, max_trials_global=sum(budgets),
+                          max_trials_per_task=max(budgets),
+                          num_trials_per_iter=min(16, max(budgets)), database=db,
+                          builder=builder, runner=runner,
+                          cost_model="xgb", task_scheduler="round-robin",
+                          measure_callbacks=[
+                              *ms.measure_callback.MeasureCallback.create("default"),
+                              progress, WriteCheck(db, work_dir)])
+    except Exception as err:  # noqa: BLE001 - a callback's TvmQnnError comes back wrapped
+        text = str(err)
+        start = text.rfind(f"{work_dir}: a tuning record could not be written")
+        if isinstance(err, TvmQnnError) or start < 0:
+            raise
+        raise TvmQnnError(text[start:].splitlines()[0]) from None
+    finally:
+        progress.close()
 
 
 def _seconds(qnn_target, scheduled, task: Task) -> float | None:

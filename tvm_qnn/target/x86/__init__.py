@@ -13,7 +13,7 @@ import os
 
 import tvm
 
-from ...errors import TvmQnnError
+from ...errors import InvalidArgumentError
 from ...topi.dot8_conv import DOT8_MOST_GROUPS
 from ...topi.layout import Layout
 from ..cpu import INTEGER_MIN_BRANCHES, CpuTarget, ScheduleConfig
@@ -74,6 +74,30 @@ def _llvm_x86_cpus() -> frozenset[str]:
         {"kind": "llvm", "mtriple": "x86_64-linux-gnu"})))
 
 
+@functools.lru_cache(maxsize=None)
+def _is_64_bit(mcpu: str) -> bool:
+    """Whether LLVM's ``mcpu`` runs x86-64 code (its feature ``64bit``)."""
+    from tvm.target.codegen import llvm_get_cpu_features
+
+    return "64bit" in llvm_get_cpu_features(tvm.target.Target({"kind": "llvm", "mcpu": mcpu}))
+
+
+def check_mcpu(mcpu: str, spec) -> None:
+    """Raise a TvmQnnError unless ``mcpu`` is an x86-64 CPU LLVM knows.
+
+    LLVM aborts the process (``LLVM ERROR: 64-bit code requested on a subtarget that doesn't
+    support it!``) when asked for x86-64 code on a 32-bit-only CPU (i386 ... i686, pentium*,
+    athlon-xp, ...): refused here, before code generation.
+    """
+    if mcpu not in _llvm_x86_cpus():
+        raise InvalidArgumentError(f"target {spec!r}: LLVM knows no x86 CPU {mcpu!r} "
+                                   "(e.g. haswell, skylake-avx512, znver4)")
+    if not _is_64_bit(mcpu):
+        raise InvalidArgumentError(
+            f"target {spec!r}: {mcpu!r} is a 32-bit x86 CPU; tvm_qnn generates x86-64 code "
+            "only (an x86-64 CPU: e.g. x86-64, haswell, skylake-avx512, znver4)")
+
+
 class X86Target(CpuTarget):
     """This host's x86 CPU (or an explicit ``mcpu``)."""
 
@@ -82,6 +106,8 @@ class X86Target(CpuTarget):
 
     def __init__(self, mcpu: str | None = None, num_cores: int | None = None,
                  schedule_config: ScheduleConfig | None = None, layout: Layout | None = None):
+        if mcpu is not None:
+            check_mcpu(mcpu, f"x86:{mcpu}")
         self.host = mcpu is None
         self.mcpu = mcpu or tvm.target.codegen.llvm_get_system_cpu()
         self.num_cores = num_cores or len(os.sched_getaffinity(0))
@@ -113,16 +139,16 @@ class X86Target(CpuTarget):
             if not spec.startswith("x86:"):
                 return None
             mcpu = spec.partition(":")[2]
-            if mcpu not in _llvm_x86_cpus():
-                raise TvmQnnError(f"target {spec!r}: LLVM knows no x86 CPU {mcpu!r} "
-                                  "(e.g. haswell, skylake-avx512, znver4)")
+            check_mcpu(mcpu, spec)
             return cls(mcpu=mcpu)
         if isinstance(spec, (dict, tvm.target.Target)):
             tgt = tvm.target.Target(spec) if isinstance(spec, dict) else spec
             if tgt.kind.name != "llvm" or "x86" not in str(tgt.attrs.get("mtriple", "x86_64")):
                 return None
-            return cls(mcpu=str(tgt.attrs.get("mcpu", "")) or None,
-                       num_cores=int(tgt.attrs.get("num-cores", 0)) or None)
+            mcpu = str(tgt.attrs.get("mcpu", "")) or None
+            if mcpu is not None:
+                check_mcpu(mcpu, spec)
+            return cls(mcpu=mcpu, num_cores=int(tgt.attrs.get("num-cores", 0)) or None)
         return None
 
     @property
