@@ -85,6 +85,27 @@ def test_a_zero_scale_is_refused_naming_the_node(scale, node, op):
         tvm_qnn.compile(_qdq_conv_with(scale, 0.0), "x86")
 
 
+def _replace_initializer(model, name, change):
+    for init in model.graph.initializer:
+        if init.name == name:
+            init.CopyFrom(numpy_helper.from_array(change(numpy_helper.to_array(init)), name))
+    return model
+
+
+@pytest.mark.parametrize("name, change, message", [
+    ("w_scale", lambda a: a[:3].copy(),
+     r"node 'w_wdq' \(DequantizeLinear\): Size mismatch: relax.dequantize: the input shape "
+     r"at dim 0 is 'T.int64\(8\)', but size of scale param is 'T.int64\(3\)'$"),
+    ("w_codes", lambda a: a[:, :-1].copy(),
+     r"node 'layer' \(Conv\): The channel size of the data should equal"),
+], ids=["per_channel_scale_length", "weight_channels"])
+def test_operands_whose_shapes_do_not_fit_are_refused_naming_the_node(name, change, message):
+    """It was TVM's check message inside a dump of the operator's schema, no node named."""
+    model = _replace_initializer(make_conv_model("qdq", act_bits=8, weight_bits=2), name, change)
+    with pytest.raises(tvm_qnn.UnsupportedModelError, match=message):
+        tvm_qnn.compile(model, "x86")
+
+
 def test_a_zero_size_input_is_refused_naming_the_input():
     """It was a TypeError (int() of a Var) in the importer."""
     model = make_conv_model("qdq", act_bits=8, weight_bits=2)

@@ -30,7 +30,7 @@ import tvm
 from tvm import relax
 from tvm.relax.frontend.onnx import onnx_frontend as _tvm_onnx
 
-from ..errors import UnsupportedModelError
+from ..errors import TvmQnnError, UnsupportedModelError
 from ..transform import PoolQuantizedCodes
 from .onnx_checks import (
     check_attributes,
@@ -39,6 +39,7 @@ from .onnx_checks import (
     check_output_shape,
     check_scales,
     check_tensor_shapes,
+    tvm_message,
 )
 from .qonnx import QONNX_DOMAINS, QONNX_OPS
 
@@ -233,6 +234,19 @@ class _QuantGraphImporter(_tvm_onnx.ONNXGraphImporter):
         check_attributes(op_name, attrs, node)
         check_operand_types(op_name, inputs, node)
         check_scales(op_name, inputs, node)
+        try:
+            sym = self._convert_checked(op_name, inputs, attrs, opset, node)
+        except TvmQnnError:
+            raise
+        except (RuntimeError, ValueError, TypeError) as err:
+            # TVM's own checks (a per-channel scale of the wrong length, operands whose shapes
+            # do not fit) say what is wrong but not where, inside a dump of the op's schema.
+            raise UnsupportedModelError(
+                f"node '{node}' ({op_name}): {tvm_message(err)}") from err
+        check_output_shape(sym, op_name, node)
+        return sym
+
+    def _convert_checked(self, op_name, inputs, attrs, opset, node):
         sym = None
         if op_name in _QOPERATORS:
             sym = _QOPERATORS[op_name](self.bb, inputs, attrs, opset, node)
@@ -250,7 +264,6 @@ class _QuantGraphImporter(_tvm_onnx.ONNXGraphImporter):
             sym = self.bb.normalize(sym)
         if isinstance(sym, relax.Call) and not isinstance(sym.ty, relax.TupleType):
             sym = self.bb.emit(sym, name_hint=_binding_name(node))
-        check_output_shape(sym, op_name, node)
         return sym
 
 

@@ -6,6 +6,8 @@ the imported graph with a dimension < 1.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import onnx
 import tvm
@@ -155,5 +157,15 @@ def check_tensor_shapes(mod: tvm.IRModule) -> None:
                                             f"would have shape {dims}, {_WHY}")
 
 
+# TVM prints an operator as its whole schema: ir.Op(span=None, ..., name="relax.dequantize", ...).
+_OP_REPR = re.compile(r'ir\.Op\(span=.*?name="([^"]+)".*?support_level=\d+\)')
+
+
+def tvm_message(err: Exception) -> str:
+    """The first line of a TVM error, each operator named instead of dumped."""
+    lines = [line for line in str(err).splitlines() if line.strip()]
+    return _OP_REPR.sub(r"\1", lines[0] if lines else type(err).__name__)
+
+
 __all__ = ["check_attributes", "check_inputs", "check_operand_types", "check_output_shape",
-           "check_scales", "check_tensor_shapes"]
+           "check_scales", "check_tensor_shapes", "tvm_message"]
