@@ -159,6 +159,15 @@ def test_console_script_and_verbose_log(tmp_path):
     assert "summary: 4/4" in proc.stdout
 
 
+@pytest.mark.parametrize("command, option", [("train", "--precision"), ("bench", "--layers")])
+def test_verbose_before_a_command_with_its_own_arguments(command, option, capsys):
+    """``-v train`` was an AttributeError: train and bench parse their own arguments."""
+    with pytest.raises(SystemExit) as done:
+        cli.main(["-v", command, "--help"])
+    assert done.value.code == 0
+    assert option in capsys.readouterr().out
+
+
 @pytest.mark.slow
 def test_tune_then_compile_with_the_database(tmp_path, capsys):
     # One trial: the default template measured and recorded, the search itself skipped.

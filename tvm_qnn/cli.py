@@ -357,12 +357,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _dispatch(argv: list[str]) -> int:
-    if argv[:1] == ["train"]:
+    # train and bench parse their own arguments; -v before them still applies.
+    verbose = 0
+    while verbose < len(argv) and argv[verbose] in ("-v", "--verbose"):
+        verbose += 1
+    if argv[verbose:verbose + 1] in (["train"], ["bench"]):
+        logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                            format="%(name)s: %(message)s")
+        if argv[verbose] == "bench":
+            return _run_bench(argv[verbose + 1:])
         from . import train
 
-        return train.main(argv[1:])
-    if argv[:1] == ["bench"]:
-        return _run_bench(argv[1:])
+        return train.main(argv[verbose + 1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(name)s: %(message)s")
