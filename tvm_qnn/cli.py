@@ -358,20 +358,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _dispatch(argv: list[str]) -> int:
     # train and bench parse their own arguments; -v before them still applies.
-    verbose = 0
-    while verbose < len(argv) and argv[verbose] in ("-v", "--verbose"):
-        verbose += 1
-    if argv[verbose:verbose + 1] in (["train"], ["bench"]):
-        logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                            format="%(name)s: %(message)s")
-        if argv[verbose] == "bench":
-            return _run_bench(argv[verbose + 1:])
+    v = next((k for k, arg in enumerate(argv) if arg not in ("-v", "--verbose")), len(argv))
+    own = argv[v] if argv[v:v + 1] in (["train"], ["bench"]) else None
+    args = None if own else build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if (args.verbose if args else v) else logging.WARNING,
+                        format="%(name)s: %(message)s")
+    if own == "bench":
+        return _run_bench(argv[v + 1:])
+    if own == "train":
         from . import train
 
-        return train.main(argv[verbose + 1:])
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(name)s: %(message)s")
+        return train.main(argv[v + 1:])
     return args.func(args)
 
 

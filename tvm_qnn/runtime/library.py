@@ -27,9 +27,12 @@ def object_bytes_bound(module) -> int:
     ``Executable``) is exported: the length of the
     LLVM IR text of each object it writes (TVM's ``export_library``: one per LLVM module, and
     one of the packed imports when the module has imports)."""
-    from tvm.runtime import _ffi_api
+    from tvm.runtime import Executable, _ffi_api
 
-    module = getattr(module, "mod", module)  # a Relax Executable exports its runtime Module
+    if isinstance(module, Executable):  # a Relax Executable exports its runtime Module
+        # (not getattr: on a Module that is a function lookup, which fails for code of
+        # another architecture)
+        module = module.mod
     llvm = [m for m in module._collect_dso_modules() if m.kind == "llvm"]
     bound = sum(len(m.inspect_source("ll")) for m in llvm)
     if module.imports and llvm:
