@@ -15,7 +15,7 @@ from tvm import relax
 from ..errors import InputError, LibraryFileError, TvmQnnError
 from .atomic import publish
 from .inputs import check_input
-from .library import write_library
+from .library import runtime_module, write_library
 from .profile import profile_calls
 from .sidecar import check_library_path, library_digest, read_description
 from .threads import use_threads
@@ -190,7 +190,7 @@ class Artifact:
 
         Only available before export (a loaded library has no source); empty string then.
         """
-        root = getattr(self.module, "mod", self.module)
+        root = runtime_module(self.module)
         out, stack = [], [root] if root is not None else []
         while stack:
             mod = stack.pop()

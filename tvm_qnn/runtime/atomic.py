@@ -101,6 +101,15 @@ def scratch_dir(path: str):
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+def sync_file(path: str) -> None:
+    """Flush ``path``'s data to disk (before it is renamed into place)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def publish():
     """Write several files, then put them all in place::
@@ -132,11 +141,7 @@ def publish():
         yield temp
         for tmp, _, executable in temps:
             os.chmod(tmp, file_mode(executable))
-            fd = os.open(tmp, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            sync_file(tmp)
         for tmp, path, _ in temps:
             os.replace(tmp, path)
     except BaseException:
@@ -147,4 +152,4 @@ def publish():
 
 
 __all__ = ["current_umask", "file_mode", "publish", "published_path", "remove_stale_temps",
-           "scratch_dir", "temp_name"]
+           "scratch_dir", "sync_file", "temp_name"]

@@ -22,17 +22,24 @@ from ..errors import LibraryFileError
 from .atomic import published_path, scratch_dir
 
 
+def runtime_module(module):
+    """The runtime Module of ``module``: a Relax Executable's, or ``module`` itself.
+
+    Not ``getattr(module, "mod", module)``: on a Module that is a function lookup, which
+    fails for code of another architecture (aarch64 kernels built on x86)."""
+    from tvm.runtime import Executable
+
+    return module.mod if isinstance(module, Executable) else module
+
+
 def object_bytes_bound(module) -> int:
     """An upper bound of the bytes LLVM writes when ``module`` (a runtime Module or a Relax
     ``Executable``) is exported: the length of the
     LLVM IR text of each object it writes (TVM's ``export_library``: one per LLVM module, and
     one of the packed imports when the module has imports)."""
-    from tvm.runtime import Executable, _ffi_api
+    from tvm.runtime import _ffi_api
 
-    if isinstance(module, Executable):  # a Relax Executable exports its runtime Module
-        # (not getattr: on a Module that is a function lookup, which fails for code of
-        # another architecture)
-        module = module.mod
+    module = runtime_module(module)  # a Relax Executable exports its runtime Module
     llvm = [m for m in module._collect_dso_modules() if m.kind == "llvm"]
     bound = sum(len(m.inspect_source("ll")) for m in llvm)
     if module.imports and llvm:
@@ -70,4 +77,4 @@ def write_library(module, path: str, fcompile=None) -> None:
             raise LibraryFileError(f"cannot write {shown}: {_problem(err)}") from None
 
 
-__all__ = ["object_bytes_bound", "write_library"]
+__all__ = ["object_bytes_bound", "runtime_module", "write_library"]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 from tvm import relax
 
+from .library import runtime_module
 from .timing import evaluator_seconds
 
 _KERNEL_PREFIX = "bitserial_"
@@ -38,7 +39,7 @@ def _recorded_calls(module, device, args) -> list[tuple[str, list]]:
 
 def _library_of(module, symbol: str):
     """The module (the executable or one of its imports) that implements ``symbol``."""
-    root = getattr(module, "mod", module)
+    root = runtime_module(module)
     for mod in [root, *root.imports]:
         if mod.implements_function(symbol):
             return mod

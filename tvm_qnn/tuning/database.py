@@ -10,7 +10,7 @@ import numpy as np
 from tvm.s_tir import meta_schedule as ms
 
 from ..errors import TvmQnnError
-from ..runtime.atomic import scratch_dir
+from ..runtime.atomic import scratch_dir, sync_file
 from .repair import RECORDS_FILE, WORKLOADS_FILE, locked, repair
 
 # MetaSchedule stores a candidate that failed to build or run with this run time.
@@ -154,11 +154,7 @@ def _replace_records(path: str, fill) -> None:
                 f"tuning database {path!r}: its {held} new records could not be written whole "
                 "(is the disk full?); the database is left as it was.")
         for name in (new_workloads, new_records):
-            fd = os.open(name, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            sync_file(name)
         with open(new_workloads, encoding="utf-8") as f:
             if f.read() != old:  # fill added a workload: it must be on disk first
                 os.replace(new_workloads, workloads)
