@@ -92,3 +92,15 @@ def test_profile_layer_prints_its_parts(capsys):
     assert fields["layer"] == "conv7"
     assert all(float(fields[k]) > 0 for k in ("whole_ms", "pack_ms", "epilogue_nchw_ms",
                                                 "epilogue_nhwc_ms"))
+
+
+def test_kernel_families_checks_and_times_both_kernels():
+    """The measurement behind the dot-kernel thresholds: both families of one case are
+    checked against the integer reference (inside ``measure``) and timed."""
+    from bench import kernel_families
+    from tvm_qnn.target import resolve_target
+
+    host = resolve_target("x86").mcpu
+    row = kernel_families.measure(host, "conv7", (2, 2), [None, (1, 1, 1)], rounds=1)
+    assert row["popcount_ms"] > 0 and row["dot_ms"] > 0 and row["dot_ms_1x1x1"] > 0
+    assert row["dot_x"] == row["popcount_ms"] / min(row["dot_ms"], row["dot_ms_1x1x1"])

@@ -65,17 +65,25 @@ def test_eligibility_keeps_int16_pairs_from_saturating():
     assert not dot8_eligible(2, weights, groups=2)  # grouped convs keep popcounts
 
 
-def test_the_avx2_cost_model_sends_two_by_two_bits_to_the_dot_kernel():
-    """x86:haswell (AVX2): W2A2 and wider layers get the dot kernel, W1A2 keeps popcounts;
-    the AVX-512 classes keep popcounts (vpopcntq, or no measured threshold yet)."""
-    avx2 = resolve_target("x86:haswell")
-    assert avx2.layout.dot8_min_branches == 4 and avx2.dot_family == "avx2"
-    for w, a, kernel in ((2, 2, "int8-dot"), (1, 2, "bit-serial"), (3, 4, "int8-dot")):
-        layer, _ = random_layer("conv2d", act_bits=a, weight_bits=w, in_channels=16,
+@pytest.mark.parametrize("spec,popcount_up_to,dot_from", [
+    ("x86:haswell", (1, 2), (2, 2)),  # AVX2: vpshufb popcounts cost more from 4 branches
+    ("x86:znver3", (1, 2), (2, 2)),
+    ("x86:skylake-avx512", (1, 2), (1, 3)),  # vpshufb on zmm vs vpmaddubsw on zmm
+    ("x86:cascadelake", (1, 1), (1, 2)),  # vpshufb on zmm vs VNNI
+    ("x86:icelake-server", (2, 3), (2, 4)),  # vpopcntq vs VNNI
+    ("x86:znver4", (2, 3), (2, 4)),
+])
+def test_each_class_sends_wide_layers_to_the_dot_kernel(spec, popcount_up_to, dot_from):
+    """The cost model of each x86 class (measured, see target/x86/dot8.py): layers with up to
+    ``popcount_up_to`` (W, A) bits keep popcounts, from ``dot_from`` on they take the dot
+    kernel; W1A1 is always bit-serial and W4A4 always int8-dot."""
+    layout = resolve_target(spec).layout
+    for (w, a), kernel in ((popcount_up_to, "bit-serial"), ((1, 1), "bit-serial"),
+                           (dot_from, "int8-dot"), ((4, 4), "int8-dot")):
+        # 64 channels fill a word: fewer would weigh the branches up (integer kernel).
+        layer, _ = random_layer("conv2d", act_bits=a, weight_bits=w, in_channels=64,
                                 out_channels=16, seed=w * 10 + a)
-        assert plan_layer(layer, avx2.layout).kernel == kernel
-    for spec in ("x86:znver4", "x86:skylake-avx512", "x86:icelake-server"):
-        assert resolve_target(spec).layout.dot8_min_branches is None
+        assert plan_layer(layer, layout).kernel == kernel, (spec, w, a)
     assert resolve_target("accel").layout.dot8_min_branches is None  # P comes from the device
 
 

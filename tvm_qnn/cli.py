@@ -36,10 +36,17 @@ def _shapes(items: list[tuple[str, tuple[int, ...]]] | None) -> dict | None:
     return dict(items) if items else None
 
 
+def _add_shape_option(parser) -> None:
+    parser.add_argument("--shape", action="append", metavar="NAME=D0,D1,...",
+                        type=cli_args.shape_spec,
+                        help="static shape of an input with symbolic dimensions")
+
+
 def _cmd_summary(args) -> int:
     from .summary import summary
 
-    s = summary(args.model, shapes=_shapes(args.shape))
+    s = summary(args.model, shapes=_shapes(args.shape), target=args.target,
+                tuning_db=args.tuning_db)
     print(s)
     n = sum(1 for r in s.rows if r["bitserial"])
     print(f"summary: {n}/{len(s.rows)} layers bit-serial, BOPs {s.bops}")
@@ -266,9 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("summary", help="per-layer bits, MACs by precision, BOPs, packed bytes")
     p.add_argument("model", help="quantized ONNX model")
-    p.add_argument("--shape", action="append", metavar="NAME=D0,D1,...",
-                   type=cli_args.shape_spec,
-                   help="static shape of an input with symbolic dimensions")
+    _add_shape_option(p)
+    p.add_argument("--target", type=cli_args.target_spec, help="also say each layer's kernel")
+    p.add_argument("--tuning-db", default=None, help="with --target: the work dir of a tune")
     p.set_defaults(func=_cmd_summary)
 
     p = sub.add_parser("compile", help="compile a quantized model to a shared library")
@@ -277,9 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="x86 (default), a TVM target JSON")
     p.add_argument("-o", "--output", required=True, type=cli_args.output_library,
                    help="path of the .so to write")
-    p.add_argument("--shape", action="append", metavar="NAME=D0,D1,...",
-                   type=cli_args.shape_spec,
-                   help="static shape of an input with symbolic dimensions")
+    _add_shape_option(p)
     p.add_argument("--tuning-db", default=None, help="the work dir of `tvm-qnn tune`")
     p.add_argument("--threads", type=int, default=None,
                    help="threads the library runs on (default: TVM_NUM_THREADS, else the "
@@ -301,9 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "runs here, else model")
     p.add_argument("--timeout", type=float, default=30,
                    help="seconds before a candidate (or RPC session) counts as failed")
-    p.add_argument("--shape", action="append", metavar="NAME=D0,D1,...",
-                   type=cli_args.shape_spec,
-                   help="static shape of an input with symbolic dimensions")
+    _add_shape_option(p)
     p.add_argument("--keep-best", action="store_true",
                    help="then keep only each kernel's best record (a database to ship: "
                         "small and fast to load; tuning it again starts over)")
@@ -333,9 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
                    type=cli_args.bits_spec, metavar="WxA",
                    help="weight x activation bits, e.g. 1x1 2x2 1x2")
     p.add_argument("--json", default=None, help="write the rows here")
-    p.add_argument("--shape", action="append", metavar="NAME=D0,D1,...",
-                   type=cli_args.shape_spec,
-                   help="static shape of an input with symbolic dimensions")
+    _add_shape_option(p)
     p.set_defaults(func=_cmd_sim)
 
     p = sub.add_parser("profile", help="where a compiled model's time goes, function by "
@@ -346,9 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None,
                    help="threads (default: TVM_NUM_THREADS, else the physical cores)")
     p.add_argument("--tuning-db", default=None, help="the work dir of `tvm-qnn tune`")
-    p.add_argument("--shape", action="append", metavar="NAME=D0,D1,...",
-                   type=cli_args.shape_spec,
-                   help="static shape of an input with symbolic dimensions")
+    _add_shape_option(p)
     p.set_defaults(func=_cmd_profile)
 
     p = sub.add_parser("demo", help="compile and run the embedded demo model")

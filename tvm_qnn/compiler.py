@@ -18,6 +18,7 @@ from .pipeline import build_pipeline, layer_report
 from .runtime import Artifact, TensorInfo
 from .runtime.artifact import read_sidecar
 from .target import resolve_target
+from .tuning.families import read_kernel_families
 from .tuning.schedules import KernelSchedules, has_records
 
 logger = logging.getLogger("tvm_qnn")
@@ -26,8 +27,8 @@ logger = logging.getLogger("tvm_qnn")
 def _log_report(report: list[dict], strict: bool) -> None:
     for row in report:
         if row["bitserial"]:
-            logger.info("%s: %s %s W%dA%d", row["name"], row["kind"], row["kernel"],
-                        row["weight_bits"], row["act_bits"])
+            logger.info("%s: %s %s W%dA%d (%s)", row["name"], row["kind"], row["kernel"],
+                        row["weight_bits"], row["act_bits"], row["kernel_choice"])
         elif strict:
             raise UnsupportedModelError(f"layer '{row['name']}' ({row['kind']}) cannot be made "
                                         f"bit-serial: {row['reason']}")
@@ -59,9 +60,10 @@ def compile(model, target="x86", *, shapes: dict | None = None,  # noqa: A001
         conv2d/dense cannot be made bit-serial, instead of compiling it as TVM would.
     tuning_db : Database or path, optional
         Tuning records (:func:`tvm_qnn.tune`) for the CPU kernels, or for ``"accel"`` the
-        folder of its tuned tilings. Without it, the pre-tuned schedules shipped for this
-        device (or its class) are used when there are some (``schedules/``, TopHub-style;
-        ``TVM_QNN_SCHEDULES=off`` turns that off).
+        folder of its tuned tilings. A folder also gives each layer the kernel family tuning
+        measured fastest for it (``art.layers[i]["kernel_choice"]`` says so). Without it,
+        the pre-tuned schedules shipped for this device (or its class) are used when there
+        are some (``schedules/``, TopHub-style; ``TVM_QNN_SCHEDULES=off`` turns that off).
     threads : int, optional
         Threads the artifact runs on (stored with an exported library). Default:
         ``TVM_NUM_THREADS`` when set, else this machine's physical cores.
@@ -75,7 +77,8 @@ def compile(model, target="x86", *, shapes: dict | None = None,  # noqa: A001
     """
     qnn_target = resolve_target(target)
     mod = load_model(model, shapes, example_inputs)
-    report = layer_report(mod, qnn_target.layout)
+    families = read_kernel_families(tuning_db)  # what tuning measured fastest, per layer
+    report = layer_report(mod, qnn_target.layout, families)
     _log_report(report, strict)
     inputs = [TensorInfo(p.name, tuple(int(s) for s in p.ty.shape.values), str(p.ty.dtype))
               for p in mod["main"].params]
@@ -85,7 +88,7 @@ def compile(model, target="x86", *, shapes: dict | None = None,  # noqa: A001
     own_records_only = offload is not None and offload.tuned and not has_records(tuning_db)
     schedules = KernelSchedules.find(qnn_target, None if own_records_only else tuning_db)
     exe = tvm.compile(mod, qnn_target.tvm_target, relax_pipeline=build_pipeline(
-        qnn_target, schedules, offload.rewrite if offload is not None else None))
+        qnn_target, schedules, offload.rewrite if offload is not None else None, families))
     if offload is not None:
         for row in report:
             if row["name"] in offload.drivers:

@@ -11,32 +11,38 @@ lowers models with :func:`lower_for_tuning` to find its tasks.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import tvm
 from tvm.relax.backend.cpu_generic import pipeline as cpu_pipeline
 
 from .topi.layer import plan_layer
-from .topi.layout import Layout
+from .topi.layout import KernelChoice, Layout
 from .transform import LegalizeQuantize, RewriteBitserial, ScheduleBitserial, find_layers
+from .transform.rewrite_bitserial import layer_layout
 from .transform.schedule_bitserial import ScheduleFn
 
 
-def _before_scheduling(qnn_target, offload=None) -> list[tvm.transform.Pass]:
+def _before_scheduling(qnn_target, offload=None, layout: Layout | None = None,
+                       families=None) -> list[tvm.transform.Pass]:
     target = qnn_target.tvm_target
     # RewriteBitserial before any constant folding: FoldConstant would turn the quantized
     # weight chains into plain float constants. An accelerator takes its layers first.
     return (cpu_pipeline.library_dispatch_passes(target)
             + ([offload] if offload is not None else [])
-            + [RewriteBitserial(qnn_target.layout), LegalizeQuantize()]
+            + [RewriteBitserial(layout or qnn_target.layout, families), LegalizeQuantize()]
             + cpu_pipeline.legalize_passes(target)[1:])  # TVM's LegalizeOps is done above
 
 
 def build_pipeline(qnn_target, schedule: ScheduleFn | None = None,
-                   offload: tvm.transform.Pass | None = None) -> tvm.transform.Pass:
+                   offload: tvm.transform.Pass | None = None,
+                   families: Mapping[str, KernelChoice] | None = None) -> tvm.transform.Pass:
     """The Relax pipeline of tvm_qnn for the target ``qnn_target``.
 
     ``schedule``: ``schedule(kind, func)`` for each layer kernel (default: the target's
     template; ``compile`` passes :class:`~tvm_qnn.tuning.KernelSchedules`). ``offload``: the
-    pass of the target's :class:`~tvm_qnn.target.Offload`, if any.
+    pass of the target's :class:`~tvm_qnn.target.Offload`, if any. ``families``: the kernel
+    family tuning chose per layer (:class:`~tvm_qnn.transform.RewriteBitserial`).
     """
     target = qnn_target.tvm_target
     schedule = schedule or qnn_target.schedule
@@ -45,7 +51,7 @@ def build_pipeline(qnn_target, schedule: ScheduleFn | None = None,
     def _pipeline(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         with target:
             seq = tvm.transform.Sequential(
-                _before_scheduling(qnn_target, offload)
+                _before_scheduling(qnn_target, offload, families=families)
                 + [ScheduleBitserial(schedule)]
                 + cpu_pipeline.dataflow_lower_passes(target)
                 + cpu_pipeline.finalize_passes(target)
@@ -55,27 +61,39 @@ def build_pipeline(qnn_target, schedule: ScheduleFn | None = None,
     return _pipeline
 
 
-def lower_for_tuning(mod: tvm.IRModule, qnn_target) -> tvm.IRModule:
-    """``mod`` as the pipeline hands it to the schedules: the tuning tasks live here."""
+def lower_for_tuning(mod: tvm.IRModule, qnn_target, layout: Layout | None = None,
+                     families: Mapping[str, KernelChoice] | None = None) -> tvm.IRModule:
+    """``mod`` as the pipeline hands it to the schedules: the tuning tasks live here.
+
+    ``layout`` replaces the target's (e.g. ``layout.with_family("int8-dot")``: every layer
+    that fits the dot kernel on it); ``families`` as for :func:`build_pipeline`."""
     with qnn_target.tvm_target:
-        return tvm.transform.Sequential(_before_scheduling(qnn_target))(mod)
+        return tvm.transform.Sequential(_before_scheduling(
+            qnn_target, layout=layout, families=families))(mod)
 
 
-def layer_report(mod: tvm.IRModule, layout: Layout = Layout()) -> list[dict]:
+def layer_report(mod: tvm.IRModule, layout: Layout = Layout(),
+                 families: Mapping[str, KernelChoice] | None = None) -> list[dict]:
     """One dict per conv2d/matmul of ``main``: name, kind, bitserial, bits, MACs, reason.
 
     ``bitserial`` is True for a layer tvm_qnn rewrites (else ``reason`` says why not);
-    ``kernel`` says how it runs with the target's ``layout``: ``bit-serial``, or ``integer``
-    for a conv with at least ``layout.integer_min_branches`` branches (e.g. an 8-bit first
-    layer); ``packed_weight_bytes`` is the size of its weights in that layout.
+    ``kernel`` says how it runs with the target's ``layout``: ``bit-serial``, ``int8-dot``
+    (byte dot products, where the target's cost model or tuning says they are faster), or
+    ``integer`` for a conv with at least ``layout.integer_min_branches`` branches (e.g. an
+    8-bit first layer); ``kernel_choice`` says who chose it (the cost model, or what tuning
+    measured: ``families``); ``packed_weight_bytes`` is the size of its weights.
     """
+    families = families or {}
     rows = []
     for m in find_layers(mod["main"]):
         row = {"name": m.name, "kind": m.kind, "bitserial": m.layer is not None, "macs": m.macs}
         if m.layer is not None:
-            plan = plan_layer(m.layer, layout)
+            chosen = layer_layout(layout, families, m.name, m.layer)
+            plan = plan_layer(m.layer, chosen)
             row.update(act_bits=m.layer.act_bits, weight_bits=plan.weight_bits,
                        kernel=plan.kernel,
+                       kernel_choice=families[m.name].why if chosen is not layout
+                       else "cost model",
                        packed_weight_bytes=int(plan.packed_weight.nbytes))
         else:
             row["reason"] = m.reason

@@ -16,10 +16,17 @@ from .base import Offload, QnnTarget
 from .x86 import X86Target
 
 __all__ = ["TARGETS", "AccelTarget", "ArmTarget", "BOARDS", "Offload", "QnnTarget", "X86Target",
-           "resolve_target"]
+           "register_tensor_intrinsics", "resolve_target"]
 
 #: The target classes, each parsing its own aliases (first match wins).
 TARGETS: tuple[type[QnnTarget], ...] = (X86Target, ArmTarget, AccelTarget)
+
+
+def register_tensor_intrinsics() -> None:
+    """Register every target's tensor intrinsics: a tuning record's trace names the ones its
+    schedule tensorizes with, and MetaSchedule cannot read it before they exist."""
+    for cls in TARGETS:
+        cls.register_tensor_intrinsics()
 
 
 def resolve_target(target) -> QnnTarget:

@@ -49,8 +49,16 @@ class QnnTarget(abc.ABC):
     layout: Layout = Layout()
     #: gcc that links libraries for the target (None: the host's default)
     cross_compiler: str | None = None
+    #: the kernel families tuning compares for a conv (one or none: nothing to compare)
+    kernel_families: tuple[str, ...] = ()
 
     # -- selecting the target ----------------------------------------------------------------
+
+    @classmethod
+    def register_tensor_intrinsics(cls) -> None:
+        """Register the TensorIntrins the target's schedules may tensorize with (tuning
+        records replay them; none by default)."""
+        return None
 
     @classmethod
     @abc.abstractmethod

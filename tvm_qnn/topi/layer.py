@@ -96,6 +96,17 @@ class QuantizedLayer:
         ow = (w + left + right - self.dilation[1] * (kw - 1) - 1) // self.strides[1] + 1
         return (n, self.out_channels, oh, ow)
 
+    @property
+    def signature(self) -> str:
+        """The layer's shape, window and bit widths: what a kernel's speed depends on (a
+        tuned kernel-family choice is kept for the layer with this signature only)."""
+        text = f"{self.kind} {'x'.join(map(str, self.input_shape))}" \
+               f"->{'x'.join(map(str, self.output_shape))} A{self.act_bits}"
+        if self.kind == "conv2d":
+            kh, kw = self.weight.shape[2:]
+            text += f" k{kh}x{kw} s{self.strides} p{self.pads} d{self.dilation} g{self.groups}"
+        return text
+
 
 @dataclass(frozen=True, eq=False)
 class LayerPlan:

@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+
+#: The kernel families a target's cost model (and tuning) chooses between for a conv.
+KERNEL_FAMILIES = ("bit-serial", "int8-dot")
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,16 @@ class Layout:
         """True when a conv with ``branches`` (M·K) gets the u8 × s8 dot kernel, if it fits."""
         return bool(self.dot8_min_branches) and branches >= self.dot8_min_branches
 
+    def with_family(self, family: str) -> Layout:
+        """This layout with every conv that fits the ``family``'s kernel on it: ``"int8-dot"``
+        from one branch on, ``"bit-serial"`` never on the dot kernel (the integer kernel's
+        rule stays). How tuning measures a layer in each family."""
+        if family == "int8-dot":
+            return replace(self, dot8_min_branches=1)
+        if family == "bit-serial":
+            return replace(self, dot8_min_branches=None)
+        raise ValueError(f"kernel family {family!r}: one of {', '.join(KERNEL_FAMILIES)}")
+
     def uses_integer_kernel(self, branches: int, group_channels: int | None = None) -> bool:
         """True when a conv with ``branches`` (M·K) gets the plain integer kernel.
 
@@ -63,3 +76,24 @@ class Layout:
             words = -(-group_channels // self.word_bits)
             branches = branches * words * self.word_bits / group_channels
         return branches >= self.integer_min_branches
+
+
+@dataclass(frozen=True)
+class KernelChoice:
+    """A layer's kernel family as tuning measured it (:mod:`tvm_qnn.tuning.families`).
+
+    Attributes
+    ----------
+    family : str
+        One of :data:`KERNEL_FAMILIES`.
+    signature : str
+        :attr:`~tvm_qnn.topi.layer.QuantizedLayer.signature` of the layer it was measured for:
+        a layer of the same name but another shape keeps the cost model's choice.
+    why : str
+        What was measured, for the per-layer report (e.g. ``"tuned: int8-dot 0.52 ms,
+        bit-serial 0.61 ms"``).
+    """
+
+    family: str
+    signature: str
+    why: str

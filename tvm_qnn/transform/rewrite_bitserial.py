@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Mapping
 
 import numpy as np
 import tvm
@@ -31,7 +32,7 @@ from tvm.relax.expr_functor import mutator
 
 from ..topi.attrs import BITS_ATTR, KERNEL_ATTR, LAYER_ATTR
 from ..topi.layer import chains_channels_last, layer_compute, packed_input_shape, plan_layer
-from ..topi.layout import Layout
+from ..topi.layout import KernelChoice, Layout
 from ..topi.pack_channels_last import pack_channels_last_func
 from .graph_facts import FunctionFacts, op_name
 from .layer_rewriter import LayerRewriter
@@ -64,11 +65,26 @@ def _pooled_codes(facts: FunctionFacts, data: relax.Var) -> relax.Call | None:
     return call
 
 
+def layer_layout(layout: Layout, families: Mapping[str, KernelChoice], name: str,
+                 layer) -> Layout:
+    """``layout``, or the layout of the kernel family tuning chose for layer ``name`` (only if
+    it was measured for this layer's signature)."""
+    choice = families.get(name)
+    if choice is None:
+        return layout
+    if choice.signature != layer.signature:
+        logger.warning("%s: the tuned kernel family is for another layer (%s, this one is "
+                       "%s): the cost model chooses", name, choice.signature, layer.signature)
+        return layout
+    return layout.with_family(choice.family)
+
+
 @mutator
 class _CpuRewriter(LayerRewriter):
-    def __init__(self, mod, layout: Layout):
+    def __init__(self, mod, layout: Layout, families: Mapping[str, KernelChoice]):
         super().__init__(mod)
         self.layout = layout
+        self.families = families
         self._plans = {}
         self.channels_last_out: set = set()  # producers that write NHWC codes
         self.packed_in: dict = {}  # consumer anchor -> its producer's match
@@ -76,7 +92,8 @@ class _CpuRewriter(LayerRewriter):
 
     def _plan(self, match):
         if match.anchor not in self._plans:
-            self._plans[match.anchor] = plan_layer(match.layer, self.layout)
+            self._plans[match.anchor] = plan_layer(
+                match.layer, layer_layout(self.layout, self.families, match.name, match.layer))
         return self._plans[match.anchor]
 
     def link_layers(self, facts):
@@ -168,14 +185,20 @@ class RewriteBitserial:
         The target's kernel layout (:class:`~tvm_qnn.topi.layout.Layout`: output channels per
         weight vector, word width, from how many branches a conv gets the integer kernel).
         The default keeps every layer bit-serial with 16-channel vectors of 64-bit words.
+    families : Mapping[str, KernelChoice], optional
+        Layer name → the kernel family tuning measured fastest for it
+        (:func:`tvm_qnn.tuning.families.read_kernel_families`); other layers get the one
+        ``layout``'s cost model picks.
     """
 
-    def __init__(self, layout: Layout = Layout()):
+    def __init__(self, layout: Layout = Layout(),
+                 families: Mapping[str, KernelChoice] | None = None):
         self.layout = layout
+        self.families = dict(families or {})
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:  # noqa: D102
-        mod = _CpuRewriter(mod, self.layout).transform()
+        mod = _CpuRewriter(mod, self.layout, self.families).transform()
         return relax.transform.DeadCodeElimination()(mod)
 
 
-__all__ = ["RewriteBitserial"]
+__all__ = ["RewriteBitserial", "layer_layout"]

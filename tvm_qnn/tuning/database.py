@@ -11,6 +11,7 @@ from tvm.s_tir import meta_schedule as ms
 
 from ..errors import TvmQnnError
 from ..runtime.atomic import scratch_dir, sync_file
+from ..target import register_tensor_intrinsics
 from .repair import RECORDS_FILE, WORKLOADS_FILE, locked, repair
 
 # MetaSchedule stores a candidate that failed to build or run with this run time.
@@ -63,6 +64,7 @@ def open_database(db, create: bool = False, workloads=()) -> ms.database.Databas
 def _json_database(path: str) -> ms.database.JSONDatabase:
     """MetaSchedule's database of ``path``, its errors (what the schema check leaves: an
     unknown instruction in a trace, an unknown target kind) as a TvmQnnError."""
+    register_tensor_intrinsics()  # the traces of int8-dot kernels name the x86 dot steps
     try:
         return ms.database.JSONDatabase(work_dir=path)
     except Exception as err:  # noqa: BLE001 - TVM raises several types

@@ -19,6 +19,7 @@ import sys
 import types
 from dataclasses import dataclass
 
+import tvm_ffi
 from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
 
@@ -26,8 +27,15 @@ from ..errors import TvmQnnError
 from ..frontend import load_model
 from ..pipeline import lower_for_tuning
 from ..target import resolve_target
+from ..transform import find_layers
 from .database import measured_records, open_database
 from .disk import WriteCheck, check_free_space, check_written
+from .families import (
+    choose_kernel_families,
+    family_tasks,
+    read_kernel_families,
+    write_kernel_families,
+)
 from .retime import mark_retiming, marked_for_retiming, measure_default, retime_best, time_kernel
 from .runners import make_builder, make_runner
 from .tasks import Task, extract_tasks
@@ -135,6 +143,9 @@ def tune(model, target="x86", *, trials: int = 64, work_dir: str | os.PathLike =
     work_dir : path
         Where the JSON database (and MetaSchedule's logs) live. Tuning again with the same
         directory resumes: tasks with ``trials`` records are skipped, others get the rest.
+        Where the target has several kernel families for a layer, ``kernel_families.json``
+        here says which one each layer gets (each family is tuned and timed; the fastest
+        wins), and ``compile`` with this ``tuning_db`` follows it.
     runner : "local", "model", "KEY@HOST:PORT", RemoteDevice or tvm.s_tir.meta_schedule.Runner
         Where candidates are timed: this CPU (default for a target that runs here), a device
         registered with a TVM RPC tracker (a board running ``tvm.exec.rpc_server --tracker``;
@@ -174,6 +185,11 @@ def tune(model, target="x86", *, trials: int = 64, work_dir: str | os.PathLike =
     if not tasks:
         raise TvmQnnError("the model has no bit-serial layer to tune")
     modelled = runner == "model" or (runner is None and not qnn_target.runs_here())
+    # The kernel family is a tuning dimension where the target has several and times them:
+    # each family's variant is tuned, then the model as the chosen families make it.
+    variants = {} if modelled else _family_variants(mod, qnn_target)
+    if variants:
+        tasks = _distinct(*variants.values())
     # This CPU's runner: its best records are timed again here after the search (retime_best).
     local = qnn_target.runs_here() and (runner in (None, "local")
                                         or isinstance(runner, ms.runner.LocalRunner))
@@ -200,41 +216,88 @@ def tune(model, target="x86", *, trials: int = 64, work_dir: str | os.PathLike =
         return made, make_builder(made)
 
     try:
-        pending, budgets = [], []
-        for task in tasks:
-            done = len(measured_records(db, task.mod))
-            if done == 0:
-                error = measure_default(task, qnn_target, db, *workers())
-                if error:
-                    # The schedule compile uses, failing: a runner that cannot reach its
-                    # device, a device that cannot run the code. Every candidate would fail the
-                    # same way (measured: 160 s of them, then "tuned" with nothing measured).
-                    raise TvmQnnError(f"{task.name}: the runner could not measure even the "
-                                      f"default schedule ({error}); tuning stopped, nothing "
-                                      f"was measured for it ({work_dir} keeps what was, a "
-                                      "re-run resumes)")
-                check_written(db, work_dir)
-                done = len(measured_records(db, task.mod))
-            if done >= trials:
-                logger.info("%s: %d trials in the database, skipped", task.name, done)
-            else:
-                pending.append(task)
-                budgets.append(trials - done)
-        # Marked before the search: a run killed before the re-timing is done has the next one
-        # do it (every trial is in the database then: it searches nothing).
-        if pending:
-            if local:
-                mark_retiming(work_dir, pending)
-            _search(pending, budgets, qnn_target, seed, work_dir, db, workers)
+        _tune_tasks(tasks, trials, qnn_target, db, work_dir, workers, local, seed)
+        if variants:  # the kernel family: keep each layer's fastest, tune what that makes new
+            final = _choose_families(mod, qnn_target, variants, open_database(work_dir),
+                                     work_dir)
+            new = [t for t in final if not any(tvm_ffi.structural_equal(t.mod, k.mod)
+                                               for k in tasks)]
+            if new:
+                db = open_database(work_dir, workloads=[t.mod for t in new])
+                _tune_tasks(new, trials, qnn_target, db, work_dir, workers, local, seed)
     finally:
         if workers.cache_info().currsize:  # the builder's worker pool, if one was started
             workers()[1].close()
+    return open_database(work_dir) if local or variants else db
+
+
+def _family_variants(mod, qnn_target) -> dict[str, list[Task]]:
+    """The tasks of ``mod`` lowered with each kernel family the target has forced on every
+    layer that fits it ({} for a target with one family)."""
+    if len(qnn_target.kernel_families) < 2:
+        return {}
+    return {family: extract_tasks(lower_for_tuning(mod, qnn_target,
+                                                   qnn_target.layout.with_family(family)))
+            for family in qnn_target.kernel_families}
+
+
+def _distinct(*task_lists: list[Task]) -> list[Task]:
+    """The tasks of all lists, each workload once (its layers merged)."""
+    merged: list[Task] = []
+    for task in (t for tasks in task_lists for t in tasks):
+        same = next((m for m in merged if tvm_ffi.structural_equal(m.mod, task.mod)), None)
+        if same is None:
+            merged.append(Task(task.kind, task.bits, task.mod, list(task.layers)))
+        else:
+            same.layers.extend(x for x in task.layers if x not in same.layers)
+    return merged
+
+
+def _choose_families(mod, qnn_target, variants, db, work_dir: str) -> list[Task]:
+    """Write each compared layer's fastest family; the tasks of the model lowered with them."""
+    compared = family_tasks(variants)
+    if not compared:
+        return []
+    signatures = {m.name: m.layer.signature for m in find_layers(mod["main"])
+                  if m.layer is not None}
+    choices = choose_kernel_families(compared, db, signatures)
+    write_kernel_families(work_dir, choices)
+    return extract_tasks(lower_for_tuning(mod, qnn_target, families=choices))
+
+
+def _tune_tasks(tasks: list[Task], trials: int, qnn_target, db, work_dir: str, workers,
+                local: bool, seed) -> None:
+    """Measure each task's default schedule, search the pending ones, re-time the best."""
+    pending, budgets = [], []
+    for task in tasks:
+        done = len(measured_records(db, task.mod))
+        if done == 0:
+            error = measure_default(task, qnn_target, db, *workers())
+            if error:
+                # The schedule compile uses, failing: a runner that cannot reach its
+                # device, a device that cannot run the code. Every candidate would fail the
+                # same way (measured: 160 s of them, then "tuned" with nothing measured).
+                raise TvmQnnError(f"{task.name}: the runner could not measure even the "
+                                  f"default schedule ({error}); tuning stopped, nothing "
+                                  f"was measured for it ({work_dir} keeps what was, a "
+                                  "re-run resumes)")
+            check_written(db, work_dir)
+            done = len(measured_records(db, task.mod))
+        if done >= trials:
+            logger.info("%s: %d trials in the database, skipped", task.name, done)
+        else:
+            pending.append(task)
+            budgets.append(trials - done)
+    # Marked before the search: a run killed before the re-timing is done has the next one
+    # do it (every trial is in the database then: it searches nothing).
+    if pending:
+        if local:
+            mark_retiming(work_dir, pending)
+        _search(pending, budgets, qnn_target, seed, work_dir, db, workers)
     if local:
         unfinished = marked_for_retiming(work_dir, tasks)
         if unfinished:
             retime_best(unfinished, qnn_target, work_dir)
-            db = open_database(work_dir)
-    return db
 
 
 def _search(pending: list[Task], budgets: list[int], qnn_target, seed, work_dir: str, db,
@@ -275,14 +338,16 @@ def _seconds(qnn_target, scheduled, task: Task) -> float | None:
 
 def tune_report(model, target="x86", tuning_db="tvm_qnn_tuning", *, shapes=None,
                 example_inputs=None, time_kernels: bool = True) -> list[TaskResult]:
-    """One row per task: trials in the database, tuned and default kernel time.
+    """One row per task: trials in the database, tuned and default kernel time (the tasks of
+    the model as ``compile`` lowers it with the same ``tuning_db``: its kernel families).
 
     Times are measured on this host, or for an aarch64 board that is not this host the
     llvm-mca model of its xor-popcount loop (as the model runner scored them).
     """
     qnn_target = resolve_target(target)
     db = open_database(tuning_db)
-    tasks = extract_tasks(lower_for_tuning(load_model(model, shapes, example_inputs), qnn_target))
+    tasks = extract_tasks(lower_for_tuning(load_model(model, shapes, example_inputs), qnn_target,
+                                           families=read_kernel_families(tuning_db)))
     rows = []
     for task in tasks:
         best = default = None

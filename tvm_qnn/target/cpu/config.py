@@ -29,8 +29,7 @@ class ScheduleConfig:
     # to 18 % slower, so it applies to one branch only. None: the same tile for every bit width.
     single_branch_tile: tuple[int, int] | None = None
     # (ow_tile, oh_tile, oc_vectors) for int8-dot convs (topi/dot8_conv.py), else the tiles
-    # above. Measured on Zen 3 (AVX2, W2A2, one core): 2 columns x 2 weight vectors took
-    # conv56 from 1.20 to 1.13 ms and conv7 from 1.47 to 1.34 ms against the 4 x 1 x 1 tile.
+    # above; each x86 class sets its own (target/x86/dot8.py: DOT8_TILES, measured there).
     dot8_tile: tuple[int, int, int] | None = None
     # Pack a conv's NCHW codes into bit-planes with the output columns as one vector (the
     # 64 channel bits outside): measured on the suite convs alone, conv56 1.2-1.5x faster,

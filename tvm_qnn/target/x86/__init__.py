@@ -15,9 +15,9 @@ import tvm
 
 from ...errors import InvalidArgumentError
 from ...topi.dot8_conv import DOT8_MOST_GROUPS
-from ...topi.layout import Layout
+from ...topi.layout import KERNEL_FAMILIES, Layout
 from ..cpu import INTEGER_MIN_BRANCHES, CpuTarget, ScheduleConfig
-from .dot8 import dot8_kernel, dot_family, dot_step, lanes_of, tensorize_dot_steps
+from .dot8 import DOT8_TILES, dot8_kernel, dot_family, dot_step, lanes_of, tensorize_dot_steps
 
 __all__ = ["X86Target", "host_cpu_flags"]
 
@@ -119,10 +119,11 @@ class X86Target(CpuTarget):
         if dot:  # tuning records replay their tensorize steps: the steps must be registered
             for groups in range(1, DOT8_MOST_GROUPS + 1):
                 dot_step(self.dot_family, groups)
+            self.kernel_families = KERNEL_FAMILIES  # tuning times both where a layer fits
         # The W1A1 register tile was measured with VPOPCNTDQ only (see ScheduleConfig).
         self.schedule_config = schedule_config or ScheduleConfig(
             single_branch_tile=(2, 2) if self.has_vpopcntdq else None,
-            dot8_tile=(2, 1, 2) if dot else None)
+            dot8_tile=DOT8_TILES.get(self.dot_family) if dot else None)
         # 16 uint64 lanes = two zmm per tile row with VPOPCNTDQ; 8 (two ymm) on AVX2.
         self.layout = layout or Layout(
             oc_block=16 if self.has_vpopcntdq else 8, word_bits=64,
@@ -150,6 +151,12 @@ class X86Target(CpuTarget):
                 check_mcpu(mcpu, spec)
             return cls(mcpu=mcpu, num_cores=int(tgt.attrs.get("num-cores", 0)) or None)
         return None
+
+    @classmethod
+    def register_tensor_intrinsics(cls) -> None:
+        for family in ("avx2", "avx512", "vnni"):
+            for groups in range(1, DOT8_MOST_GROUPS + 1):
+                dot_step(family, groups)
 
     @property
     def alias(self) -> str:

@@ -183,23 +183,52 @@ def dot_family(features: frozenset[str]) -> str | None:
     return "avx2" if "avx2" in features else None
 
 
+#: The default register tile of an int8-dot conv per step family: (output columns, rows,
+#: weight vectors), each reduced to the largest divisor of its extent. Measured on Zen 4 (one
+#: core, suite convs W2A2): the old 2 x 1 x 2 tile became 1 x 1 x 2 on 7-wide outputs (2 is not
+#: a divisor of 7), too few accumulators to hide the multiply-add latency: conv7 took 1.09 ms
+#: on VNNI and 1.13-1.22 ms on AVX2; with up to 8 columns (7 there) 0.52 and 0.85 ms, the
+#: other suite convs equal or 4-15 % faster. AVX2 keeps one weight vector: its 16 ymm
+#: registers hold 7-8 accumulators, a weight and the broadcast input.
+DOT8_TILES = {"avx2": (8, 1, 1), "avx512": (8, 1, 2), "vnni": (8, 1, 2)}
+
+# From how many branches (M·K) the dot step beats popcounts: (dot family, VPOPCNTDQ) ->
+# branches. Measured per class on one core (suite convs, the popcount kernel as inside a chain,
+# the dot kernel with the tiles above): see dot8_kernel.
+_MIN_BRANCHES = {("avx2", False): 4, ("avx512", False): 3, ("vnni", False): 2,
+                 ("vnni", True): 8, ("avx512", True): 12}
+
+
 def dot8_kernel(features: frozenset[str]) -> tuple[str, int] | None:
     """``(instruction family, from how many branches it beats popcounts)`` for an x86 CPU
     with LLVM ``features`` (normalized names), or None where popcounts stay.
 
-    The threshold compares µops per multiply-accumulate of a layer of B branches. On AVX2 a
-    ``vpshufb`` popcount costs about 8 µops per 256 bit-products with the xor and the
-    accumulation (2 per 64); the dot step ``vpmaddubsw`` + ``vpaddw`` costs 2 per 32 products
-    (one ``vpmaddwd`` and ``vpaddd`` per 4 groups). Measured on Zen 3 (one core, suite convs,
-    the popcount kernel as inside a chain): W2A2 1.23-1.62x faster on the dot kernel, 3
-    branches mixed (conv56 1.24x, conv7 0.84-0.96x), W1A2 0.76-1.02x: from B = 4 on.
-    AVX-512 classes keep popcounts for now: ``vpopcntq`` makes them 8× cheaper there, and the
-    16-lane steps (declared above, checked in the assembly by the tests) have no measured
-    threshold yet.
+    A popcount layer costs B (= M·K) times a binary one; the dot step costs the same at any
+    bit width up to 8, so it wins from some B on, which depends on how cheap each is:
+
+    Measured with ``python -m bench.kernel_families`` (``dot_x``: popcount time / dot time;
+    ``bench/results/x86_kernel_families_znver4.json`` has every case):
+
+    * AVX2 (``vpshufb`` popcount, ``vpmaddubsw`` step): from 4. Zen 3: W2A2 1.23-1.62x,
+      3 branches mixed (0.84-1.25x), W1A2 0.76-1.02x. Zen 4 running ``x86:haswell`` code:
+      W2A2 1.71-1.97x, W1A3 1.17-1.35x, W1A2 0.58-0.89x.
+    * AVX-512 without VPOPCNTDQ (``vpshufb`` on zmm; Skylake-SP, Cascade Lake): where the
+      vector unit is 256 bits wide (Zen 4) a zmm popcount is no cheaper per bit than a ymm
+      one, the dot step is. Zen 4 running ``x86:skylake-avx512`` (``vpmaddubsw`` zmm): W1A3
+      1.05-1.29x, W1A2 0.76-0.92x: from 3; ``x86:cascadelake`` (VNNI ``vpdpbusd``): W1A2
+      1.05-1.20x: from 2.
+    * AVX-512 VPOPCNTDQ with VNNI (Ice Lake, Sapphire Rapids, Zen 4/5): ``vpopcntq`` counts 64
+      bits in one µop. Zen 4: W2A2 0.71-0.86x, W2A3 0.92-1.17x, W3A3 1.31-1.81x, W4A4
+      1.80-3.29x: from 8 (W2A4, W3A3). Without VNNI (no such CPU has BW): 12, by the µop count
+      of ``vpmaddubsw`` + ``vpaddw`` against one ``vpdpbusd``.
+
+    The dot kernel's tiles, and tuning (which times both families, :mod:`tvm_qnn.tuning.
+    families`), decide the close cases.
     """
-    if "avx2" not in features or "avx512f" in features:
+    family = dot_family(features)
+    if family is None:
         return None
-    return "avx2", 4
+    return family, _MIN_BRANCHES[family, "avx512vpopcntdq" in features]
 
 
-__all__ = ["dot8_kernel", "dot_family", "dot_step", "lanes_of", "tensorize_dot_steps"]
+__all__ = ["DOT8_TILES", "dot8_kernel", "dot_family", "dot_step", "lanes_of", "tensorize_dot_steps"]

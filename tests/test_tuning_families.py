@@ -1,0 +1,95 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The kernel family as a tuning dimension: tune times each family a layer fits, keeps the
+fastest in ``kernel_families.json``, and compile follows it (and only for that layer)."""
+
+import json
+import logging
+
+import numpy as np
+import pytest
+
+import tvm_qnn
+from tvm_qnn.frontend import load_model
+from tvm_qnn.pipeline import layer_report
+from tvm_qnn.target import X86Target, resolve_target
+from tvm_qnn.testing.onnx_models import make_conv_model, random_input
+from tvm_qnn.topi.layout import KernelChoice
+from tvm_qnn.transform import find_layers
+from tvm_qnn.tuning.families import FAMILIES_FILE, read_kernel_families, write_kernel_families
+
+OTHER = {"bit-serial": "int8-dot", "int8-dot": "bit-serial"}
+
+
+@pytest.fixture(scope="module")
+def conv():
+    # 64 channels fill a popcount word (fewer would weigh the layer onto the integer kernel):
+    # a W2A2 conv fits both families on every x86 class with AVX2.
+    return make_conv_model("qcdq", in_ch=64, out_ch=16, size=(8, 8), act_bits=2,
+                           weight_bits=2)
+
+
+def _layer(model):
+    (match,) = [m for m in find_layers(load_model(model)["main"]) if m.layer is not None]
+    return match
+
+
+def test_a_choice_applies_to_the_layer_it_was_measured_for(conv):
+    """layer_report (what compile logs and ``art.layers`` holds) follows a choice of the
+    layer's name and signature, says who chose, and ignores one for another signature."""
+    layout = X86Target().layout
+    match = _layer(conv)
+    (row,) = layer_report(load_model(conv), layout)
+    assert row["kernel_choice"] == "cost model"
+    flipped = OTHER[row["kernel"]]
+    choice = KernelChoice(flipped, match.layer.signature, f"tuned: {flipped} 1 ms")
+    (tuned,) = layer_report(load_model(conv), layout, {match.name: choice})
+    assert tuned["kernel"] == flipped and tuned["kernel_choice"] == choice.why
+    stale = KernelChoice(flipped, "conv2d 1x64x9x9->1x16x9x9 A2", "tuned: elsewhere")
+    (kept,) = layer_report(load_model(conv), layout, {match.name: stale})
+    assert kept["kernel"] == row["kernel"] and kept["kernel_choice"] == "cost model"
+
+
+def test_the_families_file_is_read_back_and_a_bad_one_is_ignored(tmp_path, caplog):
+    choice = KernelChoice("int8-dot", "sig", "tuned: int8-dot 0.5 ms, bit-serial 0.6 ms")
+    write_kernel_families(str(tmp_path), {"conv_a": choice})
+    write_kernel_families(str(tmp_path), {"conv_b": KernelChoice("bit-serial", "s2", "w")})
+    assert read_kernel_families(tmp_path) == {"conv_a": choice, "conv_b": KernelChoice(
+        "bit-serial", "s2", "w")}  # merged with what was there
+    assert read_kernel_families(None) == {} and read_kernel_families(tmp_path / "none") == {}
+    (tmp_path / FAMILIES_FILE).write_text('{"conv_a": [1, 2]')
+    with caplog.at_level(logging.WARNING, logger="tvm_qnn"):
+        assert read_kernel_families(tmp_path) == {}
+    assert "the cost model chooses every kernel family" in caplog.text
+
+
+@pytest.mark.slow
+def test_tune_keeps_the_faster_family_and_compile_follows_it(conv, tmp_path):
+    """Both families of the conv are tuned and timed; the file names the faster one with both
+    times; compile with the folder uses it, exactly; a hand-flipped file is followed too."""
+    if len(resolve_target("x86").kernel_families) < 2:
+        pytest.skip("this CPU has one kernel family (no AVX2)")
+    work = tmp_path / "db"
+    tvm_qnn.tune(conv, "x86", trials=2, work_dir=work, seed=0)
+    match = _layer(conv)
+    saved = json.loads((work / FAMILIES_FILE).read_text())
+    entry = saved[match.name]
+    assert entry["signature"] == match.layer.signature
+    times = dict(part.rsplit(" ", 2)[:2] for part in entry["why"][len("tuned: "):].split(", "))
+    assert set(times) == {"bit-serial", "int8-dot"}, entry
+    assert entry["family"] == min(times, key=lambda f: float(times[f]))
+    feeds = random_input(conv, seed=3)
+    want = tvm_qnn.compile(conv, "x86").run(feeds)
+    art = tvm_qnn.compile(conv, "x86", tuning_db=work)
+    (row,) = [r for r in art.layers if r["bitserial"]]
+    assert row["kernel"] == entry["family"] and row["kernel_choice"] == entry["why"]
+    np.testing.assert_array_equal(art.run(feeds), want)
+    # The other family, written by hand: followed, still exact, and tune_report agrees.
+    flipped = OTHER[entry["family"]]
+    write_kernel_families(str(work), {match.name: KernelChoice(
+        flipped, match.layer.signature, "by hand")})
+    art = tvm_qnn.compile(conv, "x86", tuning_db=work)
+    (row,) = [r for r in art.layers if r["bitserial"]]
+    assert row["kernel"] == flipped
+    np.testing.assert_array_equal(art.run(feeds), want)
+    (report,) = tvm_qnn.tune_report(conv, "x86", work, time_kernels=False)
+    assert report.trials >= 1  # the flipped family's kernel was tuned too

@@ -1,0 +1,103 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The kernel family as a dimension of tuning: each layer measured in every family it fits.
+
+A target with more than one kernel family for a conv (x86: bit-serial popcounts and int8 dot
+products, :data:`~tvm_qnn.topi.layout.KERNEL_FAMILIES`) has its cost model pick one by default.
+:func:`tvm_qnn.tune` also lowers the model with each family forced on every layer that fits it
+(:meth:`~tvm_qnn.topi.layout.Layout.with_family`), tunes the kernels of every variant, and
+keeps, per layer, the family whose best tuned kernel was fastest
+(:func:`choose_kernel_families`). The choices go to ``work_dir/kernel_families.json``
+(written whole), which ``compile(..., tuning_db=work_dir)`` reads back
+(:func:`read_kernel_families`): each choice holds for a layer of the same name and
+:attr:`~tvm_qnn.topi.layer.QuantizedLayer.signature` only.
+
+Each family's kernel is timed as it runs in that variant (a bit-serial conv next to other
+bit-serial convs reads and writes channels-last codes): the times compare the kernels, not the
+small packs between layers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+import tvm_ffi
+
+from ..runtime.atomic import publish
+from ..topi.layout import KERNEL_FAMILIES, KernelChoice
+from .database import mean_seconds, measured_records
+from .tasks import Task
+
+logger = logging.getLogger("tvm_qnn")
+
+#: The file in a tuning folder that holds the kernel family of each compared layer.
+FAMILIES_FILE = "kernel_families.json"
+
+
+def family_tasks(variants: dict[str, list[Task]]) -> dict[str, dict[str, Task]]:
+    """Layer name → {family: the task of its kernel in that family's variant}, for the
+    layers whose kernel differs between the variants (the others have nothing to compare)."""
+    by_layer: dict[str, dict[str, Task]] = {}
+    for family, tasks in variants.items():
+        for task in tasks:
+            for layer in task.layers:
+                by_layer.setdefault(layer, {})[family] = task
+    return {layer: found for layer, found in by_layer.items()
+            if len(found) == len(variants) and not all(
+                tvm_ffi.structural_equal(t.mod, next(iter(found.values())).mod)
+                for t in found.values())}
+
+
+def choose_kernel_families(compared: dict[str, dict[str, Task]], db,
+                           signatures: dict[str, str]) -> dict[str, KernelChoice]:
+    """Per compared layer, the family whose best measured record in ``db`` is fastest
+    (a family without a measured record cannot be chosen)."""
+    choices = {}
+    for layer, tasks in compared.items():
+        best = {}
+        for family, task in tasks.items():
+            records = measured_records(db, task.mod, limit=1)
+            if records:
+                best[family] = mean_seconds(records[0])
+        if not best:
+            continue
+        family = min(best, key=best.get)
+        why = "tuned: " + ", ".join(f"{f} {s * 1e3:.3g} ms"
+                                    for f, s in sorted(best.items(), key=lambda kv: kv[1]))
+        choices[layer] = KernelChoice(family, signatures[layer], why)
+        logger.info("%s: %s", layer, why)
+    return choices
+
+
+def write_kernel_families(work_dir: str, choices: dict[str, KernelChoice]) -> None:
+    """Publish ``choices`` (with those of other layers already in the file) whole."""
+    merged = {**read_kernel_families(work_dir), **choices}
+    path = os.path.join(work_dir, FAMILIES_FILE)
+    with publish() as temp, open(temp(path), "w", encoding="utf-8") as f:
+        json.dump({name: {"family": c.family, "signature": c.signature, "why": c.why}
+                   for name, c in sorted(merged.items())}, f, indent=1)
+
+
+def read_kernel_families(tuning_db) -> dict[str, KernelChoice]:
+    """The choices in a tuning folder (``tuning_db`` as ``compile`` takes it): {} for no
+    folder, a Database object, or a folder without the file. A file that cannot be read is
+    warned about and ignored: the cost model then chooses, which is slower at worst."""
+    if not isinstance(tuning_db, (str, os.PathLike)):
+        return {}
+    path = os.path.join(os.fspath(tuning_db), FAMILIES_FILE)
+    try:
+        with open(path, encoding="utf-8") as f:
+            raw = json.load(f)
+        return {str(name): KernelChoice(str(c["family"]), str(c["signature"]), str(c["why"]))
+                for name, c in raw.items() if c["family"] in KERNEL_FAMILIES}
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as err:
+        logger.warning("%s cannot be read (%s): the cost model chooses every kernel family",
+                       path, err)
+        return {}
+
+
+__all__ = ["FAMILIES_FILE", "choose_kernel_families", "family_tasks", "read_kernel_families",
+           "write_kernel_families"]
