@@ -27,6 +27,10 @@ def test_summary_table_and_line(tmp_path, capsys):
     assert re.search(r"^conv1\s+conv2d\s+W2A2\s+3,612,672\s+14,450,688\s+4,608", out, re.M)
     assert "MACs by precision: W2A2: 5,419,008, W8A8: 113,216" in out
     assert re.search(r"^summary: 4/4 layers bit-serial, BOPs \d+$", out, re.M)
+    # With a target, each layer's note names its kernel there and who chose it.
+    assert cli.main(["summary", _model(tmp_path), "--target", "x86:haswell"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^conv1\s+conv2d\s+W2A2\s.*\sint8-dot \(cost model\)$", out, re.M), out
 
 
 def test_compile_writes_a_loadable_library(tmp_path, capsys):
