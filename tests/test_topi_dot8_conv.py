@@ -15,7 +15,12 @@ import tvm_qnn
 from tvm_qnn.target import resolve_target
 from tvm_qnn.target.x86 import X86Target, host_cpu_flags
 from tvm_qnn.testing.layers import LayerKernel, random_layer
-from tvm_qnn.testing.onnx_models import make_cnn_model, random_input, run_reference
+from tvm_qnn.testing.onnx_models import (
+    make_cnn_model,
+    make_dense_model,
+    random_input,
+    run_reference,
+)
 from tvm_qnn.topi.dot8_conv import dot8_eligible
 from tvm_qnn.topi.layer import plan_layer, reference_output
 from tvm_qnn.topi.layout import Layout
@@ -111,4 +116,22 @@ def test_model_on_avx2_uses_the_dot_kernel_and_stays_exact():
     kernels = {row["name"]: row["kernel"] for row in art.layers if row["bitserial"]}
     assert "int8-dot" in kernels.values(), kernels
     feeds = random_input(model, seed=4)
+    np.testing.assert_array_equal(art.run(feeds), run_reference(model, feeds)[0])
+
+
+@needs_avx2
+@pytest.mark.parametrize("rows,kernel,options", [
+    (8, "int8-dot", dict(relu=True)),
+    (16, "int8-dot", dict(act_signed=True, weight_signed=False, bias=True)),
+    (2, "bit-serial", dict(relu=True)),  # few rows: the byte weights cost more to read
+])
+def test_dense_layers_with_enough_rows_run_as_dot_convs(rows, kernel, options):
+    """A W2A2 dense of ``rows`` rows on AVX2: from 8 rows on it is a 1x1 conv over the rows
+    (``topi.dense_dot8``), transposed in and out by the rewrite; exact either way."""
+    model = make_dense_model("qcdq", batch=rows, in_features=64, out_features=32, act_bits=2,
+                             weight_bits=2, **options)
+    art = tvm_qnn.compile(model, target="x86:haswell")
+    (row,) = [r for r in art.layers if r["bitserial"]]
+    assert row["kind"] == "dense" and row["kernel"] == kernel
+    feeds = random_input(model, seed=rows)
     np.testing.assert_array_equal(art.run(feeds), run_reference(model, feeds)[0])

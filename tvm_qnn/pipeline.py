@@ -16,7 +16,7 @@ from collections.abc import Mapping
 import tvm
 from tvm.relax.backend.cpu_generic import pipeline as cpu_pipeline
 
-from .topi.layer import plan_layer
+from .topi.dense_dot8 import plan_kernel
 from .topi.layout import KernelChoice, Layout
 from .transform import LegalizeQuantize, RewriteBitserial, ScheduleBitserial, find_layers
 from .transform.rewrite_bitserial import layer_layout
@@ -89,7 +89,7 @@ def layer_report(mod: tvm.IRModule, layout: Layout = Layout(),
         row = {"name": m.name, "kind": m.kind, "bitserial": m.layer is not None, "macs": m.macs}
         if m.layer is not None:
             chosen = layer_layout(layout, families, m.name, m.layer)
-            plan = plan_layer(m.layer, chosen)
+            plan = plan_kernel(m.layer, chosen)
             row.update(act_bits=m.layer.act_bits, weight_bits=plan.weight_bits,
                        kernel=plan.kernel,
                        kernel_choice=families[m.name].why if chosen is not layout

@@ -31,7 +31,8 @@ from tvm import relax
 from tvm.relax.expr_functor import mutator
 
 from ..topi.attrs import BITS_ATTR, KERNEL_ATTR, LAYER_ATTR
-from ..topi.layer import chains_channels_last, layer_compute, packed_input_shape, plan_layer
+from ..topi.dense_dot8 import plan_kernel
+from ..topi.layer import chains_channels_last, layer_compute, packed_input_shape
 from ..topi.layout import KernelChoice, Layout
 from ..topi.pack_channels_last import pack_channels_last_func
 from .graph_facts import FunctionFacts, op_name
@@ -92,7 +93,7 @@ class _CpuRewriter(LayerRewriter):
 
     def _plan(self, match):
         if match.anchor not in self._plans:
-            self._plans[match.anchor] = plan_layer(
+            self._plans[match.anchor] = plan_kernel(
                 match.layer, layer_layout(self.layout, self.families, match.name, match.layer))
         return self._plans[match.anchor]
 
@@ -150,8 +151,17 @@ class _CpuRewriter(LayerRewriter):
 
     def rewrite_layer(self, match, data):
         plan = self._plan(match)
+        if plan.layer.kind != match.layer.kind:  # a dense layer as 1x1 convs (dense_dot8)
+            rows, features = match.layer.input_shape
+            image = self.builder_.emit(relax.op.reshape(
+                relax.op.permute_dims(data, [1, 0]), (1, features, 1, rows)))
+            out = self.builder_.emit(self._kernel_call(match, plan, image, True))
+            return relax.op.reshape(out, match.layer.output_shape)
+        return self._kernel_call(match, plan, data, match.anchor in self.channels_last_out)
+
+    def _kernel_call(self, match, plan, data, channels_last_output: bool):
         params = [relax.const(arr) for _, arr in plan.epilogue.tensor_params()]
-        kind = match.layer.kind
+        kind = plan.layer.kind
         packed_in = match.anchor in self.packed_in
         if packed_in:
             data = self._pack(plan, data)
@@ -163,7 +173,7 @@ class _CpuRewriter(LayerRewriter):
             logger.info("%s (%s): bit-serial W%dA%d, %d branches", match.name, kind,
                         plan.weight_bits, match.layer.act_bits, plan.branches)
         compute = functools.partial(layer_compute, plan, packed_input=packed_in,
-                                    channels_last_output=match.anchor in self.channels_last_out)
+                                    channels_last_output=channels_last_output)
         return self.builder_.call_te(
             compute,
             data,
