@@ -31,7 +31,7 @@ from tvm import relax
 from tvm.relax.frontend.onnx import onnx_frontend as _tvm_onnx
 
 from ..errors import TvmQnnError, UnsupportedModelError
-from ..transform import PoolQuantizedCodes
+from ..transform import ConcatQuantizedCodes, PoolQuantizedCodes
 from .onnx_checks import (
     check_attributes,
     check_inputs,
@@ -320,4 +320,7 @@ def load_onnx(model: onnx.ModelProto | str | os.PathLike,
             raise UnsupportedModelError(f"could not import the ONNX model: {err}") from err
     mod = relax.transform.Normalize()(mod)
     check_tensor_shapes(mod)
-    return PoolQuantizedCodes()(mod)
+    # Pool, concat, pool: Inception's reduction blocks concatenate pooled codes, GoogLeNet
+    # pools concatenated ones between its stages.
+    return tvm.transform.Sequential([PoolQuantizedCodes(), ConcatQuantizedCodes(),
+                                     PoolQuantizedCodes()])(mod)
