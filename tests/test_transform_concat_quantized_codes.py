@@ -8,8 +8,10 @@ import tvm
 from tvm.script import ir as I
 from tvm.script import relax as R
 
-from tvm_qnn.transform import ConcatQuantizedCodes, find_layers
-from tvm_qnn.transform.graph_facts import FunctionFacts
+from tvm_qnn.transform import ConcatQuantizedCodes, PoolQuantizedCodes, find_layers
+from tvm_qnn.transform.concat_quantized_codes import CONCAT_RULES
+from tvm_qnn.transform.graph_facts import FunctionFacts, rewrite_calls
+from tvm_qnn.transform.pool_quantized_codes import POOL_RULES
 
 W = np.ones((4, 6, 3, 3), "int8")
 S = np.float32(0.25)
@@ -183,3 +185,33 @@ def test_concatenated_codes_keep_the_union_of_ranges_and_a_shared_step():
     got = {v.name: (facts.code_range(v), facts.code_step(v)) for v in facts.order
            if v.name in ("bipolar", "odd", "mixed")}
     assert got == {"bipolar": ((-1, 1), 2), "odd": ((-1, 3), 2), "mixed": ((-1, 1), 1)}
+
+
+def test_with_the_pool_rule_one_traversal_reaches_nested_concats_and_pools():
+    # Inception: a block concatenates its convs with a max pool of its input, itself a
+    # concat; the frontend runs both rules together.
+    @I.ir_module
+    class Before:
+        @R.function
+        def main(x: R.Tensor((1, 2, 8, 8), "float32"), y: R.Tensor((1, 2, 8, 8), "float32")):
+            with R.dataflow():
+                dx = R.dequantize(R.clip(R.quantize(x, R.const(S), R.const(0, "int8"), axis=1,
+                                                    out_dtype="int8"), 0, 3),
+                                  R.const(S), R.const(0, "int8"), axis=1, out_dtype="float32")
+                dy = R.dequantize(R.clip(R.quantize(y, R.const(S), R.const(0, "int8"), axis=1,
+                                                    out_dtype="int8"), 0, 1),
+                                  R.const(S), R.const(0, "int8"), axis=1, out_dtype="float32")
+                inner = R.concat((dx, dy), axis=1)
+                pooled = R.nn.max_pool2d(inner, pool_size=[3, 3], padding=[1, 1, 1, 1])
+                outer = R.concat((dx, pooled), axis=1)
+                w = R.dequantize(R.const(np.ones((4, 6, 3, 3), "int8")), R.const(0.5, "float32"),
+                                 R.const(0, "int8"), axis=0, out_dtype="float32")
+                out = R.nn.conv2d(outer, w)
+                R.output(out)
+            return out
+
+    once = PoolQuantizedCodes()(ConcatQuantizedCodes()(PoolQuantizedCodes()(Before)))
+    assert _layer(once).layer is None  # pass by pass, the outer concat comes too early
+    after = rewrite_calls(Before, POOL_RULES | CONCAT_RULES)
+    layer = _layer(after).layer
+    assert layer is not None and (layer.act_lo, layer.act_bits) == (0, 2)

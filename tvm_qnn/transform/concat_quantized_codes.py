@@ -27,9 +27,8 @@ from __future__ import annotations
 import numpy as np
 import tvm
 from tvm import relax
-from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from .graph_facts import bound_value, mutate_functions, op_name
+from .graph_facts import op_name, rewrite_calls
 
 
 def _parts(call: relax.Call, value_of) -> list:
@@ -80,8 +79,12 @@ def concat_refusal(call: relax.Call, value_of) -> str | None:
     return None
 
 
-def concat_codes(builder: relax.BlockBuilder, call: relax.Call, value_of) -> relax.Expr:
-    """``dequantize(concat(q1, q2, …))`` for a ``call`` :func:`concat_refusal` accepts."""
+def concat_codes(builder: relax.BlockBuilder, call: relax.Call,
+                 value_of) -> relax.Expr | None:
+    """``dequantize(concat(q1, q2, …))`` for ``call``, a ``relax.concat``, when
+    :func:`concat_refusal` finds nothing against it; else None."""
+    if concat_refusal(call, value_of) is not None:
+        return None
     parts = _parts(call, value_of)
     axis = int(call.attrs.axis) % len(call.ty.shape)
     dtype = np.result_type(*(str(p.args[0].ty.dtype) for p in parts)).name
@@ -100,16 +103,7 @@ def concat_codes(builder: relax.BlockBuilder, call: relax.Call, value_of) -> rel
                                out_dtype=out_dtype)
 
 
-@mutator
-class _CodeConcatenator(PyExprMutator):
-    def _value(self, expr):
-        return bound_value(self, expr)
-
-    def visit_call_(self, call):  # noqa: D102
-        call = super().visit_call_(call)
-        if op_name(call) != "relax.concat" or concat_refusal(call, self._value) is not None:
-            return call
-        return concat_codes(self.builder_, call, self._value)
+CONCAT_RULES = {"relax.concat": concat_codes}
 
 
 @tvm.transform.module_pass(opt_level=0, name="ConcatQuantizedCodes")
@@ -118,5 +112,4 @@ class ConcatQuantizedCodes:
     ``dequantize(concat(q1, q2), s, z)`` (see the module docstring)."""
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:  # noqa: D102
-        mod = mutate_functions(mod, _CodeConcatenator(mod))
-        return relax.transform.DeadCodeElimination()(relax.transform.Normalize()(mod))
+        return rewrite_calls(mod, CONCAT_RULES)

@@ -8,10 +8,12 @@ weight written as ``float const → quantize → clip → dequantize`` still yie
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import tvm
 from tvm import relax
+from tvm.relax.expr_functor import PyExprMutator, mutator
 
 
 def prim_value(expr):
@@ -173,6 +175,32 @@ def mutate_functions(mod: tvm.IRModule, mutator) -> tvm.IRModule:
         if isinstance(func, relax.Function):
             mutator.builder_.update_func(gvar, mutator.visit_expr(func))
     return mutator.builder_.get()
+
+
+# A rule: (builder, call, value_of) → the expression replacing ``call``, or None to keep it.
+Rule = Callable[[relax.BlockBuilder, relax.Call, Callable], "relax.Expr | None"]
+
+
+@mutator
+class _CallRewriter(PyExprMutator):
+    def __init__(self, mod, rules: Mapping[str, Rule]):
+        super().__init__(mod)
+        self.rules = rules
+
+    def visit_call_(self, call):  # noqa: D102
+        call = super().visit_call_(call)
+        rule = self.rules.get(op_name(call))
+        new = rule(self.builder_, call, lambda e: bound_value(self, e)) if rule else None
+        return call if new is None else new
+
+
+def rewrite_calls(mod: tvm.IRModule, rules: Mapping[str, Rule]) -> tvm.IRModule:
+    """Replace the calls of every Relax function of ``mod`` by their op's rule
+    (``{op name: rule}``), then drop what is left unused. Bindings are visited in order, so a
+    rule sees its operands already rewritten: rules given together compose in one traversal
+    (a concat of pooled codes of a concat…)."""
+    mod = mutate_functions(mod, _CallRewriter(mod, rules))
+    return relax.transform.DeadCodeElimination()(relax.transform.Normalize()(mod))
 
 
 def _free_vars(expr) -> list[relax.Var]:
