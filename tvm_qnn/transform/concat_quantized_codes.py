@@ -41,6 +41,10 @@ def _param(expr) -> np.ndarray | None:
     return expr.value.numpy() if isinstance(expr, tvm.ir.expr.GenericConst) else None
 
 
+def _per_tensor(deq: relax.Call) -> bool:
+    return _param(deq.args[1]).size == _param(deq.args[2]).size == 1
+
+
 def _along(param: np.ndarray, deq: relax.Call, axis: int, channels: int) -> np.ndarray | None:
     """``param`` of the part ``deq`` repeated or read along the concat axis, else None."""
     if param.size == 1:
@@ -68,8 +72,7 @@ def concat_refusal(call: relax.Call, value_of) -> str | None:
             return f"whose input {k} is quantized per channel along another axis than {axis}"
     if len({str(p.attrs.out_dtype) for p in parts}) > 1:
         return "of tensors dequantized to different float types"
-    per_tensor = [p for p in parts if _param(p.args[1]).size == _param(p.args[2]).size == 1]
-    if len(per_tensor) == len(parts):
+    if all(_per_tensor(p) for p in parts):
         scales = [float(_param(p.args[1]).reshape(())) for p in parts]
         zero_points = [int(_param(p.args[2]).reshape(())) for p in parts]
         if len(set(scales)) > 1 or len(set(zero_points)) > 1:
@@ -93,8 +96,8 @@ def concat_codes(builder: relax.BlockBuilder, call: relax.Call,
     joined = builder.normalize(relax.Call(call.op, [relax.Tuple(codes)], call.attrs))
     first = parts[0]
     out_dtype = str(first.attrs.out_dtype)
-    if all(_param(p.args[1]).size == _param(p.args[2]).size == 1 for p in parts):
-        # The same parameters: the first part's (a zero-point's type need not be the codes').
+    if all(_per_tensor(p) for p in parts):
+        # One set of parameters, the first part's (a zero-point's type need not be the codes').
         return relax.op.dequantize(joined, first.args[1], first.args[2],
                                    axis=int(first.attrs.axis), out_dtype=out_dtype)
     scale, zp = (np.concatenate([_along(_param(p.args[i]), p, axis, int(p.ty.shape[axis]))
