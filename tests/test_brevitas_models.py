@@ -18,6 +18,7 @@ from qonnx.core.modelwrapper import ModelWrapper  # noqa: E402
 from qonnx.core.onnx_exec import execute_onnx  # noqa: E402
 from qonnx.transformation.infer_shapes import InferShapes  # noqa: E402
 
+from tvm_qnn.testing.brevitas_blocks import CONCAT  # noqa: E402
 from tvm_qnn.testing.brevitas_models import (  # noqa: E402
     BNN_PYNQ,
     FOUR_BIT,
@@ -76,6 +77,33 @@ def test_four_bit_examples_run_bit_serial(spec, fmt):
     # later layers: the logits agree closely, not bit for bit.
     assert np.abs(got - want).max() <= 0.05 * np.abs(want).max()
     assert np.corrcoef(got.ravel(), want.ravel())[0, 1] > 0.99
+
+
+CONCAT_CASES = [(m, fmt) for m in CONCAT for fmt in export_formats(m)]
+
+
+@pytest.mark.parametrize("spec,fmt", CONCAT_CASES,
+                         ids=[f"{m.name}-{f}" for m, f in CONCAT_CASES])
+def test_concatenated_activations_run_bit_serial_and_exact(spec, fmt):
+    """Brevitas exports ``torch.cat`` as a Concat of dequantized tensors (QONNX: of ``Quant``
+    outputs; QCDQ: of ``DequantizeLinear`` outputs). Parts that share a quantizer are one
+    tensor of codes: every conv after a concat (beside a max pool, after a dense concat, on a
+    pooled concat) runs bit-serial. Parts with two scales are not: that conv stays float and
+    its reason names the Concat."""
+    model = onnx.load(brevitas_export(spec, fmt))
+    art = tvm_qnn.compile(model, target="x86")
+    float_layers = [r["reason"] for r in art.layers if not r["bitserial"]]
+    if spec.name == "concat_two_scales_2w2a":
+        assert len(art.layers) == 2 and float_layers == [
+            "input is a Concat of tensors with different scales/zero-points (0.25/0, 0.125/0): "
+            "not one quantized tensor"]
+    else:
+        assert len(art.layers) == 5 and not float_layers, float_layers
+        assert [r["act_bits"] for r in art.layers] == [4, 4, 2, 2, 2]
+    rng = np.random.default_rng(0)
+    for _ in range(2):
+        x = rng.normal(size=spec.input_shape).astype(np.float32)
+        np.testing.assert_array_equal(art.run(x), _reference(model, fmt, x))
 
 
 def _own_networks():

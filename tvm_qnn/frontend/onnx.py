@@ -31,7 +31,9 @@ from tvm import relax
 from tvm.relax.frontend.onnx import onnx_frontend as _tvm_onnx
 
 from ..errors import TvmQnnError, UnsupportedModelError
-from ..transform import PoolQuantizedCodes
+from ..transform.concat_quantized_codes import CONCAT_RULES
+from ..transform.graph_facts import rewrite_calls
+from ..transform.pool_quantized_codes import POOL_RULES
 from .onnx_checks import (
     check_attributes,
     check_inputs,
@@ -320,4 +322,6 @@ def load_onnx(model: onnx.ModelProto | str | os.PathLike,
             raise UnsupportedModelError(f"could not import the ONNX model: {err}") from err
     mod = relax.transform.Normalize()(mod)
     check_tensor_shapes(mod)
-    return PoolQuantizedCodes()(mod)
+    # PoolQuantizedCodes and ConcatQuantizedCodes in one traversal: Inception's blocks pool
+    # concatenated codes and concatenate the pooled ones, to any depth.
+    return rewrite_calls(mod, POOL_RULES | CONCAT_RULES)

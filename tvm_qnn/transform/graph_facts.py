@@ -7,9 +7,13 @@ weight written as ``float const → quantize → clip → dequantize`` still yie
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable, Mapping
+
 import numpy as np
 import tvm
 from tvm import relax
+from tvm.relax.expr_functor import PyExprMutator, mutator
 
 
 def prim_value(expr):
@@ -97,6 +101,9 @@ class FunctionFacts:
         value = self.value_of(expr)
         if op_name(value) in _RANGE_KEEPING and str(value.args[0].ty.dtype) == dtype:
             return self.code_range(value.args[0])
+        if (parts := self._concat_parts(value)) is not None:  # the union of the parts' codes
+            ranges = [self.code_range(p) for p in parts]
+            return min(r[0] for r in ranges), max(r[1] for r in ranges)
         if op_name(value) == "relax.astype":  # a cast of codes that fit keeps their range
             inner = self.code_range(value.args[0])
             if inner is not None and lo <= inner[0] and inner[1] <= hi:
@@ -116,6 +123,12 @@ class FunctionFacts:
         name = op_name(value)
         if name in _RANGE_KEEPING:
             return self.code_step(value.args[0])
+        if (parts := self._concat_parts(value)) is not None:
+            # Part k holds lo_k + n step_k: one grid whose step divides every step_k and
+            # every offset lo_k - lo_0.
+            los = [self.code_range(p)[0] for p in parts]
+            return math.gcd(*(self.code_step(p) for p in parts), *(lo - los[0] for lo in los)) \
+                or 1
         if name == "relax.clip":  # a clip that cuts no code keeps the step
             inner = self.code_range(value.args[0])
             cut = inner is None or int(prim_value(value.args[1])) > inner[0] \
@@ -123,6 +136,13 @@ class FunctionFacts:
             return 1 if cut else self.code_step(value.args[0])
         pair = self._where_codes(value)
         return abs(pair[0] - pair[1]) or 1 if pair is not None else 1
+
+    def _concat_parts(self, value) -> list | None:
+        """The tensors a ``relax.concat`` of integer codes joins, else None."""
+        if op_name(value) != "relax.concat" or "int" not in str(value.ty.dtype):
+            return None
+        tup = self.value_of(value.args[0])
+        return list(tup.fields) if isinstance(tup, relax.Tuple) else None
 
     def _where_codes(self, value) -> tuple[int, int] | None:
         """``where(cond, a, b)`` of two integer scalar constants → ``(a, b)``."""
@@ -155,6 +175,32 @@ def mutate_functions(mod: tvm.IRModule, mutator) -> tvm.IRModule:
         if isinstance(func, relax.Function):
             mutator.builder_.update_func(gvar, mutator.visit_expr(func))
     return mutator.builder_.get()
+
+
+# A rule: (builder, call, value_of) → the expression replacing ``call``, or None to keep it.
+Rule = Callable[[relax.BlockBuilder, relax.Call, Callable], "relax.Expr | None"]
+
+
+@mutator
+class _CallRewriter(PyExprMutator):
+    def __init__(self, mod, rules: Mapping[str, Rule]):
+        super().__init__(mod)
+        self.rules = rules
+
+    def visit_call_(self, call):  # noqa: D102
+        call = super().visit_call_(call)
+        rule = self.rules.get(op_name(call))
+        new = rule(self.builder_, call, lambda e: bound_value(self, e)) if rule else None
+        return call if new is None else new
+
+
+def rewrite_calls(mod: tvm.IRModule, rules: Mapping[str, Rule]) -> tvm.IRModule:
+    """Replace the calls of every Relax function of ``mod`` by their op's rule
+    (``{op name: rule}``), then drop what is left unused. Bindings are visited in order, so a
+    rule sees its operands already rewritten: rules given together compose in one traversal
+    (a concat of pooled codes of a concat…)."""
+    mod = mutate_functions(mod, _CallRewriter(mod, rules))
+    return relax.transform.DeadCodeElimination()(relax.transform.Normalize()(mod))
 
 
 def _free_vars(expr) -> list[relax.Var]:

@@ -29,6 +29,7 @@ from tvm import relax
 
 from ..topi.layer import MAX_BITS, QuantizedLayer
 from ..topi.requantize import Requantize
+from .concat_quantized_codes import concat_refusal
 from .graph_facts import FunctionFacts, op_name, prim_value
 from .layer_tail import (
     NoMatch,
@@ -134,6 +135,9 @@ class _Matcher:
             if kind == "dense":
                 weight = weight.T
             w_scale, w_zp = np.float32(1.0), np.int64(0)
+        elif op_name(x_val) == "relax.concat":  # one ConcatQuantizedCodes did not rewrite
+            why = concat_refusal(x_val, facts.value_of) or "left as it is"
+            raise NoMatch(f"input is a Concat {why}")
         else:
             raise NoMatch("input is not a dequantized quantized tensor")
         rng = facts.code_range(xq)

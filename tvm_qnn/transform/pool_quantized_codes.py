@@ -19,9 +19,8 @@ from __future__ import annotations
 import numpy as np
 import tvm
 from tvm import relax
-from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from .graph_facts import bound_value, mutate_functions, op_name
+from .graph_facts import op_name, rewrite_calls
 
 
 def _positive_channel_scale(scale: relax.Expr, axis: int, channel_axis: int) -> bool:
@@ -31,26 +30,23 @@ def _positive_channel_scale(scale: relax.Expr, axis: int, channel_axis: int) -> 
     return bool(np.all(arr > 0)) and (arr.size == 1 or axis == channel_axis)
 
 
-@mutator
-class _CodePooler(PyExprMutator):
-    def _value(self, expr):
-        return bound_value(self, expr)
+def pool_codes(builder: relax.BlockBuilder, call: relax.Call, value_of) -> relax.Expr | None:
+    """``dequantize(max_pool2d(q), s, z)`` for ``call``, a ``max_pool2d(dequantize(q, s, z))``
+    with positive scales; else None. ``value_of`` follows variables to their bound values."""
+    deq = value_of(call.args[0])
+    layout = str(call.attrs.layout)
+    if op_name(deq) != "relax.dequantize" or layout not in ("NCHW", "NHWC"):
+        return None
+    q, scale, zp = deq.args
+    ndim = len(q.ty.shape)
+    if not _positive_channel_scale(scale, int(deq.attrs.axis) % ndim, layout.index("C")):
+        return None
+    pooled = builder.normalize(relax.Call(call.op, [q], call.attrs))
+    return relax.op.dequantize(pooled, scale, zp, axis=int(deq.attrs.axis),
+                               out_dtype=str(deq.attrs.out_dtype))
 
-    def visit_call_(self, call):  # noqa: D102
-        call = super().visit_call_(call)
-        if op_name(call) != "relax.nn.max_pool2d":
-            return call
-        deq = self._value(call.args[0])
-        layout = str(call.attrs.layout)
-        if op_name(deq) != "relax.dequantize" or layout not in ("NCHW", "NHWC"):
-            return call
-        q, scale, zp = deq.args
-        ndim = len(q.ty.shape)
-        if not _positive_channel_scale(scale, int(deq.attrs.axis) % ndim, layout.index("C")):
-            return call
-        pooled = self.builder_.normalize(relax.Call(call.op, [q], call.attrs))
-        return relax.op.dequantize(pooled, scale, zp, axis=int(deq.attrs.axis),
-                                   out_dtype=str(deq.attrs.out_dtype))
+
+POOL_RULES = {"relax.nn.max_pool2d": pool_codes}
 
 
 @tvm.transform.module_pass(opt_level=0, name="PoolQuantizedCodes")
@@ -59,5 +55,4 @@ class PoolQuantizedCodes:
     when every scale is positive (see the module docstring)."""
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:  # noqa: D102
-        mod = mutate_functions(mod, _CodePooler(mod))
-        return relax.transform.DeadCodeElimination()(relax.transform.Normalize()(mod))
+        return rewrite_calls(mod, POOL_RULES)
