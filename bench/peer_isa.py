@@ -180,6 +180,14 @@ def verify(limits: PeerLimits) -> dict:
         onnxruntime=dict(limit=ORT_ISA, verified="not limited"))
 
 
+def describe(record: dict) -> str:
+    """One line of what :func:`verify` found: each peer's limit (what it reported)."""
+    parts = [f"{peer}={r['limit']} ({r['verified']})" for peer, r in record.items()
+             if isinstance(r, dict) and peer != "onnxruntime"]
+    return (f"peers limited to --mcpu {record['mcpu']}: " + " ".join(parts)
+            + f"; onnxruntime={record['onnxruntime']['limit']}")
+
+
 def _rank(order, name: str) -> int:
     """Position of ``name`` in ``order``; names not in it (``jit:uni``, ``gemm:jit``) rank
     lowest: they carry no ISA of their own."""
