@@ -159,8 +159,8 @@ def verify(limits: PeerLimits) -> dict:
     over = [impl for impl in onednn
             if _rank(ONEDNN_ORDER, impl.rpartition(":")[2]) > _rank(ONEDNN_ORDER,
                                                                     limits.onednn.lower())]
-    if over or not onednn:
-        problems.append(f"oneDNN created {', '.join(over) or 'no ISA-named primitive'}")
+    if over:
+        problems.append(f"oneDNN created {', '.join(over)}, above {limits.onednn}")
     if vnni and limits.fbgemm != "AVX512_E1":
         problems.append(f"fbgemm used VNNI, above {limits.fbgemm}")
     if problems:
@@ -171,7 +171,8 @@ def verify(limits: PeerLimits) -> dict:
     return dict(
         mcpu=limits.mcpu,
         torch_aten=dict(limit=limits.aten, verified=aten),
-        torch_onednn=dict(limit=limits.onednn, verified=" ".join(onednn)),
+        torch_onednn=dict(limit=limits.onednn,
+                          verified=" ".join(onednn) or "unverified: no ISA-named primitive"),
         torch_fbgemm=dict(limit=limits.fbgemm or "none: engines fbgemm and x86 dropped",
                           verified=fbgemm),
         torch_mkl=dict(limit=limits.mkl, verified=mkl_dispatch(),
