@@ -7,7 +7,10 @@
                     [--mcpu haswell]
 
 ``--mcpu`` generates the code (and the roofline probe) for another x86 CPU that runs here,
-e.g. ``haswell`` for the AVX2 path (``vpshufb`` popcount, 8 output channels per vector).
+e.g. ``haswell`` for the AVX2 path (``vpshufb`` popcount, 8 output channels per vector), and
+limits the PyTorch peers to that CPU's instruction sets (:mod:`bench.peer_isa`: ATen, oneDNN,
+fbgemm, MKL), checked before anything is timed and recorded in the JSON (``machine.peer_isa``)
+and in each row (``torch_isa``). onnxruntime cannot be limited: its rows say ``ort_isa=host``.
 
 **Layers** (batch 1): conv3x3 s1 p1 at 56²×64→64, 28²×128→128, 14²×256→256, 7²×512→512 and
 dense 1×4096→4096, 64×4096→4096, at each ``--bits`` ``WxA`` (weight × activation bits; a
