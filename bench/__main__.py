@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     if mcpu:  # before bench_layers imports TVM, which imports PyTorch
         from . import peer_isa
 
+        # False (PyTorch imported already, e.g. by tvm-qnn): bench_layers reruns the suite.
         peer_isa.apply(peer_isa.peer_limits(mcpu))
     from . import bench_layers
 
