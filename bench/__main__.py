@@ -9,7 +9,8 @@ popcount roofline of a probe kernel (:mod:`bench.roofline`); ``--models`` adds t
 trained CNVs end to end; ``--json`` and ``--png`` write the results. ``--target
 arm_cpu[:board]`` prints the llvm-mca model of the same layers for the board
 (:mod:`bench.arm_model`) — a model, never a time, since no ARM board is reachable from here.
-Other options go to the module that runs.
+Other options go to the module that runs. ``--mcpu`` also limits the peers to that CPU's
+instruction sets (:mod:`bench.peer_isa`), set here before anything imports PyTorch.
 """
 
 from __future__ import annotations
@@ -35,9 +36,25 @@ def main(argv: list[str] | None = None) -> int:
     if target != "x86":
         raise SystemExit(f"--target {target}: the suite runs on x86 (measured) or "
                          "arm_cpu[:board] (modelled)")
+    mcpu = _option_value(argv, "--mcpu")
+    if mcpu:  # before bench_layers imports TVM, which imports PyTorch
+        from . import peer_isa
+
+        # False (PyTorch imported already, e.g. by tvm-qnn): bench_layers reruns the suite.
+        peer_isa.apply(peer_isa.peer_limits(mcpu))
     from . import bench_layers
 
     return bench_layers.main(argv)
+
+
+def _option_value(argv: list[str], option: str) -> str | None:
+    """The value of ``option`` in ``argv`` (``--opt v`` or ``--opt=v``), else None."""
+    for k, arg in enumerate(argv):
+        if arg == option and k + 1 < len(argv):
+            return argv[k + 1]
+        if arg.startswith(option + "="):
+            return arg.partition("=")[2]
+    return None
 
 
 if __name__ == "__main__":

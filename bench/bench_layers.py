@@ -7,7 +7,10 @@
                     [--mcpu haswell]
 
 ``--mcpu`` generates the code (and the roofline probe) for another x86 CPU that runs here,
-e.g. ``haswell`` for the AVX2 path (``vpshufb`` popcount, 8 output channels per vector).
+e.g. ``haswell`` for the AVX2 path (``vpshufb`` popcount, 8 output channels per vector), and
+limits the PyTorch peers to that CPU's instruction sets (:mod:`bench.peer_isa`: ATen, oneDNN,
+fbgemm, MKL), checked before anything is timed and recorded in the JSON (``machine.peer_isa``)
+and in each row (``torch_isa``). onnxruntime cannot be limited: its rows say ``ort_isa=host``.
 
 **Layers** (batch 1): conv3x3 s1 p1 at 56²×64→64, 28²×128→128, 14²×256→256, 7²×512→512 and
 dense 1×4096→4096, 64×4096→4096, at each ``--bits`` ``WxA`` (weight × activation bits; a
@@ -59,7 +62,7 @@ import time
 
 from tvm_qnn.testing.suite import LAYER_SUITE as LAYERS
 
-from . import brevitas_models, peers, roofline
+from . import brevitas_models, peer_isa, peers, roofline
 
 # Small layers for the smoke test (``--quick``); not part of the suite.
 QUICK_LAYERS = {
@@ -133,8 +136,10 @@ def _qnn_ms(kernel, xq, timing: peers.Timing) -> float:
                             estimate, timing)
 
 
-def bench_layers(names, bits, threads, rates, timing, target="x86") -> list[dict]:
-    """Every (layer, bits, threads) case; peers measured once per (layer, threads)."""
+def bench_layers(names, bits, threads, rates, timing, target="x86",
+                 engines=peers.TORCH_ENGINES, tags=None) -> list[dict]:
+    """Every (layer, bits, threads) case; peers measured once per (layer, threads), PyTorch int8
+    under ``engines``. ``tags`` are added to every row (e.g. the ISA the peers were limited to)."""
     rows = []
     for name in names:
         kind, cin, cout, size = {**LAYERS, **QUICK_LAYERS}[name]
@@ -143,11 +148,11 @@ def bench_layers(names, bits, threads, rates, timing, target="x86") -> list[dict
         peer = {}
         for n in threads:
             peers.pin(n)
-            t8, engine, engines = peers.torch_int8_ms(int8, timing)
+            t8, engine, engine_ms = peers.torch_int8_ms(int8, timing, engines)
             ort_ms, ort_op = peers.ort_int8_ms(int8, n, timing)
             peer[n] = dict(torch_fp32_ms=peers.torch_fp32_ms(kind, cin, cout, size, timing),
                            torch_int8_ms=t8, ort_int8_ms=ort_ms, engine=engine,
-                           engines=engines, ort_op=ort_op)
+                           engines=engine_ms, ort_op=ort_op)
         for wbits, abits in bits:
             peers.pin(max(threads))  # compile with every core the run may use
             kernel, xq, isa, alone = _qnn_kernel(kind, cin, cout, size, wbits, abits, target)
@@ -164,13 +169,13 @@ def bench_layers(names, bits, threads, rates, timing, target="x86") -> list[dict
                            of_roofline=roof_ms / qnn_ms, x_fp32=p["torch_fp32_ms"] / qnn_ms,
                            x_int8=int8_ms / qnn_ms, int8_engine=f"torch:{p['engine']}",
                            ort_op=p["ort_op"], **extra, torch_int8_engines_ms=p["engines"],
-                           kernel=kernel.plan.kernel, isa=isa)
+                           kernel=kernel.plan.kernel, **(tags or {}), isa=isa)
                 rows.append(row)
                 print(bench_line(row), flush=True)
     return rows
 
 
-def bench_models(names, threads, timing, target="x86") -> list[dict]:
+def bench_models(names, threads, timing, target="x86", tags=None) -> list[dict]:
     """The shipped CNVs compiled by tvm_qnn vs onnxruntime (QDQ and fp32) and PyTorch fp32."""
     import numpy as np
 
@@ -218,7 +223,7 @@ def bench_models(names, threads, timing, target="x86") -> list[dict]:
                        x_ort_qdq=ort_qdq_ms / qnn_ms, x_ort_fp32=ort_fp32_ms / qnn_ms,
                        x_torch_fp32=torch_fp32_ms / qnn_ms,
                        bitserial_layers=f"{bitserial}/{len(art.layers)}",
-                       ort_qlinearconv=qconv, torch_fp32_matches_ort=agree)
+                       ort_qlinearconv=qconv, torch_fp32_matches_ort=agree, **(tags or {}))
             rows.append(row)
             print(bench_line(row), flush=True)
     return rows
@@ -287,18 +292,27 @@ def main(argv=None) -> int:
     parser.add_argument("--mcpu", help="generate code for this x86 CPU instead of the host's "
                         "(e.g. haswell: the AVX2 vpshufb popcount path; it must run here)")
     parser.add_argument("--quick", action="store_true", help=argparse.SUPPRESS)
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     args.bits = [parse_bits(b) if isinstance(b, str) else b for b in args.bits]
     timing = peers.QUICK if args.quick else peers.Timing()
+    limits = peer_isa.peer_limits(args.mcpu) if args.mcpu else None
+    if limits and not peer_isa.apply(limits):  # PyTorch came first: its ISA may be fixed
+        return peer_isa.rerun_in_fresh_process(argv, limits)
     with peers.thread_control(max(args.threads)):
-        return _run(args, timing)
+        return _run(args, timing, limits)
 
 
-def _run(args, timing) -> int:
+def _run(args, timing, limits) -> int:
     from tvm_qnn.target import X86Target
 
     start = time.perf_counter()
     target = X86Target(mcpu=args.mcpu) if args.mcpu else "x86"
+    engines, tags, peer_record = peers.TORCH_ENGINES, {}, "host (no --mcpu: not limited)"
+    if limits:
+        peer_record = peer_isa.verify(limits)
+        print(f"bench: {peer_isa.describe(peer_record)}", flush=True)
+        engines, tags = limits.torch_engines, dict(torch_isa=limits.onednn, ort_isa="host")
     rates = {}
     for n in args.threads:
         peers.pin(n)
@@ -307,21 +321,27 @@ def _run(args, timing) -> int:
         rates[n] = probe["bit_macs_per_s"]
         print(f"bench: roofline threads={n} bit_macs_per_s={rates[n]:.4g} "
               f"per_core={rates[n] / n:.4g} isa={probe['isa']}", flush=True)
-    rows = bench_layers(args.layers, args.bits, args.threads, rates, timing, target)
+    rows = bench_layers(args.layers, args.bits, args.threads, rates, timing, target, engines,
+                        tags)
     model_rows = []
     if args.models is not None:
-        model_rows = bench_models(args.models or list(MODELS), args.threads, timing, target)
+        model_rows = bench_models(args.models or list(MODELS), args.threads, timing, target,
+                                  tags)
     brevitas_rows = []
     if args.brevitas is not None:
+        def report(row):
+            row.update({k: v for k, v in tags.items() if k == "ort_isa"})  # its only peer
+            print(bench_line(row), flush=True)
+
         brevitas_rows = brevitas_models.bench_brevitas(
             args.brevitas or list(brevitas_models.DEFAULT), args.threads, timing, rates,
-            lambda row: print(bench_line(row), flush=True), target)
+            report, target)
     elapsed = time.perf_counter() - start
     print(f"bench: done in {elapsed:.1f} s", flush=True)
     if args.json:
         result = dict(machine=dict(cpu=_cpu_name(), cpus=len(peers.CPUS),
                                    python=platform.python_version(),
-                                   mcpu=args.mcpu or "host"),
+                                   mcpu=args.mcpu or "host", peer_isa=peer_record),
                       timing=dataclasses.asdict(timing),
                       roofline_bit_macs_per_s={str(k): v for k, v in rates.items()},
                       layers=rows, models=model_rows, brevitas=brevitas_rows,

@@ -22,7 +22,8 @@ Timing: tvm_qnn's own protocol (:mod:`tvm_qnn.runtime.timing`: warm-up, then the
 rounds of the median of samples), in milliseconds here. Python-called peers include their
 call overhead (a few µs), as a user sees it; onnxruntime runs through an ``IOBinding`` to keep
 that small. Threads: :func:`pin` restricts every thread of the process to
-the first ``threads`` CPUs and sets PyTorch's and TVM's pool sizes.
+the first ``threads`` CPUs and sets PyTorch's and TVM's pool sizes. ISA: every peer uses all
+of this CPU's, unless ``--mcpu`` limits them (:mod:`bench.peer_isa`).
 """
 
 from __future__ import annotations

@@ -4,6 +4,9 @@ and the int8 peers checked against a numpy int8 reference (no speed is asserted)
 
 import json
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -55,6 +58,57 @@ def test_brevitas_networks_are_timed_next_to_their_float_and_int8_peers(tmp_path
     for key in ("tvm_qnn_ms", "ort_fp32_ms", "ort_int8_ms", "roofline_ms"):
         assert math.isfinite(float(row[key])) and float(row[key]) > 0, (key, row[key])
     assert json.loads(out.read_text())["brevitas"][0]["brevitas"] == "tfc_2w2a"
+
+
+@pytest.mark.parametrize("mcpu,want", [
+    ("haswell", ("avx2", "AVX2", "AVX2", "AVX2")),
+    ("cascadelake", ("avx512", "AVX512_CORE_VNNI", "AVX512_E1", "AVX512_E1")),
+    ("sapphirerapids", ("avx512", "AVX512_CORE_AMX", "AVX512_E1", "AVX512_E4")),
+    ("x86-64", ("default", "SSE41", None, "SSE4_2")),
+])
+def test_peer_limits_follow_the_mcpu_isa(mcpu, want):
+    from bench import peer_isa
+
+    limits = peer_isa.peer_limits(mcpu)
+    assert (limits.aten, limits.onednn, limits.fbgemm, limits.mkl) == want
+    # fbgemm runs nothing below AVX2: its engines are dropped rather than left unlimited.
+    assert ("fbgemm" in limits.torch_engines) == (want[2] is not None)
+
+
+def test_limits_set_after_pytorch_was_imported_ask_for_a_fresh_process(monkeypatch):
+    from bench import peer_isa
+
+    limits = peer_isa.peer_limits("haswell")
+    for key in limits.environ():
+        monkeypatch.delenv(key, raising=False)
+    assert "torch" in sys.modules  # imported by this file's importorskip
+    assert not peer_isa.apply(limits)
+    assert not any(key in os.environ for key in limits.environ())
+
+
+def test_mcpu_limits_the_pytorch_peers_to_its_isa(tmp_path):
+    """``--mcpu haswell`` in a fresh process: ATen, oneDNN and fbgemm report AVX2 at most (on
+    any x86 host that runs AVX2 code, an AVX2-only one included), onnxruntime the host's ISA."""
+    from tvm_qnn.target.x86 import X86Target
+
+    if X86Target(mcpu="haswell").why_not_here():
+        pytest.skip("this CPU does not run haswell (AVX2) code")
+    out = tmp_path / "bench.json"
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run([sys.executable, "-m", "bench", "--quick", "--layers", "dense4q",
+                           "--bits", "1x1", "--mcpu", "haswell", "--json", str(out)],
+                          cwd=root, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    peer_isa = json.loads(out.read_text())["machine"]["peer_isa"]
+    assert peer_isa["torch_aten"] == {"limit": "avx2", "verified": "avx2"}
+    onednn = peer_isa["torch_onednn"]["verified"]
+    assert onednn.startswith("unverified") or all(
+        impl.rpartition(":")[2] in ("sse41", "avx", "avx2") for impl in onednn.split()), onednn
+    assert peer_isa["torch_fbgemm"]["verified"].startswith("no VNNI")
+    assert "cannot be limited" in peer_isa["onnxruntime"]["limit"]
+    (line,) = [ln for ln in done.stdout.splitlines() if ln.startswith("bench: layer=")]
+    row = _row(line)
+    assert row["torch_isa"] == "AVX2" and row["ort_isa"] == "host"
 
 
 def test_bits_are_weight_by_activation():
