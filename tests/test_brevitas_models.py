@@ -6,6 +6,8 @@ Exports are cached by :mod:`tvm_qnn.testing.brevitas_models`; a cold cache costs
 model.
 """
 
+import logging
+
 import numpy as np
 import onnx
 import pytest
@@ -109,7 +111,7 @@ def test_concatenated_activations_run_bit_serial_and_exact(spec, fmt):
 def _own_networks():
     """Small brevitas.nn networks of our own, with power-of-two scales (fixed-point
     quantizers) so the float references are exact: mixed precision, a residual block,
-    depthwise + pointwise."""
+    depthwise → pointwise → depthwise."""
     import torch
     from brevitas.nn import QuantConv2d, QuantIdentity, QuantLinear, QuantReLU
     from brevitas.quant import (
@@ -150,9 +152,10 @@ def _own_networks():
         torch.nn.Flatten(), QuantLinear(16 * 4 * 4, 10, bias=False,
                                         weight_quant=Int8WeightPerTensorFixedPoint,
                                         weight_bit_width=4))
-    depthwise = torch.nn.Sequential(
+    depthwise = torch.nn.Sequential(  # each conv's codes pass channels-last to the next
         act(4), conv(8, 8, 4, groups=8), torch.nn.BatchNorm2d(8), relu(4),
         conv(8, 16, 4, k=1), torch.nn.BatchNorm2d(16), relu(4),
+        conv(16, 16, 4, groups=16), torch.nn.BatchNorm2d(16), relu(4),
         torch.nn.Flatten(), QuantLinear(16 * 8 * 8, 10, bias=False,
                                         weight_quant=Int8WeightPerTensorFixedPoint,
                                         weight_bit_width=4))
@@ -161,7 +164,7 @@ def _own_networks():
 
 @pytest.mark.parametrize("fmt", ["qonnx", "qcdq"])
 @pytest.mark.parametrize("name", ["mixed", "residual", "depthwise"])
-def test_own_brevitas_networks_run_bit_serial_and_exact(name, fmt, tmp_path):
+def test_own_brevitas_networks_run_bit_serial_and_exact(name, fmt, tmp_path, caplog):
     import torch
     from brevitas.export import export_onnx_qcdq, export_qonnx
 
@@ -185,9 +188,12 @@ def test_own_brevitas_networks_run_bit_serial_and_exact(name, fmt, tmp_path):
     else:
         export_onnx_qcdq(net, example, export_path=path)
     model = onnx.load(path)
-    art = tvm_qnn.compile(model)
+    with caplog.at_level(logging.INFO, logger="tvm_qnn.rewrite"):
+        art = tvm_qnn.compile(model)
     float_layers = [f"{r['name']}: {r['reason']}" for r in art.layers if not r["bitserial"]]
     assert not float_layers, float_layers
+    if name == "depthwise":  # whichever kernel each conv got on this CPU
+        assert caplog.text.count("codes passed channels-last") == 2, caplog.text
     for seed in range(2):
         x = np.random.default_rng(seed).normal(size=(1, 8, 8, 8)).astype(np.float32)
         np.testing.assert_array_equal(art.run(x), _reference(model, fmt, x))

@@ -197,7 +197,7 @@ def test_chained_conv_property(act_bits, weight_bits, act_signed, cin, cout, siz
     """A conv fed channels-last codes through the vector pack (as between two bit-serial
     convs), writing channels-last codes: equal to the reference, padding included."""
     from tvm_qnn.testing.layers import ChainedLayerKernel
-    from tvm_qnn.topi.layer import chains_channels_last
+    from tvm_qnn.topi.layer_kernels import chains_channels_last
 
     assume(size[0] + pads[0] + pads[2] >= 3 and size[1] + pads[1] + pads[3] >= 3)
     lo = -(1 << (act_bits - 1)) if act_signed else 0

@@ -18,7 +18,9 @@ from tvm.script import relax as R
 from tvm.script import tirx as T
 
 from tvm_qnn.topi.attrs import KERNEL_ATTR
-from tvm_qnn.topi.layer import QuantizedLayer, layer_compute, plan_layer
+from tvm_qnn.topi.layer import QuantizedLayer, plan_layer
+from tvm_qnn.topi.layer_kernels import layer_compute
+from tvm_qnn.topi.layout import Layout
 from tvm_qnn.topi.requantize import Requantize
 from tvm_qnn.transform import RewriteBitserial
 
@@ -303,30 +305,32 @@ def _two_conv_module(return_middle: bool, pool: bool = False):
     return bb.get()
 
 
-def _chain_layers():
+def _chain_layers(layout=Layout()):
     first = _layer(name="c1", bias=np.zeros(16, "float32"))
     second = _layer(name="c2", input_shape=(1, 16, 6, 6), weight=W2.astype(np.int64),
                     weight_scale=SW2, weight_zero_point=np.zeros(8, np.int64),
                     bias=np.zeros(8, "float32"), channels=8)
-    return plan_layer(first), plan_layer(second)
+    return plan_layer(first, layout), plan_layer(second, layout)
+
+
+def _layer_call(bb, plan, data, name, **modes):
+    params = [relax.const(a) for _, a in plan.epilogue.tensor_params()]
+    return bb.call_te(
+        functools.partial(layer_compute, plan, **modes), data,
+        relax.const(plan.packed_weight), *params, primfunc_name_hint="bitserial_conv2d",
+        primfunc_attrs={KERNEL_ATTR: "conv2d", "op_pattern": 8, "tvm_qnn.layer": name,
+                        "tvm_qnn.bits": "W2A2"})
 
 
 def test_conv_feeding_conv_passes_channels_last_bit_planes():
-    from tvm_qnn.topi.layer import packed_input_shape
+    from tvm_qnn.topi.layer_kernels import packed_input_shape
     from tvm_qnn.topi.pack_channels_last import pack_channels_last_func
 
     after = RewriteBitserial()(_two_conv_module(return_middle=False))
     first, second = _chain_layers()
     bb = relax.BlockBuilder()
     x = relax.Var("x", relax.TensorType((1, 8, 6, 6), "uint8"))
-
-    def call(plan, data, name, **modes):
-        params = [relax.const(a) for _, a in plan.epilogue.tensor_params()]
-        return bb.call_te(
-            functools.partial(layer_compute, plan, **modes), data,
-            relax.const(plan.packed_weight), *params, primfunc_name_hint="bitserial_conv2d",
-            primfunc_attrs={KERNEL_ATTR: "conv2d", "op_pattern": 8, "tvm_qnn.layer": name,
-                            "tvm_qnn.bits": "W2A2"})
+    call = functools.partial(_layer_call, bb)
 
     with bb.function("main", [x]):
         with bb.dataflow():
@@ -339,6 +343,24 @@ def test_conv_feeding_conv_passes_channels_last_bit_planes():
                 packed_input_shape(second), "uint64")))
             y = bb.emit(call(second, planes, "c2", packed_input=True,
                              channels_last_output=False))
+            out = bb.emit_output(y)
+        bb.emit_func_output(out)
+    tvm.ir.assert_structural_equal(after, bb.get(), map_free_vars=True)
+
+
+def test_int8_dot_conv_feeding_int8_dot_conv_reads_its_nhwc_codes_as_they_are():
+    """Expected: the first writes NHWC codes, the second reads them with no pack between."""
+    layout = Layout(dot8_min_branches=1)
+    after = RewriteBitserial(layout)(_two_conv_module(return_middle=False))
+    first, second = _chain_layers(layout)
+    assert first.kernel == second.kernel == "int8-dot"
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, 8, 6, 6), "uint8"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            xc = bb.emit(relax.op.clip(x, 0, 3))
+            mid = bb.emit(_layer_call(bb, first, xc, "c1", channels_last_output=True))
+            y = bb.emit(_layer_call(bb, second, mid, "c2", channels_last_input=True))
             out = bb.emit_output(y)
         bb.emit_func_output(out)
     tvm.ir.assert_structural_equal(after, bb.get(), map_free_vars=True)

@@ -13,14 +13,8 @@ from ..pipeline import build_pipeline
 from ..runtime.timing import evaluator_seconds
 from ..target import resolve_target
 from ..topi.attrs import KERNEL_ATTR
-from ..topi.layer import (
-    QuantizedLayer,
-    chains_channels_last,
-    layer_compute,
-    packed_input_shape,
-    plan_layer,
-    reference_output,
-)
+from ..topi.layer import QuantizedLayer, plan_layer, reference_output
+from ..topi.layer_kernels import chains_channels_last, layer_compute, packed_input_shape
 from ..topi.pack_channels_last import pack_channels_last_func
 from ..topi.requantize import Requantize
 from ..topi.thresholds import MAX_THRESHOLDS

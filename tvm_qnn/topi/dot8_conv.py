@@ -68,13 +68,13 @@ def pack_dot8_weights(offsets: np.ndarray, oc_block: int) -> np.ndarray:
 def dot8_conv2d(data: te.Tensor, weight: te.Tensor, epi: Epilogue, *params, act_lo: int,
                 pad_code: int, pads: tuple[int, int, int, int], strides: tuple[int, int],
                 dilation: tuple[int, int], out_size: tuple[int, int], groups_per_step: int = 1,
-                channels_last: bool = False) -> te.Tensor:
+                channels_last: bool = False, channels_last_input: bool = False) -> te.Tensor:
     """u8 × s8 conv2d (one group) with the fused epilogue.
 
     Parameters
     ----------
     data : te.Tensor
-        ``[N, C, H, W]`` integer codes.
+        ``[N, C, H, W]`` integer codes (``[N, H, W, C]`` with ``channels_last_input``).
     weight : te.Tensor
         :func:`pack_dot8_weights` output, ``[OC / OCi, KH, KW, Cq, OCi, 4]`` int8.
     epi : Epilogue
@@ -90,13 +90,18 @@ def dot8_conv2d(data: te.Tensor, weight: te.Tensor, epi: Epilogue, *params, act_
         accumulation block (:data:`~.attrs.DOT8_GROUPS_ATTR`) for the schedule.
     channels_last : bool
         Write NHWC instead of NCHW (:func:`~.epilogue.conv_epilogue`).
+    channels_last_input : bool
+        ``data`` is NHWC (a channels-last producer): the byte stage below copies rows.
 
     Returns
     -------
     te.Tensor
         ``[N, OC, OH, OW]`` (or ``[N, OH, OW, OC]``) of ``epi.out_dtype``.
     """
-    n, c, h, w = (int(s) for s in data.shape)
+    if channels_last_input:
+        n, h, w, c = (int(s) for s in data.shape)
+    else:
+        n, c, h, w = (int(s) for s in data.shape)
     _, kh, kw, cq, oc_inner, _ = (int(s) for s in weight.shape)
     top, left, bottom, right = pads
     out_channels = int(epi.neg_d.shape[0])
@@ -104,8 +109,11 @@ def dot8_conv2d(data: te.Tensor, weight: te.Tensor, epi: Epilogue, *params, act_
     def code(nn, yy, xx, ch):
         # NHWC bytes, channels padded to a multiple of 4 (zero: their weights are zero too).
         inside = tirx.all(yy >= top, yy < top + h, xx >= left, xx < left + w)
-        u = data[nn, tirx.min(ch, c - 1), tirx.max(tirx.min(yy - top, h - 1), 0),
-                 tirx.max(tirx.min(xx - left, w - 1), 0)].astype("int32") - act_lo
+        y = tirx.max(tirx.min(yy - top, h - 1), 0)
+        x = tirx.max(tirx.min(xx - left, w - 1), 0)
+        k = tirx.min(ch, c - 1)
+        at = (nn, y, x, k) if channels_last_input else (nn, k, y, x)
+        u = data[at].astype("int32") - act_lo
         u = tirx.if_then_else(inside, u, tirx.const(pad_code, "int32"))
         return tirx.if_then_else(ch < c, u, tirx.const(0, "int32")).astype("uint8")
 

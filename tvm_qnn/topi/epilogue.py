@@ -82,7 +82,9 @@ class Epilogue:
             arr = self.array(name)
             if name == "thresholds":  # per channel: uniform when every row is the same
                 if not np.all(arr == arr[:1]):
-                    out.append((name, arr))
+                    # Step-major [K, OC]: the kernel's channel vector loads one contiguous
+                    # row per step, where [OC, K] made it a gather of K-strided words.
+                    out.append((name, np.ascontiguousarray(arr.T)))
             elif not np.all(arr == arr.flat[0]):
                 if name in _ACC_PARAMS:
                     arr = arr.astype(self.acc_dtype)
@@ -102,9 +104,9 @@ def _param_getter(epi: Epilogue, tensors: dict[str, te.Tensor]):
               "thresholds": acc, "base": "int32"}
 
     def get(name, oc, k=None):
-        """``name[oc]`` (``thresholds[oc, k]``)."""
+        """``name[oc]`` (``thresholds[oc, k]``, stored step-major)."""
         if name in tensors:
-            return tensors[name][oc] if k is None else tensors[name][oc, k]
+            return tensors[name][oc] if k is None else tensors[name][k, oc]
         arr = epi.array(name)
         value = arr.flat[0] if k is None else arr[0, k]
         return tirx.const(value.item(), dtypes[name])

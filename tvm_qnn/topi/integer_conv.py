@@ -18,7 +18,7 @@ from .epilogue import Epilogue, conv_epilogue
 def integer_conv2d(data: te.Tensor, weight: te.Tensor, epi: Epilogue, *params, zero_point: int,
                    groups: int, pads: tuple[int, int, int, int], strides: tuple[int, int],
                    dilation: tuple[int, int], out_size: tuple[int, int],
-                   channels_last: bool = False) -> te.Tensor:
+                   channels_last: bool = False, channels_last_input: bool = False) -> te.Tensor:
     """Plain integer conv2d with the same fused epilogue (layers with many branches).
 
     ``acc = sum (x - z_x) (w - z_w)`` in int32; padding holds ``z_x`` (0 after the shift). The
@@ -29,7 +29,7 @@ def integer_conv2d(data: te.Tensor, weight: te.Tensor, epi: Epilogue, *params, z
     Parameters
     ----------
     data : te.Tensor
-        ``[N, C, H, W]`` integer codes.
+        ``[N, C, H, W]`` integer codes (``[N, H, W, C]`` with ``channels_last_input``).
     weight : te.Tensor
         ``[OC / OCi, Cg, KH, KW, OCi]`` int32, the weight zero-point already subtracted.
     epi : Epilogue
@@ -44,13 +44,18 @@ def integer_conv2d(data: te.Tensor, weight: te.Tensor, epi: Epilogue, *params, z
         ``(top, left, bottom, right)``, the conv's strides and dilation, ``(OH, OW)``.
     channels_last : bool
         Write NHWC instead of NCHW (:func:`~.epilogue.conv_epilogue`).
+    channels_last_input : bool
+        ``data`` is NHWC (a channels-last producer).
 
     Returns
     -------
     te.Tensor
         ``[N, OC, OH, OW]`` (or ``[N, OH, OW, OC]``) of ``epi.out_dtype``.
     """
-    n, c, h, w = (int(s) for s in data.shape)
+    if channels_last_input:
+        n, h, w, c = (int(s) for s in data.shape)
+    else:
+        n, c, h, w = (int(s) for s in data.shape)
     _, cg, kh, kw, oc_inner = (int(s) for s in weight.shape)
     top, left, bottom, right = pads
     out_channels = int(epi.neg_d.shape[0])
@@ -58,8 +63,10 @@ def integer_conv2d(data: te.Tensor, weight: te.Tensor, epi: Epilogue, *params, z
 
     def shifted(nn, ch, yy, xx):
         inside = tirx.all(yy >= top, yy < top + h, xx >= left, xx < left + w)
-        value = data[nn, ch, tirx.max(tirx.min(yy - top, h - 1), 0),
-                     tirx.max(tirx.min(xx - left, w - 1), 0)].astype("int32") - zero_point
+        y = tirx.max(tirx.min(yy - top, h - 1), 0)
+        x = tirx.max(tirx.min(xx - left, w - 1), 0)
+        at = (nn, y, x, ch) if channels_last_input else (nn, ch, y, x)
+        value = data[at].astype("int32") - zero_point
         return tirx.if_then_else(inside, value, tirx.const(0, "int32"))
 
     hp, wp = h + top + bottom, w + left + right

@@ -29,7 +29,8 @@ from tvm import relax
 from tvm.relax.expr_functor import mutator
 
 from ..topi.attrs import LAYER_ATTR
-from ..topi.layer import LayerPlan, branch_epilogue_compute
+from ..topi.layer import LayerPlan
+from ..topi.layer_kernels import branch_epilogue_compute
 from .layer_rewriter import LayerRewriter
 
 

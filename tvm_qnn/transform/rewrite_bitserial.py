@@ -2,11 +2,12 @@
 """RewriteBitserial: quantized conv2d / dense chains → one multi-branch bit-serial PrimFunc.
 
 Each layer :func:`~.layer_matcher.find_layers` matches is replaced by one ``call_tir`` to
-:func:`tvm_qnn.topi.layer.layer_compute` (activation packing at run time, weights packed here
-with the target's :class:`~tvm_qnn.topi.layout.Layout`, the exact affine correction terms,
-padding with the zero-point code, the fused requantize epilogue). Layers that do not fit stay
-as they are, and the reason is logged. A bit-serial conv feeding another one directly writes
-its codes channels-last, and one vector pack makes the consumer's bit-planes.
+:func:`tvm_qnn.topi.layer_kernels.layer_compute` (activation packing at run time, weights
+packed here with the target's :class:`~tvm_qnn.topi.layout.Layout`, the exact affine
+correction terms, padding with the zero-point code, the fused requantize epilogue). Layers that
+do not fit stay as they are, and the reason is logged. A conv feeding another one directly
+writes its codes channels-last, and the consumer reads them so (a bit-serial one through one
+vector pack into its bit-planes).
 
 Before::
 
@@ -32,7 +33,12 @@ from tvm.relax.expr_functor import mutator
 
 from ..topi.attrs import BITS_ATTR, KERNEL_ATTR, LAYER_ATTR
 from ..topi.dense_dot8 import plan_kernel
-from ..topi.layer import chains_channels_last, layer_compute, packed_input_shape
+from ..topi.layer_kernels import (
+    chains_channels_last,
+    layer_compute,
+    packed_input_shape,
+    reads_channels_last,
+)
 from ..topi.layout import KernelChoice, Layout
 from ..topi.pack_channels_last import pack_channels_last_func
 from .graph_facts import FunctionFacts, op_name
@@ -45,16 +51,20 @@ logger = logging.getLogger("tvm_qnn.rewrite")
 _PACK_PARALLEL_WORDS = 1 << 16
 
 
-def _feeds_only(facts: FunctionFacts, var: relax.Var, anchor: relax.Var, hops: int = 3) -> bool:
-    """True if ``var``'s only use leads, through single-use bindings, to ``anchor``."""
+def _path_to(facts: FunctionFacts, var: relax.Var, anchor: relax.Var,
+             hops: int = 3) -> list[relax.Var] | None:
+    """The single-use bindings through which ``var``'s only use leads to ``anchor`` (e.g. the
+    consumer's dequantize), or None if it does not."""
+    path = []
     user = facts.single_user(var)
     for _ in range(hops):
         if user is None:
-            return False
+            return None
         if user.same_as(anchor):
-            return True
+            return path
+        path.append(user)
         user = facts.single_user(user)
-    return False
+    return None
 
 
 def _pooled_codes(facts: FunctionFacts, data: relax.Var) -> relax.Call | None:
@@ -98,10 +108,12 @@ class _CpuRewriter(LayerRewriter):
         return self._plans[match.anchor]
 
     def link_layers(self, facts):
-        """Bit-serial conv → bit-serial conv with nothing in between, or a max pooling of the
-        codes (Brevitas' CNVs): the producer writes its codes channels-last, the pooling
-        runs on them channels-last, and one vector pack makes the consumer's bit-planes
-        (instead of an NCHW write and a scalar pack inside the consumer)."""
+        """Conv → conv with nothing in between, or a max pooling of the codes (Brevitas'
+        CNVs): the producer writes its codes channels-last, the pooling runs on them
+        channels-last, and the consumer takes them so: a bit-serial one through one vector
+        pack into its bit-planes (instead of an NCHW write and a scalar pack inside it), an
+        int8-dot or integer one as they are (its channels-innermost input stage becomes a
+        copy of rows instead of a gather across planes)."""
         self.channels_last_out.clear()
         self.packed_in.clear()
         self.pooled.clear()
@@ -114,14 +126,20 @@ class _CpuRewriter(LayerRewriter):
             user = facts.single_user(prod.end)
             if pool is not None and (user is None or not user.same_as(cons.data)):
                 continue
-            if not chains_channels_last(self._plan(cons)) or \
-                    not _feeds_only(facts, prod.end, cons.anchor):
+            plan = self._plan(cons)
+            takes_nhwc = chains_channels_last(plan) or (
+                cons.layer.kind == "conv2d" and reads_channels_last(plan))
+            path = _path_to(facts, cons.data if pool is not None else prod.end, cons.anchor)
+            if not takes_nhwc or path is None:
                 continue
+            # The consumer's dequantize and the like: dead once it reads the codes, and not
+            # to be rebuilt on NHWC codes (a per-channel scale would not fit them).
+            self.skip.update(path)
             self.channels_last_out.add(prod.anchor)
             self.packed_in[cons.anchor] = prod
             if pool is not None:
                 self.pooled.add(cons.data)
-            logger.info("%s → %s: bit-planes packed channels-last between the layers",
+            logger.info("%s → %s: codes passed channels-last between the layers",
                         prod.name, cons.name)
 
     def visit_var_binding_(self, binding):  # noqa: D102
@@ -162,7 +180,8 @@ class _CpuRewriter(LayerRewriter):
     def _kernel_call(self, match, plan, data, channels_last_output: bool):
         params = [relax.const(arr) for _, arr in plan.epilogue.tensor_params()]
         kind = plan.layer.kind
-        packed_in = match.anchor in self.packed_in
+        linked = match.anchor in self.packed_in  # NHWC codes from the producer
+        packed_in = linked and chains_channels_last(plan)
         if packed_in:
             data = self._pack(plan, data)
         if plan.kernel != "bit-serial":
@@ -173,6 +192,7 @@ class _CpuRewriter(LayerRewriter):
             logger.info("%s (%s): bit-serial W%dA%d, %d branches", match.name, kind,
                         plan.weight_bits, match.layer.act_bits, plan.branches)
         compute = functools.partial(layer_compute, plan, packed_input=packed_in,
+                                    channels_last_input=linked and not packed_in,
                                     channels_last_output=channels_last_output)
         return self.builder_.call_te(
             compute,
