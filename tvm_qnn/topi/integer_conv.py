@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from tvm import te, tirx
 
-from .attrs import BRANCH_BLOCK, INT_INPUT_BLOCK
+from .attrs import BRANCH_BLOCK, INLINE_ATTR, INT_INPUT_BLOCK
 from .epilogue import Epilogue, conv_epilogue
 
 
@@ -75,9 +75,12 @@ def integer_conv2d(data: te.Tensor, weight: te.Tensor, epi: Epilogue, *params, z
     if cg == 1 and ocg == 1 and oc_inner > 1:
         # Depthwise: a block's lanes are OCi channels, each reading its own input channel, so
         # the input is blocked the same way ([N, C/OCi, Hp, Wp, OCi]): one vector load a tap.
+        # NHWC codes are that layout already: the stage is inlined into the taps' loads (a
+        # 56x56x128 layer 0.25 -> 0.21 ms, 112x112x64 stride 2 0.29 -> 0.10 ms, Zen 4).
         xs = te.compute((n, c // oc_inner, hp, wp, oc_inner),
                         lambda nn, cb, yy, xx, ci: shifted(nn, cb * oc_inner + ci, yy, xx),
-                        name=INT_INPUT_BLOCK)
+                        name=INT_INPUT_BLOCK,
+                        attrs={INLINE_ATTR: 1} if channels_last_input else None)
 
         def acc(nn, ob, yy, xx, oi):
             return te.sum(xs[nn, ob, yy * strides[0] + ry * dilation[0],

@@ -21,6 +21,7 @@ from ...topi.attrs import (
     DOT8_GROUPS_ATTR,
     DOT8_INPUT_BLOCK,
     EPILOGUE_BLOCK,
+    INLINE_ATTR,
     INT_INPUT_BLOCK,
     LAYOUT_ATTR,
     PACK_BLOCK,
@@ -253,6 +254,9 @@ def _schedule_producers(sch: s_tir.Schedule, config: ScheduleConfig) -> None:
             _vector_pack(sch, config)
             continue
         block = sch.get_sblock(name)
+        if sch.get(block).annotations.get(INLINE_ATTR):
+            sch.compute_inline(block)
+            continue
         loops = sch.get_loops(block)
         n_spatial = sum(1 for iv in sch.get(block).iter_vars
                         if iv.iter_type == tirx.IterVar.DataPar)
