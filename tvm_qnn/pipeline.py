@@ -2,7 +2,7 @@
 """The Relax pipeline of tvm_qnn for a target: TVM's CPU pipeline with our passes in it.
 
     [offload] → RewriteBitserial(layout) → LegalizeQuantize → TVM legalize → ScheduleBitserial
-    → TVM dataflow lowering → TVM finalize
+    → ScheduleBetweenLayers → TVM dataflow lowering → TVM finalize
 
 The target supplies the layout, the offload pass (an accelerator's) and the default schedule;
 ``compile`` supplies the schedule of each kernel (tuned, pre-tuned or default) and the tuner
@@ -18,7 +18,13 @@ from tvm.relax.backend.cpu_generic import pipeline as cpu_pipeline
 
 from .topi.dense_dot8 import plan_kernel
 from .topi.layout import KernelChoice, Layout
-from .transform import LegalizeQuantize, RewriteBitserial, ScheduleBitserial, find_layers
+from .transform import (
+    LegalizeQuantize,
+    RewriteBitserial,
+    ScheduleBetweenLayers,
+    ScheduleBitserial,
+    find_layers,
+)
 from .transform.rewrite_bitserial import layer_layout
 from .transform.schedule_bitserial import ScheduleFn
 
@@ -52,7 +58,8 @@ def build_pipeline(qnn_target, schedule: ScheduleFn | None = None,
         with target:
             seq = tvm.transform.Sequential(
                 _before_scheduling(qnn_target, offload, families=families)
-                + [ScheduleBitserial(schedule)]
+                + [ScheduleBitserial(schedule),
+                   ScheduleBetweenLayers(qnn_target.schedule_between)]
                 + cpu_pipeline.dataflow_lower_passes(target)
                 + cpu_pipeline.finalize_passes(target)
             )

@@ -93,6 +93,11 @@ class QnnTarget(abc.ABC):
         """Schedule one layer kernel (``kind`` is ``conv2d`` or ``dense``) by the default
         template (no tuning record)."""
 
+    def schedule_between(self, func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc | None:
+        """A default schedule for ``func``, an op between layers as TVM legalized it (a float
+        first conv, BatchNorm, pooling); None leaves it as it is."""
+        return None
+
     def schedule_space(self, kind: str):
         """The tuning template of ``kind``: ``f(sch) -> [sch, ...]`` scheduling with sampled
         decisions, whose decisions MetaSchedule searches (:func:`tvm_qnn.tune`)."""

@@ -8,6 +8,7 @@ from .legalize_quantize import LegalizeQuantize, quantize_half_even
 from .offload_accel import OffloadAccel, OffloadedLayer
 from .pool_quantized_codes import PoolQuantizedCodes
 from .rewrite_bitserial import RewriteBitserial
+from .schedule_between_layers import ScheduleBetweenLayers
 from .schedule_bitserial import ScheduleBitserial
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "OffloadedLayer",
     "PoolQuantizedCodes",
     "RewriteBitserial",
+    "ScheduleBetweenLayers",
     "ScheduleBitserial",
     "find_layers",
     "quantize_half_even",

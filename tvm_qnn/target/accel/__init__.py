@@ -68,6 +68,9 @@ class AccelTarget(QnnTarget):
     def schedule_space(self, kind):
         return self.host.schedule_space(kind)
 
+    def schedule_between(self, func):
+        return self.host.schedule_between(func)
+
     def schedule_keys(self):
         return self.host.schedule_keys()  # the layers left on the host CPU
 

@@ -9,6 +9,7 @@ from dataclasses import replace
 from tvm import s_tir
 
 from ..base import QnnTarget
+from .between_layers import schedule_between_layers
 from .config import INTEGER_MIN_BRANCHES, UNROLL_STEPS, ScheduleConfig
 from .schedule import packs_conv_input, schedule_conv2d, schedule_dense
 
@@ -42,6 +43,9 @@ class CpuTarget(QnnTarget):
         sch = s_tir.Schedule(func)
         self.template(kind)(sch)
         return sch.mod["main"]
+
+    def schedule_between(self, func):
+        return schedule_between_layers(func, parallel=self.schedule_config.parallel)
 
     def schedule_space(self, kind):
         """``f(sch) -> [sch, ...]``: the design spaces of ``kind`` (sampled register tiles and
