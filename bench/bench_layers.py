@@ -99,8 +99,9 @@ def bench_line(row: dict) -> str:
 
 def _qnn_kernel(kind, cin, cout, size, wbits, abits, target="x86"):
     """(kernel as timed, input codes, ISA, the conv alone or None): the kernel family the
-    target's cost model picks; a bit-serial conv as inside a chain of them (its input packed
-    channels-last), an int8-dot conv alone (it reads the previous layer's codes itself)."""
+    target's cost model picks; a conv as inside a chain of them (the previous layer's codes
+    channels-last: packed into bit-planes for a bit-serial one, read as they are by an
+    int8-dot one)."""
     import numpy as np
 
     from tvm_qnn.target import resolve_target
@@ -120,10 +121,10 @@ def _qnn_kernel(kind, cin, cout, size, wbits, abits, target="x86"):
         layer, xq = dense_as_conv(layer), np.ascontiguousarray(xq.T)[None, :, None, :]
     alone = LayerKernel(layer, target=target, dot8_min_branches=layout.dot8_min_branches)
     isa = roofline.isa_of(alone.module.inspect_source("asm"))
-    if alone.plan.kernel == "int8-dot":
-        return alone, xq, isa, None
-    if kind == "conv2d":
-        return ChainedLayerKernel(layer, target=target), xq, isa, alone
+    if kind == "conv2d" and layer.kind == "conv2d":
+        chained = ChainedLayerKernel(layer, target=target,
+                                     dot8_min_branches=layout.dot8_min_branches)
+        return chained, xq, isa, alone
     return alone, xq, isa, None
 
 
@@ -163,11 +164,14 @@ def bench_layers(names, bits, threads, rates, timing, target="x86",
                 p = peer[n]
                 roof_ms = 1e3 * wbits * abits * macs / rates[n]
                 int8_ms = min(p["torch_int8_ms"], p["ort_int8_ms"])
+                # The engine x_int8 is against: onnxruntime's when it beat PyTorch's best.
+                engine = f"torch:{p['engine']}" if p["torch_int8_ms"] <= p["ort_int8_ms"] \
+                    else f"onnxruntime:{p['ort_op']}"
                 row = dict(layer=name, bits=f"W{wbits}A{abits}", threads=n, tvm_qnn_ms=qnn_ms,
                            torch_fp32_ms=p["torch_fp32_ms"], torch_int8_ms=p["torch_int8_ms"],
                            ort_int8_ms=p["ort_int8_ms"], roofline_ms=roof_ms,
                            of_roofline=roof_ms / qnn_ms, x_fp32=p["torch_fp32_ms"] / qnn_ms,
-                           x_int8=int8_ms / qnn_ms, int8_engine=f"torch:{p['engine']}",
+                           x_int8=int8_ms / qnn_ms, int8_engine=engine,
                            ort_op=p["ort_op"], **extra, torch_int8_engines_ms=p["engines"],
                            kernel=kernel.plan.kernel, **(tags or {}), isa=isa)
                 rows.append(row)

@@ -14,7 +14,12 @@ from ..runtime.timing import evaluator_seconds
 from ..target import resolve_target
 from ..topi.attrs import KERNEL_ATTR
 from ..topi.layer import QuantizedLayer, plan_layer, reference_output
-from ..topi.layer_kernels import chains_channels_last, layer_compute, packed_input_shape
+from ..topi.layer_kernels import (
+    chains_channels_last,
+    layer_compute,
+    packed_input_shape,
+    reads_channels_last,
+)
 from ..topi.pack_channels_last import pack_channels_last_func
 from ..topi.requantize import Requantize
 from ..topi.thresholds import MAX_THRESHOLDS
@@ -164,39 +169,44 @@ def random_layer(kind: str = "conv2d", *, act_bits: int = 2, weight_bits: int = 
 
 
 class ChainedLayerKernel:
-    """A conv as it runs inside a chain of bit-serial convs: channels-last codes of the
-    previous layer → vector pack into bit-planes → the layer (channels-last codes out).
+    """A conv as it runs inside a chain of convs: channels-last codes of the previous layer →
+    the layer (channels-last codes out); a bit-serial one packs them into bit-planes first.
 
-    What one layer of a network costs once bit-planes flow between layers (the previous
-    layer's epilogue writes NHWC; :mod:`tvm_qnn.topi.pack_channels_last` packs): built as a
-    two-call Relax module with tvm_qnn's pipeline, run on the Relax VM.
+    What one layer of a network costs once codes flow channels-last between layers (the
+    previous layer's epilogue writes NHWC; :mod:`tvm_qnn.topi.pack_channels_last` packs for a
+    bit-serial layer, an int8-dot one reads them as they are): built as a Relax module with
+    tvm_qnn's pipeline, run on the Relax VM. ``dot8_min_branches`` as for
+    :class:`LayerKernel` (None: bit-serial).
     """
 
-    def __init__(self, layer: QuantizedLayer, target="x86"):
+    def __init__(self, layer: QuantizedLayer, target="x86", dot8_min_branches: int | None = None):
         import functools
 
         from tvm import relax
 
         qnn_target = resolve_target(target)
         plan = plan_layer(layer, replace(qnn_target.layout, integer_min_branches=None,
-                                         dot8_min_branches=None))
-        if not chains_channels_last(plan):
-            raise ValueError(f"layer {layer.name} does not take packed input (groups or im2col)")
+                                         dot8_min_branches=dot8_min_branches))
+        packs = chains_channels_last(plan)
+        if not packs and not reads_channels_last(plan):
+            raise ValueError(f"layer {layer.name} does not take channels-last input "
+                             "(groups or im2col)")
         n, c, h, w = layer.input_shape
-        planes = packed_input_shape(plan)
         bb = relax.BlockBuilder()
         x = relax.Var("x", relax.TensorType((n, h, w, c), layer.input_dtype))
         with bb.function("main", [x]):
             with bb.dataflow():
-                pack = bb.add_func(pack_channels_last_func(
-                    (n, h, w, c), layer.input_dtype, layer.act_lo, layer.act_bits, layer.pads,
-                    plan.pad_code, plan.word_bits), "pack_channels_last")
-                packed = bb.emit(relax.call_tir(pack, [x], relax.TensorType(
-                    planes, f"uint{plan.word_bits}")))
+                data = x
+                if packs:
+                    pack = bb.add_func(pack_channels_last_func(
+                        (n, h, w, c), layer.input_dtype, layer.act_lo, layer.act_bits,
+                        layer.pads, plan.pad_code, plan.word_bits), "pack_channels_last")
+                    data = bb.emit(relax.call_tir(pack, [x], relax.TensorType(
+                        packed_input_shape(plan), f"uint{plan.word_bits}")))
                 out = bb.emit(bb.call_te(
-                    functools.partial(layer_compute, plan, packed_input=True,
-                                      channels_last_output=True),
-                    packed, relax.const(plan.packed_weight),
+                    functools.partial(layer_compute, plan, packed_input=packs,
+                                      channels_last_input=not packs, channels_last_output=True),
+                    data, relax.const(plan.packed_weight),
                     *[relax.const(a) for _, a in plan.epilogue.tensor_params()],
                     primfunc_name_hint="bitserial_conv2d",
                     primfunc_attrs={KERNEL_ATTR: "conv2d", "op_pattern": 8}))
