@@ -37,8 +37,9 @@ def test_thresholds_equal_the_float_epilogue(oc, seed, signed_out, out_bits, rel
     qmin, qmax = (-(1 << (out_bits - 1)), (1 << (out_bits - 1)) - 1) if signed_out \
         else (0, (1 << out_bits) - 1)
     clamp_lo = 0.0 if relu else -np.inf
+    # Up to 15 steps (4-bit outputs): the mechanism, past the default limit (MAX_THRESHOLDS).
     steps = requantize_thresholds(mscale, Requantize(bias, clamp_lo, clamp_hi, "int8", out_scale,
-                                                     zp, qmin, qmax), BOUND)
+                                                     zp, qmin, qmax), BOUND, max_thresholds=15)
     acc = np.broadcast_to(np.arange(-BOUND, BOUND + 1), (oc, 2 * BOUND + 1))
     want = reference.requantize(acc, mscale, bias, clamp_lo, clamp_hi, out_scale, zp, qmin,
                                 qmax, channel_axis=0)
