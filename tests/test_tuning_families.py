@@ -33,28 +33,35 @@ def _layer(model):
     return match
 
 
-def test_a_choice_applies_to_the_layer_it_was_measured_for(conv):
-    """layer_report (what compile logs and ``art.layers`` holds) follows a choice of the
-    layer's name and signature, says who chose, and ignores one for another signature."""
+def test_a_choice_applies_to_the_layers_of_its_signature(conv):
+    """layer_report (what compile logs and ``art.layers`` holds) follows a choice for the
+    layer's signature, says who chose, and ignores one for another signature."""
     layout = X86Target().layout
     match = _layer(conv)
     (row,) = layer_report(load_model(conv), layout)
     assert row["kernel_choice"] == "cost model"
     flipped = OTHER[row["kernel"]]
     choice = KernelChoice(flipped, match.layer.signature, f"tuned: {flipped} 1 ms")
-    (tuned,) = layer_report(load_model(conv), layout, {match.name: choice})
+    (tuned,) = layer_report(load_model(conv), layout, {choice.signature: choice})
     assert tuned["kernel"] == flipped and tuned["kernel_choice"] == choice.why
     stale = KernelChoice(flipped, "conv2d 1x64x9x9->1x16x9x9 A2", "tuned: elsewhere")
-    (kept,) = layer_report(load_model(conv), layout, {match.name: stale})
+    (kept,) = layer_report(load_model(conv), layout, {stale.signature: stale})
     assert kept["kernel"] == row["kernel"] and kept["kernel_choice"] == "cost model"
 
 
 def test_the_families_file_is_read_back_and_a_bad_one_is_ignored(tmp_path, caplog):
     choice = KernelChoice("int8-dot", "sig", "tuned: int8-dot 0.5 ms, bit-serial 0.6 ms")
     write_kernel_families(str(tmp_path), {"conv_a": choice})
-    write_kernel_families(str(tmp_path), {"conv_b": KernelChoice("bit-serial", "s2", "w")})
-    assert read_kernel_families(tmp_path) == {"conv_a": choice, "conv_b": KernelChoice(
+    # Another model's layer of the same name: both choices stay (keyed by signature).
+    write_kernel_families(str(tmp_path), {"conv_a": KernelChoice("bit-serial", "s2", "w")})
+    assert read_kernel_families(tmp_path) == {"sig": choice, "s2": KernelChoice(
         "bit-serial", "s2", "w")}  # merged with what was there
+    # A file written keyed by layer name (before 2026-12-03) reads the same.
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / FAMILIES_FILE).write_text(json.dumps({"conv_a": {
+        "family": "int8-dot", "signature": "sig", "why": choice.why}}))
+    assert read_kernel_families(old) == {"sig": choice}
     assert read_kernel_families(None) == {} and read_kernel_families(tmp_path / "none") == {}
     (tmp_path / FAMILIES_FILE).write_text('{"conv_a": [1, 2]')
     with caplog.at_level(logging.WARNING, logger="tvm_qnn"):
@@ -72,7 +79,7 @@ def test_tune_keeps_the_faster_family_and_compile_follows_it(conv, tmp_path):
     tvm_qnn.tune(conv, "x86", trials=2, work_dir=work, seed=0)
     match = _layer(conv)
     saved = json.loads((work / FAMILIES_FILE).read_text())
-    entry = saved[match.name]
+    entry = saved[match.layer.signature]
     assert entry["signature"] == match.layer.signature
     times = dict(part.rsplit(" ", 2)[:2] for part in entry["why"][len("tuned: "):].split(", "))
     assert set(times) == {"bit-serial", "int8-dot"}, entry
@@ -85,8 +92,7 @@ def test_tune_keeps_the_faster_family_and_compile_follows_it(conv, tmp_path):
     np.testing.assert_array_equal(art.run(feeds), want)
     # The other family, written by hand: followed, still exact, and tune_report agrees.
     flipped = OTHER[entry["family"]]
-    write_kernel_families(str(work), {match.name: KernelChoice(
-        flipped, match.layer.signature, "by hand")})
+    write_kernel_families(str(work), [KernelChoice(flipped, match.layer.signature, "by hand")])
     art = tvm_qnn.compile(conv, "x86", tuning_db=work)
     (row,) = [r for r in art.layers if r["bitserial"]]
     assert row["kernel"] == flipped

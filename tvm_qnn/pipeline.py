@@ -99,7 +99,7 @@ def layer_report(mod: tvm.IRModule, layout: Layout = Layout(),
             plan = plan_kernel(m.layer, chosen)
             row.update(act_bits=m.layer.act_bits, weight_bits=plan.weight_bits,
                        kernel=plan.kernel,
-                       kernel_choice=families[m.name].why if chosen is not layout
+                       kernel_choice=families[m.layer.signature].why if chosen is not layout
                        else "cost model",
                        packed_weight_bytes=int(plan.packed_weight.nbytes))
         else:

@@ -88,7 +88,7 @@ class KernelChoice:
         One of :data:`KERNEL_FAMILIES`.
     signature : str
         :attr:`~tvm_qnn.topi.layer.QuantizedLayer.signature` of the layer it was measured for:
-        a layer of the same name but another shape keeps the cost model's choice.
+        the choice serves the layers of that signature (others keep the cost model's).
     why : str
         What was measured, for the per-layer report (e.g. ``"tuned: int8-dot 0.52 ms,
         bit-serial 0.61 ms"``).

@@ -78,15 +78,14 @@ def _pooled_codes(facts: FunctionFacts, data: relax.Var) -> relax.Call | None:
 
 def layer_layout(layout: Layout, families: Mapping[str, KernelChoice], name: str,
                  layer) -> Layout:
-    """``layout``, or the layout of the kernel family tuning chose for layer ``name`` (only if
-    it was measured for this layer's signature)."""
-    choice = families.get(name)
+    """``layout``, or the layout of the kernel family tuning chose for layers of ``layer``'s
+    signature (``families``: signature → choice, as
+    :func:`~tvm_qnn.tuning.families.read_kernel_families` reads them). ``name``: for the
+    log."""
+    choice = families.get(layer.signature)
     if choice is None:
         return layout
-    if choice.signature != layer.signature:
-        logger.warning("%s: the tuned kernel family is for another layer (%s, this one is "
-                       "%s): the cost model chooses", name, choice.signature, layer.signature)
-        return layout
+    logger.debug("%s: kernel family %s (%s)", name, choice.family, choice.why)
     return layout.with_family(choice.family)
 
 
@@ -216,7 +215,7 @@ class RewriteBitserial:
         weight vector, word width, from how many branches a conv gets the integer kernel).
         The default keeps every layer bit-serial with 16-channel vectors of 64-bit words.
     families : Mapping[str, KernelChoice], optional
-        Layer name → the kernel family tuning measured fastest for it
+        Layer signature → the kernel family tuning measured fastest for it
         (:func:`tvm_qnn.tuning.families.read_kernel_families`); other layers get the one
         ``layout``'s cost model picks.
     """

@@ -8,8 +8,10 @@ products, :data:`~tvm_qnn.topi.layout.KERNEL_FAMILIES`) has its cost model pick 
 keeps, per layer, the family whose best tuned kernel was fastest
 (:func:`choose_kernel_families`). The choices go to ``work_dir/kernel_families.json``
 (written whole), which ``compile(..., tuning_db=work_dir)`` reads back
-(:func:`read_kernel_families`): each choice holds for a layer of the same name and
-:attr:`~tvm_qnn.topi.layer.QuantizedLayer.signature` only.
+(:func:`read_kernel_families`). Choices are keyed by the layer's
+:attr:`~tvm_qnn.topi.layer.QuantizedLayer.signature` (shape, window, bit widths: what the
+kernels' speed depends on), so models tuned into one folder keep each other's choices even
+where their layers share names, and a choice serves every layer of its signature.
 
 Each family's kernel is timed as it runs in that variant (a bit-serial conv next to other
 bit-serial convs reads and writes channels-last codes): the times compare the kernels, not the
@@ -51,8 +53,9 @@ def family_tasks(variants: dict[str, list[Task]]) -> dict[str, dict[str, Task]]:
 
 def choose_kernel_families(compared: dict[str, dict[str, Task]], db,
                            signatures: dict[str, str]) -> dict[str, KernelChoice]:
-    """Per compared layer, the family whose best measured record in ``db`` is fastest
-    (a family without a measured record cannot be chosen)."""
+    """Per compared layer (``signatures``: layer name → its signature), the family whose best
+    measured record in ``db`` is fastest (a family without a measured record cannot be
+    chosen), keyed by the layer's signature."""
     choices = {}
     for layer, tasks in compared.items():
         best = {}
@@ -65,32 +68,36 @@ def choose_kernel_families(compared: dict[str, dict[str, Task]], db,
         family = min(best, key=best.get)
         why = "tuned: " + ", ".join(f"{f} {s * 1e3:.3g} ms"
                                     for f, s in sorted(best.items(), key=lambda kv: kv[1]))
-        choices[layer] = KernelChoice(family, signatures[layer], why)
+        choices[signatures[layer]] = KernelChoice(family, signatures[layer], why)
         logger.info("%s: %s", layer, why)
     return choices
 
 
-def write_kernel_families(work_dir: str, choices: dict[str, KernelChoice]) -> None:
-    """Publish ``choices`` (with those of other layers already in the file) whole."""
-    merged = {**read_kernel_families(work_dir), **choices}
+def write_kernel_families(work_dir: str, choices) -> None:
+    """Publish ``choices`` (KernelChoices, or a mapping whose values they are) with those of
+    other signatures already in the file, whole."""
+    values = choices.values() if isinstance(choices, dict) else choices
+    merged = {**read_kernel_families(work_dir), **{c.signature: c for c in values}}
     path = os.path.join(work_dir, FAMILIES_FILE)
     with publish() as temp, open(temp(path), "w", encoding="utf-8") as f:
-        json.dump({name: {"family": c.family, "signature": c.signature, "why": c.why}
-                   for name, c in sorted(merged.items())}, f, indent=1)
+        json.dump({sig: {"family": c.family, "signature": c.signature, "why": c.why}
+                   for sig, c in sorted(merged.items())}, f, indent=1)
 
 
 def read_kernel_families(tuning_db) -> dict[str, KernelChoice]:
-    """The choices in a tuning folder (``tuning_db`` as ``compile`` takes it): {} for no
-    folder, a Database object, or a folder without the file. A file that cannot be read is
-    warned about and ignored: the cost model then chooses, which is slower at worst."""
+    """The choices in a tuning folder (``tuning_db`` as ``compile`` takes it), signature →
+    choice: {} for no folder, a Database object, or a folder without the file (files keyed by
+    layer name, as written before, read the same). A file that cannot be read is warned
+    about and ignored: the cost model then chooses, which is slower at worst."""
     if not isinstance(tuning_db, (str, os.PathLike)):
         return {}
     path = os.path.join(os.fspath(tuning_db), FAMILIES_FILE)
     try:
         with open(path, encoding="utf-8") as f:
             raw = json.load(f)
-        return {str(name): KernelChoice(str(c["family"]), str(c["signature"]), str(c["why"]))
-                for name, c in raw.items() if c["family"] in KERNEL_FAMILIES}
+        return {str(c["signature"]): KernelChoice(str(c["family"]), str(c["signature"]),
+                                                  str(c["why"]))
+                for c in raw.values() if c["family"] in KERNEL_FAMILIES}
     except FileNotFoundError:
         return {}
     except (OSError, ValueError, TypeError, KeyError, AttributeError) as err:

@@ -144,8 +144,8 @@ def tune(model, target="x86", *, trials: int = 64, work_dir: str | os.PathLike =
         Where the JSON database (and MetaSchedule's logs) live. Tuning again with the same
         directory resumes: tasks with ``trials`` records are skipped, others get the rest.
         Where the target has several kernel families for a layer, ``kernel_families.json``
-        here says which one each layer gets (each family is tuned and timed; the fastest
-        wins), and ``compile`` with this ``tuning_db`` follows it.
+        here says which one the layers of each signature get (each family is tuned and timed;
+        the fastest wins), and ``compile`` with this ``tuning_db`` follows it.
     runner : "local", "model", "KEY@HOST:PORT", RemoteDevice or tvm.s_tir.meta_schedule.Runner
         Where candidates are timed: this CPU (default for a target that runs here), a device
         registered with a TVM RPC tracker (a board running ``tvm.exec.rpc_server --tracker``;
