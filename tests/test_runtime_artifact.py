@@ -408,6 +408,24 @@ def test_threads_default_override_and_round_trip(conv_art, tmp_path, monkeypatch
     assert tvm_qnn.load(one.export_library(tmp_path / "one.so")).threads == 1
 
 
+def test_the_thread_pool_has_a_worker_per_physical_core():
+    """TVM fixes its pool's workers when the pool starts (half the logical CPUs by default:
+    one on a 2-core machine without SMT); importing tvm_qnn sizes it so ``threads=`` up to
+    the physical cores really runs on that many. A fresh process: the pool starts there."""
+    import subprocess
+    import sys
+
+    code = ("import tvm, tvm_qnn\n"
+            "from tvm_qnn.runtime.threads import physical_cores, use_threads\n"
+            "n = physical_cores()\n"
+            "use_threads(n)\n"
+            "print(n, tvm.get_global_func('runtime.NumThreads')())\n")
+    env = {k: v for k, v in os.environ.items() if k != "TVM_NUM_THREADS"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True, timeout=120).stdout.split()
+    assert out[0] == out[1], out
+
+
 def test_cpu_profile_times_each_call_and_names_the_layers():
     """profile() on x86: every compiled function of a run, timed alone; the layer kernels
     carry their layer's name, the bit-plane packs the layer they feed."""

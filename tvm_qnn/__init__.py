@@ -9,8 +9,11 @@ Acceleration" (arXiv 2106.09886). An M-bit × K-bit layer becomes M·K binary br
 from .compiler import compile, load  # noqa: A004 - the product's entry point is named compile
 from .errors import TvmQnnError, UnsupportedModelError
 from .runtime import Artifact
+from .runtime.threads import reserve_pool
 from .summary import summary
 from .tuning import tune, tune_report
+
+reserve_pool()  # before TVM starts its thread pool: artifacts may use every physical core
 
 __version__ = "0.1.0"
 
