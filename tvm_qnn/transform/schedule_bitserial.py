@@ -35,6 +35,7 @@ class ScheduleBitserial:
         self.schedule = schedule
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:  # noqa: D102
+        mod = mod.clone()  # the caller's module stays as it was
         updates = {}
         for gvar, func in mod.functions_items():
             if not isinstance(func, tvm.tirx.PrimFunc) or func.attrs is None:
