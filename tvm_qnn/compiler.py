@@ -115,7 +115,7 @@ def load(path: str | os.PathLike, device=None) -> Artifact:
     except Exception as err:  # noqa: BLE001 - TVM's loader errors are untyped
         raise LibraryFileError(f"{path}: not a library tvm_qnn can load ({err})") from None
     return Artifact(module, inputs, meta["target"], meta["layers"], device, qnn_target,
-                    threads=threads)
+                    library=path, threads=threads)
 
 
 __all__ = ["compile", "load"]

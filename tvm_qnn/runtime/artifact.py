@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import shutil
 import tempfile
 from dataclasses import asdict, dataclass
 
@@ -57,7 +58,10 @@ class Artifact:
         self.layers = layers
         self.device = device or tvm.cpu()
         self.qnn_target = qnn_target
-        self._library = library  # a file of the code, for runs on an emulated device
+        # A file of the code: the library it was loaded from (what export_library copies),
+        # or one exported for runs on an emulated device.
+        self._library = library
+        self._loaded = library_digest(library) if library is not None else None
         self.accel_layers = accel_layers or {}  # name -> AccelLayer (target "accel")
         native = qnn_target is None or qnn_target.runs_here()
         self._vm = relax.VirtualMachine(module, self.device) if native else None
@@ -209,22 +213,28 @@ class Artifact:
         the previous pair stays as it was; a disk without room for the export is a
         :class:`~tvm_qnn.errors.LibraryFileError` (:mod:`tvm_qnn.runtime.library`). The
         description records the library's size and hash, so :func:`tvm_qnn.load` refuses a
-        library that is not the one it describes.
+        library that is not the one it describes. An artifact from :func:`tvm_qnn.load` copies
+        the library it was loaded from (a loaded library has no code to write again).
         """
         path = os.fspath(path)
-        if self.module is None:
-            raise TvmQnnError("a loaded cross-compiled library is already exported")
         check_library_path(path, writing=True)
         meta = {"inputs": [asdict(i) for i in self.inputs], "target": self.target,
                 "target_alias": self.qnn_target.alias if self.qnn_target is not None else None,
                 "layers": self.layers, "threads": self.threads}
-        export = (functools.partial(write_library, self.module) if self.qnn_target is None
-                  else functools.partial(self.qnn_target.export_library, self.module))
+        if self._loaded:
+            export = functools.partial(shutil.copyfile, self._library)
+        elif self.qnn_target is None:
+            export = functools.partial(write_library, self.module)
+        else:
+            export = functools.partial(self.qnn_target.export_library, self.module)
         try:
             with publish() as temp:
                 library = temp(path, executable=True)
                 export(library)
                 meta["library"] = library_digest(library)
+                if self._loaded and meta["library"] != self._loaded:
+                    raise LibraryFileError(f"{self._library} changed since it was loaded: "
+                                           "load it again to export it")
                 with open(temp(path + ".json"), "w", encoding="utf-8") as f:
                     json.dump(meta, f, indent=1)
         except OSError as err:
