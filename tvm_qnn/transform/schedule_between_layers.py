@@ -26,7 +26,8 @@ from collections.abc import Callable
 
 import tvm
 
-from ..topi.attrs import KERNEL_ATTR, PACK_CL_ATTR, SCHEDULED_ATTR
+from ..topi.attrs import KERNEL_ATTR, PACK_CL_ATTR
+from .schedule_bitserial import schedule_prim_funcs
 
 #: ``schedule(func) -> scheduled func or None``
 BetweenFn = Callable[[tvm.tirx.PrimFunc], "tvm.tirx.PrimFunc | None"]
@@ -48,22 +49,12 @@ class ScheduleBetweenLayers:
         self.schedule = schedule
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:  # noqa: D102
-        mod = mod.clone()  # the caller's module stays as it was
-        updates = {}
-        for gvar, func in mod.functions_items():
-            if not isinstance(func, tvm.tirx.PrimFunc):
-                continue
-            attrs = dict(func.attrs.items()) if func.attrs is not None else {}
-            if any(key in attrs for key in (KERNEL_ATTR, PACK_CL_ATTR, SCHEDULED_ATTR)):
-                continue
-            scheduled = self.schedule(func)
-            if scheduled is None:
-                continue
-            updates[gvar] = scheduled.without_attr("global_symbol").with_attrs(
-                {**attrs, SCHEDULED_ATTR: True})
-        for gvar, func in updates.items():
-            mod[gvar] = func
-        return mod
+        def between(func, attrs):
+            if KERNEL_ATTR in attrs or PACK_CL_ATTR in attrs:
+                return None  # layer kernels (ScheduleBitserial's) and the written packs
+            return self.schedule(func)
+
+        return schedule_prim_funcs(mod, between)
 
 
 __all__ = ["BetweenFn", "ScheduleBetweenLayers"]

@@ -35,20 +35,32 @@ class ScheduleBitserial:
         self.schedule = schedule
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:  # noqa: D102
-        mod = mod.clone()  # the caller's module stays as it was
-        updates = {}
-        for gvar, func in mod.functions_items():
-            if not isinstance(func, tvm.tirx.PrimFunc) or func.attrs is None:
-                continue
-            kind = func.attrs.get(KERNEL_ATTR)
-            if kind is None or func.attrs.get(SCHEDULED_ATTR):
-                continue
-            scheduled = self.schedule(str(kind), func).without_attr("global_symbol")
-            updates[gvar] = scheduled.with_attrs(
-                {**{k: v for k, v in func.attrs.items()}, SCHEDULED_ATTR: True})
-        for gvar, func in updates.items():
-            mod[gvar] = func
-        return mod
+        def kernel(func, attrs):
+            kind = attrs.get(KERNEL_ATTR)
+            return None if kind is None else self.schedule(str(kind), func)
+
+        return schedule_prim_funcs(mod, kernel)
 
 
-__all__ = ["ScheduleBitserial", "ScheduleFn"]
+def schedule_prim_funcs(mod: tvm.IRModule, schedule) -> tvm.IRModule:
+    """A copy of ``mod`` with each PrimFunc not yet marked ``tvm_qnn.scheduled`` replaced by
+    ``schedule(func, attrs)`` (``attrs``: its attributes as a dict; None leaves it), which
+    keeps those attributes and is marked scheduled. What the scheduling passes share."""
+    mod = mod.clone()  # the caller's module stays as it was
+    updates = {}
+    for gvar, func in mod.functions_items():
+        if not isinstance(func, tvm.tirx.PrimFunc):
+            continue
+        attrs = dict(func.attrs.items()) if func.attrs is not None else {}
+        if attrs.get(SCHEDULED_ATTR):
+            continue
+        scheduled = schedule(func, attrs)
+        if scheduled is not None:
+            updates[gvar] = scheduled.without_attr("global_symbol").with_attrs(
+                {**attrs, SCHEDULED_ATTR: True})
+    for gvar, func in updates.items():
+        mod[gvar] = func
+    return mod
+
+
+__all__ = ["ScheduleBitserial", "ScheduleFn", "schedule_prim_funcs"]
