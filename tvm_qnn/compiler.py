@@ -109,13 +109,13 @@ def load(path: str | os.PathLike, device=None) -> Artifact:
     threads = meta.get("threads")
     if qnn_target is not None and not qnn_target.runs_here():
         return Artifact(None, inputs, meta["target"], meta["layers"], device, qnn_target,
-                        library=path, threads=threads)
+                        library=path, threads=threads, digest=meta.get("library"))
     try:
         module = tvm.runtime.load_module(path)
     except Exception as err:  # noqa: BLE001 - TVM's loader errors are untyped
         raise LibraryFileError(f"{path}: not a library tvm_qnn can load ({err})") from None
     return Artifact(module, inputs, meta["target"], meta["layers"], device, qnn_target,
-                    library=path, threads=threads)
+                    library=path, threads=threads, digest=meta.get("library"))
 
 
 __all__ = ["compile", "load"]

@@ -50,7 +50,7 @@ class Artifact:
 
     def __init__(self, module, inputs: list[TensorInfo], target: str, layers: list[dict],
                  device=None, qnn_target=None, library: str | None = None, accel_layers=None,
-                 threads: int | None = None):
+                 threads: int | None = None, digest: dict | None = None):
         self.module = module
         self.threads = threads
         self.inputs = inputs
@@ -61,7 +61,9 @@ class Artifact:
         # A file of the code: the library it was loaded from (what export_library copies),
         # or one exported for runs on an emulated device.
         self._library = library
-        self._loaded = library_digest(library) if library is not None else None
+        # A loaded library's digest (as its description recorded it, else hashed here): what
+        # export_library checks the copy against.
+        self._loaded = (digest or library_digest(library)) if library is not None else None
         self.accel_layers = accel_layers or {}  # name -> AccelLayer (target "accel")
         native = qnn_target is None or qnn_target.runs_here()
         self._vm = relax.VirtualMachine(module, self.device) if native else None

@@ -17,9 +17,12 @@ reordered, so every output is summed in the same order as before: same floats, b
 from __future__ import annotations
 
 import logging
+import math
 
 from tvm import s_tir, tirx
 from tvm.s_tir import dlight
+
+from .schedule import _largest_divisor_at_most
 
 logger = logging.getLogger("tvm_qnn")
 
@@ -30,10 +33,6 @@ _PARALLEL_MIN = 1 << 14
 # Zen 4, one core): 0.85 ms unscheduled; 8 x 16 0.45 ms, 4 x 16 0.47, 8 x 8 0.48, 4 x 8 0.61,
 # 2 x 16 1.07.
 _CONV_CHANNELS, _CONV_COLUMNS = 8, 16
-
-
-def _divisor_at_most(n: int, cap: int) -> int:
-    return next(f for f in range(min(n, cap), 0, -1) if n % f == 0)
 
 
 def _extent(sch: s_tir.Schedule, loop) -> int | None:
@@ -48,9 +47,9 @@ def _float_conv2d(sch: s_tir.Schedule, block, parallel: bool) -> None:
     loops = sch.get_loops(block)
     *batch, ff, yy, xx = loops[:-3]
     rc, ry, rx = loops[-3:]
-    outputs = _product(_extent(sch, lp) for lp in (*batch, ff, yy, xx))
-    ffo, ffi = sch.split(ff, [None, _divisor_at_most(_extent(sch, ff), _CONV_CHANNELS)])
-    xxo, xxi = sch.split(xx, [None, _divisor_at_most(_extent(sch, xx), _CONV_COLUMNS)])
+    outputs = math.prod(_extent(sch, lp) for lp in (*batch, ff, yy, xx))
+    ffo, ffi = sch.split(ff, [None, _largest_divisor_at_most(_extent(sch, ff), _CONV_CHANNELS)])
+    xxo, xxi = sch.split(xx, [None, _largest_divisor_at_most(_extent(sch, xx), _CONV_COLUMNS)])
     sch.reorder(*batch, ffo, yy, xxo, rc, ry, rx, ffi, xxi)
     acc = sch.cache_write(block, 0, "local")
     sch.reverse_compute_at(acc, xxo, preserve_unit_loops=True)
@@ -70,7 +69,7 @@ def _is_float_conv2d(sch: s_tir.Schedule, info) -> bool:
             and str(sch.get(info.block_rv).writes[0].source.dtype) == "float32"):
         return False
     extents = [_extent(sch, loop) for loop in sch.get_loops(info.block_rv)]
-    return None not in extents and _divisor_at_most(extents[-4], _CONV_COLUMNS) >= 8
+    return None not in extents and _largest_divisor_at_most(extents[-4], _CONV_COLUMNS) >= 8
 
 
 def _spread(sch: s_tir.Schedule, info, parallel: bool) -> None:
@@ -86,21 +85,14 @@ def _spread(sch: s_tir.Schedule, info, parallel: bool) -> None:
     if not spatial:
         return
     extents = [_extent(sch, lp) for lp in spatial]
-    if None in extents or _product(extents) < _PARALLEL_MIN:
+    if None in extents or math.prod(extents) < _PARALLEL_MIN:
         return
     sch.reorder(*spatial, *reduce)
     if len(spatial) == 1:
-        outer, _ = sch.split(spatial[0], [None, _divisor_at_most(extents[0], 256)])
+        outer, _ = sch.split(spatial[0], [None, _largest_divisor_at_most(extents[0], 256)])
     else:
         outer = sch.fuse(*spatial[:-1]) if len(spatial) > 2 else spatial[0]
     sch.parallel(outer)
-
-
-def _product(values) -> int:
-    out = 1
-    for v in values:
-        out *= v
-    return out
 
 
 def schedule_between_layers(func: tirx.PrimFunc, parallel: bool = True) -> tirx.PrimFunc | None:
