@@ -86,14 +86,15 @@ CONCAT_CASES = [(m, fmt) for m in CONCAT for fmt in export_formats(m)]
 
 @pytest.mark.parametrize("spec,fmt", CONCAT_CASES,
                          ids=[f"{m.name}-{f}" for m, f in CONCAT_CASES])
-def test_concatenated_activations_run_bit_serial_and_exact(spec, fmt):
+def test_concatenated_activations_run_bit_serial_and_exact(spec, fmt, caplog):
     """Brevitas exports ``torch.cat`` as a Concat of dequantized tensors (QONNX: of ``Quant``
     outputs; QCDQ: of ``DequantizeLinear`` outputs). Parts that share a quantizer are one
     tensor of codes: every conv after a concat (beside a max pool, after a dense concat, on a
     pooled concat) runs bit-serial. Parts with two scales are not: that conv stays float and
     its reason names the Concat."""
     model = onnx.load(brevitas_export(spec, fmt))
-    art = tvm_qnn.compile(model, target="x86")
+    with caplog.at_level(logging.INFO, logger="tvm_qnn.rewrite"):
+        art = tvm_qnn.compile(model, target="x86")
     float_layers = [r["reason"] for r in art.layers if not r["bitserial"]]
     if spec.name == "concat_two_scales_2w2a":
         assert len(art.layers) == 2 and float_layers == [
@@ -102,6 +103,9 @@ def test_concatenated_activations_run_bit_serial_and_exact(spec, fmt):
     else:
         assert len(art.layers) == 5 and not float_layers, float_layers
         assert [r["act_bits"] for r in art.layers] == [4, 4, 2, 2, 2]
+        # Every conv after a concat reads the concatenated codes channels-last, whichever
+        # kernel it got on this CPU: the concats and the pool between them run NHWC.
+        assert caplog.text.count("reads its input codes channels-last") == 3, caplog.text
     rng = np.random.default_rng(0)
     for _ in range(2):
         x = rng.normal(size=spec.input_shape).astype(np.float32)
@@ -193,7 +197,7 @@ def test_own_brevitas_networks_run_bit_serial_and_exact(name, fmt, tmp_path, cap
     float_layers = [f"{r['name']}: {r['reason']}" for r in art.layers if not r["bitserial"]]
     assert not float_layers, float_layers
     if name == "depthwise":  # whichever kernel each conv got on this CPU
-        assert caplog.text.count("codes passed channels-last") == 2, caplog.text
+        assert caplog.text.count("reads its input codes channels-last") == 2, caplog.text
     for seed in range(2):
         x = np.random.default_rng(seed).normal(size=(1, 8, 8, 8)).astype(np.float32)
         np.testing.assert_array_equal(art.run(x), _reference(model, fmt, x))

@@ -276,9 +276,10 @@ W2 = RNG.integers(-2, 2, size=(8, 16, 3, 3)).astype("int8")
 SW2 = np.full(8, 0.125, "float32")
 
 
-def _two_conv_module(return_middle: bool, pool: bool = False):
-    """conv(8→16) → clip to 2 bits [→ 2x2 max pool] → conv(16→8): the first layer's codes
-    feed the second."""
+def _two_conv_module(return_middle: bool, pool: bool = False, concat: bool = False,
+                     readers: int = 1):
+    """conv(8→16) → clip to 2 bits [→ 2x2 max pool] [→ concat with a second conv(8→16) of
+    x] → conv(16 or 32→8) (``readers`` of them): the first layer's codes feed the second."""
     bb = relax.BlockBuilder()
     x = relax.Var("x", relax.TensorType((1, 8, 6, 6), "uint8"))
 
@@ -297,10 +298,14 @@ def _two_conv_module(return_middle: bool, pool: bool = False):
         with bb.dataflow():
             xc = bb.emit(relax.op.clip(x, 0, 3))
             mid = conv(xc, W, SW, "c1")
+            if concat:
+                mid = bb.emit(relax.op.concat([mid, conv(xc, W, SW, "c1b")], axis=1))
             if pool:
                 mid = bb.emit(relax.op.nn.max_pool2d(mid, [2, 2], [2, 2]))
-            y = conv(mid, W2, SW2, "c2")
-            out = bb.emit_output(relax.Tuple([y, mid]) if return_middle else y)
+            w2 = np.concatenate([W2, W2], axis=1) if concat else W2
+            ys = [conv(mid, w2, SW2, "c2" if k == 0 else f"c2_{k}") for k in range(readers)]
+            out = bb.emit_output(relax.Tuple([*ys, mid]) if return_middle else
+                                 ys[0] if readers == 1 else relax.Tuple(ys))
         bb.emit_func_output(out)
     return bb.get()
 
@@ -377,6 +382,38 @@ def test_a_max_pool_between_convs_pools_the_channels_last_codes():
     pool = calls[2]
     assert pool.args[0].same_as(bindings[1].var)  # the first conv's channels-last codes
     assert str(pool.attrs.layout) == "NHWC" and list(pool.ty.shape) == [1, 3, 3, 16]
+
+
+def _callees(func):
+    calls = [b.value for blk in func.body.blocks for b in blk.bindings
+             if isinstance(b.value, relax.Call)]
+    return calls, [c.args[0].name_hint if c.op.name == "relax.call_tir" else c.op.name
+                   for c in calls]
+
+
+def test_a_concat_of_two_convs_concatenates_their_channels_last_codes():
+    after = RewriteBitserial()(_two_conv_module(return_middle=False, concat=True, pool=True))
+    calls, callees = _callees(after["main"])
+    assert callees[1:] == ["bitserial_conv2d", "bitserial_conv2d1", "relax.concat",
+                           "relax.nn.max_pool2d", "pack_channels_last", "bitserial_conv2d2"]
+    concat = calls[3]
+    assert int(concat.attrs.axis) == 3 and list(concat.ty.shape) == [1, 6, 6, 32]
+    assert list(calls[4].ty.shape) == [1, 3, 3, 32]
+
+
+def test_codes_read_by_two_convs_go_channels_last_to_both():
+    after = RewriteBitserial()(_two_conv_module(return_middle=False, readers=2))
+    _, callees = _callees(after["main"])
+    assert callees[1:] == ["bitserial_conv2d", "pack_channels_last", "bitserial_conv2d1",
+                           "pack_channels_last", "bitserial_conv2d2"]
+
+
+def test_a_concat_that_is_also_returned_stays_nchw():
+    after = RewriteBitserial()(_two_conv_module(return_middle=True, concat=True))
+    calls, callees = _callees(after["main"])
+    assert "pack_channels_last" not in callees
+    concat = calls[callees.index("relax.concat")]
+    assert int(concat.attrs.axis) == 1 and list(concat.ty.shape) == [1, 32, 6, 6]
 
 
 def test_codes_used_elsewhere_are_not_passed_as_bit_planes():

@@ -43,6 +43,7 @@ class FunctionFacts:
                 if value is not None:
                     self._count(value)
         self._count(func.body.body)
+        self.returned: set[relax.Var] = set(_free_vars(func.body.body))
         self.users: dict[relax.Var, list[relax.Var]] = {}
         for var in self.order:
             for used in _free_vars(self.bindings[var]):

@@ -41,7 +41,8 @@ from ..topi.layer_kernels import (
 )
 from ..topi.layout import KernelChoice, Layout
 from ..topi.pack_channels_last import pack_channels_last_func
-from .graph_facts import FunctionFacts, op_name
+from .channels_last_links import ChannelsLastLinks, link_channels_last
+from .graph_facts import op_name
 from .layer_rewriter import LayerRewriter
 
 logger = logging.getLogger("tvm_qnn.rewrite")
@@ -49,31 +50,6 @@ logger = logging.getLogger("tvm_qnn.rewrite")
 
 # Below this many words the channels-last packing runs on one core (thread start-up dominates).
 _PACK_PARALLEL_WORDS = 1 << 16
-
-
-def _path_to(facts: FunctionFacts, var: relax.Var, anchor: relax.Var,
-             hops: int = 3) -> list[relax.Var] | None:
-    """The single-use bindings through which ``var``'s only use leads to ``anchor`` (e.g. the
-    consumer's dequantize), or None if it does not."""
-    path = []
-    user = facts.single_user(var)
-    for _ in range(hops):
-        if user is None:
-            return None
-        if user.same_as(anchor):
-            return path
-        path.append(user)
-        user = facts.single_user(user)
-    return None
-
-
-def _pooled_codes(facts: FunctionFacts, data: relax.Var) -> relax.Call | None:
-    """The NCHW ``max_pool2d`` that computes a layer's input codes ``data``, if it is one."""
-    call = facts.bindings.get(data)
-    if op_name(call) != "relax.nn.max_pool2d" or str(call.attrs.layout) != "NCHW" \
-            or str(call.attrs.out_layout) != "NCHW":
-        return None
-    return call
 
 
 def layer_layout(layout: Layout, families: Mapping[str, KernelChoice], name: str,
@@ -96,9 +72,7 @@ class _CpuRewriter(LayerRewriter):
         self.layout = layout
         self.families = families
         self._plans = {}
-        self.channels_last_out: set = set()  # producers that write NHWC codes
-        self.packed_in: dict = {}  # consumer anchor -> its producer's match
-        self.pooled: set = set()  # max_pool2d bindings between two of them: pooled NHWC
+        self.links = ChannelsLastLinks()
 
     def _plan(self, match):
         if match.anchor not in self._plans:
@@ -107,51 +81,35 @@ class _CpuRewriter(LayerRewriter):
         return self._plans[match.anchor]
 
     def link_layers(self, facts):
-        """Conv → conv with nothing in between, or a max pooling of the codes (Brevitas'
-        CNVs): the producer writes its codes channels-last, the pooling runs on them
-        channels-last, and the consumer takes them so: a bit-serial one through one vector
-        pack into its bit-planes (instead of an NCHW write and a scalar pack inside it), an
-        int8-dot or integer one as they are (its channels-innermost input stage becomes a
-        copy of rows instead of a gather across planes)."""
-        self.channels_last_out.clear()
-        self.packed_in.clear()
-        self.pooled.clear()
-        by_end = {m.end: m for m in self.plans.values()}
-        for cons in self.plans.values():
-            pool = _pooled_codes(facts, cons.data)
-            prod = by_end.get(cons.data if pool is None else pool.args[0])
-            if prod is None or prod.layer.kind != "conv2d" or not prod.layer.output.quantized:
-                continue
-            user = facts.single_user(prod.end)
-            if pool is not None and (user is None or not user.same_as(cons.data)):
-                continue
-            plan = self._plan(cons)
-            takes_nhwc = chains_channels_last(plan) or (
-                cons.layer.kind == "conv2d" and reads_channels_last(plan))
-            path = _path_to(facts, cons.data if pool is not None else prod.end, cons.anchor)
-            if not takes_nhwc or path is None:
-                continue
-            # The consumer's dequantize and the like: dead once it reads the codes, and not
-            # to be rebuilt on NHWC codes (a per-channel scale would not fit them).
-            self.skip.update(path)
-            self.channels_last_out.add(prod.anchor)
-            self.packed_in[cons.anchor] = prod
-            if pool is not None:
-                self.pooled.add(cons.data)
-            logger.info("%s → %s: codes passed channels-last between the layers",
-                        prod.name, cons.name)
+        """Codes between convs travel channels-last where every reader takes them so
+        (:func:`~.channels_last_links.link_channels_last`): through max poolings and
+        concatenations, to a bit-serial consumer through one vector pack into its bit-planes
+        (instead of an NCHW write and a scalar pack inside it), to an int8-dot or integer one
+        as they are (its channels-innermost input stage becomes a copy of rows instead of a
+        gather across planes)."""
+        self.links = link_channels_last(facts, self.plans, self._reads_nhwc)
+        self.skip.update(self.links.skip)
+        for anchor in sorted(self.links.consumers, key=facts.order.index):
+            logger.info("%s: reads its input codes channels-last", self.plans[anchor].name)
+
+    def _reads_nhwc(self, match) -> bool:
+        plan = self._plan(match)
+        return chains_channels_last(plan) or reads_channels_last(plan)
 
     def visit_var_binding_(self, binding):  # noqa: D102
-        if binding.var not in self.pooled:
+        call = self.links.between.get(binding.var)
+        if call is None:
             super().visit_var_binding_(binding)
             return
-        call = binding.value
-        attrs = call.attrs  # the same pooling, on the producer's channels-last codes
-        pooled = relax.op.nn.max_pool2d(
-            self.visit_expr(call.args[0]), [int(v) for v in attrs.pool_size],
-            [int(v) for v in attrs.strides], [int(v) for v in attrs.padding],
-            [int(v) for v in attrs.dilation], bool(attrs.ceil_mode), layout="NHWC")
-        self.set_var_remap(binding.var, self.builder_.emit(pooled, name_hint=binding.var.name))
+        if op_name(call) == "relax.concat":  # channels are the last axis now
+            new = relax.op.concat([self.visit_expr(f) for f in call.args[0].fields], axis=3)
+        else:
+            attrs = call.attrs  # the same pooling, on channels-last codes
+            new = relax.op.nn.max_pool2d(
+                self.visit_expr(call.args[0]), [int(v) for v in attrs.pool_size],
+                [int(v) for v in attrs.strides], [int(v) for v in attrs.padding],
+                [int(v) for v in attrs.dilation], bool(attrs.ceil_mode), layout="NHWC")
+        self.set_var_remap(binding.var, self.builder_.emit(new, name_hint=binding.var.name))
 
     def _pack(self, plan, codes: relax.Expr) -> relax.Expr:
         """Emit the channels-last pack of ``codes`` (NHWC) into ``plan``'s bit-planes."""
@@ -174,12 +132,12 @@ class _CpuRewriter(LayerRewriter):
                 relax.op.permute_dims(data, [1, 0]), (1, features, 1, rows)))
             out = self.builder_.emit(self._kernel_call(match, plan, image, True))
             return relax.op.reshape(out, match.layer.output_shape)
-        return self._kernel_call(match, plan, data, match.anchor in self.channels_last_out)
+        return self._kernel_call(match, plan, data, match.anchor in self.links.producers)
 
     def _kernel_call(self, match, plan, data, channels_last_output: bool):
         params = [relax.const(arr) for _, arr in plan.epilogue.tensor_params()]
         kind = plan.layer.kind
-        linked = match.anchor in self.packed_in  # NHWC codes from the producer
+        linked = match.anchor in self.links.consumers  # reads NHWC codes
         packed_in = linked and chains_channels_last(plan)
         if packed_in:
             data = self._pack(plan, data)

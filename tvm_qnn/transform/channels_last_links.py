@@ -1,0 +1,122 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Which quantized tensors between layers travel channels-last (NHWC) instead of NCHW.
+
+A conv's kernel computes its outputs channels-innermost, and a consumer that packs bit-planes
+(or stages channels-innermost int8 rows) wants them so: passing the codes NHWC saves the
+producer a scatter across planes and the consumer a gather. The codes may pass through the ops
+Brevitas puts between layers (a max pooling, a concatenation of codes that share one
+quantizer, as :mod:`.concat_quantized_codes` leaves them), and may feed several consumers::
+
+    a = conv(x)  b = conv(x)          a, b written NHWC
+    c = concat(a, b, axis=1)          →  concat(a, b, axis=3)
+    p = max_pool2d(c)                 →  max_pool2d(c, layout="NHWC")
+    y = conv(dequantize(p)) ; z = conv(dequantize(c))    both read NHWC codes
+
+A tensor goes NHWC only when it can be computed so (a conv's codes, or a pooling or concat of
+such tensors) and every use of it can take it so (a consumer that reads NHWC codes, reached
+through nothing but its own input dequantize and the like, or a pooling / concat that goes
+NHWC too); anything else that reads it (a float op, the function's result) keeps the whole
+tensor NCHW. The bindings between a tensor and its consumers (their dequantize) are dead once
+the consumers read the codes, and are dropped: a per-channel dequantize would not even fit
+NHWC codes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from tvm import relax
+
+from .graph_facts import FunctionFacts, op_name
+from .layer_matcher import LayerMatch
+
+__all__ = ["ChannelsLastLinks", "link_channels_last"]
+
+# How many bindings (a dequantize, a cast) may sit between a tensor and the consumer reading it.
+_MAX_HOPS = 3
+
+
+@dataclass
+class ChannelsLastLinks:
+    """What :func:`link_channels_last` decided for one function."""
+
+    producers: set = field(default_factory=set)  # anchors of layers that write NHWC codes
+    consumers: set = field(default_factory=set)  # anchors of layers that read NHWC codes
+    between: dict = field(default_factory=dict)  # pool / concat var → its op, rebuilt NHWC
+    skip: set = field(default_factory=set)  # consumers' input bindings, dead once linked
+
+
+def _between_inputs(value) -> list | None:
+    """The tensors an NCHW max pooling or a channel concat of 4-D tensors reads, else None."""
+    name = op_name(value)
+    if name == "relax.nn.max_pool2d":
+        nchw = str(value.attrs.layout) == str(value.attrs.out_layout) == "NCHW"
+        return [value.args[0]] if nchw else None
+    if name == "relax.concat" and isinstance(value.args[0], relax.Tuple) \
+            and len(value.ty.shape) == 4 and int(value.attrs.axis) % 4 == 1:
+        return list(value.args[0].fields)
+    return None
+
+
+def _reaches_only(facts: FunctionFacts, var, ends: set, plans: Mapping) -> set | None:
+    """The bindings between ``var`` and its users when every path from it ends, within
+    ``_MAX_HOPS``, at one of the anchors ``ends`` (a dead end counts too); else None."""
+    path, frontier = set(), [var]
+    for _ in range(_MAX_HOPS + 1):
+        nxt = []
+        for v in frontier:
+            for user in facts.users.get(v, []):
+                if user in ends:
+                    continue
+                if user in plans or user in facts.returned:
+                    return None
+                path.add(user)
+                nxt.append(user)
+        if not nxt:
+            return path
+        frontier = nxt
+    return None
+
+
+def link_channels_last(facts: FunctionFacts, plans: Mapping[relax.Var, LayerMatch],
+                       reads_nhwc: Callable[[LayerMatch], bool]) -> ChannelsLastLinks:
+    """Decide which tensors between the layers ``plans`` (anchor → match) go NHWC (see the
+    module docstring). ``reads_nhwc``: whether a matched conv can read NHWC codes."""
+    producers = {m.end: m for m in plans.values()
+                 if m.layer.kind == "conv2d" and m.layer.output.quantized}
+    readers: dict = {}
+    for m in plans.values():
+        if m.layer.kind == "conv2d" and reads_nhwc(m) and m.data is not None \
+                and tuple(int(s) for s in m.data.ty.shape.values) == m.layer.input_shape:
+            readers.setdefault(m.data, set()).add(m.anchor)
+    inputs: dict = {}  # candidate tensor → the tensors it is computed from ([] for a conv's)
+    for var in facts.order:
+        if var in producers and var not in facts.returned:
+            inputs[var] = []
+            continue
+        ins = _between_inputs(facts.bindings[var])
+        if ins and all(v in inputs for v in ins):
+            inputs[var] = ins
+    paths: dict = {}
+    changed = True
+    while changed:  # drop candidates until every one's inputs and uses stay NHWC
+        changed = False
+        for var in list(inputs):
+            own_ends = readers.get(var, set()) | {u for u in facts.users.get(var, [])
+                                                  if u in inputs and var in inputs[u]}
+            path = _reaches_only(facts, var, own_ends, plans)
+            if path is None or any(v not in inputs for v in inputs[var]):
+                del inputs[var]
+                changed = True
+            else:
+                paths[var] = path
+    links = ChannelsLastLinks()
+    for var in inputs:
+        if var in producers:
+            links.producers.add(producers[var].anchor)
+        else:
+            links.between[var] = facts.bindings[var]
+        links.consumers |= readers.get(var, set())
+        links.skip |= paths[var]
+    return links
