@@ -7,6 +7,7 @@ model.
 """
 
 import logging
+import sys
 
 import numpy as np
 import onnx
@@ -201,3 +202,37 @@ def test_own_brevitas_networks_run_bit_serial_and_exact(name, fmt, tmp_path, cap
     for seed in range(2):
         x = np.random.default_rng(seed).normal(size=(1, 8, 8, 8)).astype(np.float32)
         np.testing.assert_array_equal(art.run(x), _reference(model, fmt, x))
+
+
+def test_a_brevitas_module_compiles_through_its_qonnx_export():
+    """``compile(module, example_inputs=…)`` on a Brevitas network exports it to QONNX itself
+    (``torch.export`` would hand over fake-quantization arithmetic no layer matcher reads):
+    every conv runs bit-serial, the outputs equal the PyTorch eval forward (power-of-two
+    scales: exact), and the module is left in the mode it was in."""
+    import torch
+
+    from tvm_qnn.testing.brevitas_models import calibrated
+
+    net = calibrated(CONCAT[0])
+    x = torch.rand(CONCAT[0].input_shape)
+    net.train()
+    art = tvm_qnn.compile(net, example_inputs=x)
+    assert net.training
+    assert len(art.layers) == 5 and all(r["bitserial"] for r in art.layers), art.layers
+    net.eval()
+    for seed in range(2):
+        xs = torch.randn(CONCAT[0].input_shape, generator=torch.Generator().manual_seed(seed))
+        with torch.no_grad():
+            want = net(xs).numpy()
+        np.testing.assert_array_equal(art.run(xs.numpy()), want)
+
+
+def test_a_brevitas_module_without_its_exporter_says_what_to_do(monkeypatch):
+    import torch
+
+    net = CONCAT[0].build()
+    with pytest.raises(tvm_qnn.UnsupportedModelError, match="example_inputs"):
+        tvm_qnn.compile(net)
+    monkeypatch.setitem(sys.modules, "qonnx.util.cleanup", None)  # as if not installed
+    with pytest.raises(tvm_qnn.UnsupportedModelError, match="export_qonnx"):
+        tvm_qnn.compile(net, example_inputs=torch.rand(CONCAT[0].input_shape))

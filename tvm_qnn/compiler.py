@@ -46,7 +46,9 @@ def compile(model, target="x86", *, shapes: dict | None = None,  # noqa: A001
     model : onnx.ModelProto, str, os.PathLike, torch model or tvm.IRModule
         A quantized ONNX model (QDQ, QCDQ, int4 QDQ, QOperator, QONNX), its path, a
         ``tvm_qnn.nn`` model (``nn.Module`` with ``example_inputs``, or a
-        ``torch.export.ExportedProgram`` of ``tvm_qnn.nn.freeze(model)``), or a Relax module.
+        ``torch.export.ExportedProgram`` of ``tvm_qnn.nn.freeze(model)``), a Brevitas
+        ``nn.Module`` with ``example_inputs`` (compiled through Brevitas' QONNX export), or a
+        Relax module.
     target : str, dict, tvm.target.Target or QnnTarget
         ``"x86"`` (this host: AVX-512 VPOPCNTDQ if present, else AVX2), ``"x86:<mcpu>"``,
         ``"arm_cpu[:board]"``, ``"accel[:config.json]"`` (the simulated bit-serial
@@ -54,7 +56,7 @@ def compile(model, target="x86", *, shapes: dict | None = None,  # noqa: A001
     shapes : dict, optional
         Static shapes for inputs with symbolic dimensions.
     example_inputs : tuple of torch.Tensor, optional
-        Inputs to trace an ``nn.Module`` with (``torch.export``).
+        Inputs to trace an ``nn.Module`` with (``torch.export``, or Brevitas' QONNX export).
     strict : bool
         Raise :class:`UnsupportedModelError` (naming the layer and the reason) when a
         conv2d/dense cannot be made bit-serial, instead of compiling it as TVM would.

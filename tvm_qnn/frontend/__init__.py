@@ -21,7 +21,8 @@ def _is_torch(model) -> bool:
 
 def load_model(model, shapes: dict | None = None, example_inputs=None) -> tvm.IRModule:
     """Import ``model``: a Relax ``IRModule``, an ``onnx.ModelProto``, a path to ``.onnx``,
-    a ``torch.nn.Module`` (with ``example_inputs``) or a ``torch.export.ExportedProgram``."""
+    a ``torch.nn.Module`` (with ``example_inputs``; a Brevitas one goes through its QONNX
+    export, :func:`~.brevitas.load_brevitas`) or a ``torch.export.ExportedProgram``."""
     if isinstance(model, tvm.IRModule):
         if "main" not in {gv.name_hint for gv in model.get_global_vars()}:
             raise UnsupportedModelError("the IRModule has no 'main' function")
@@ -37,7 +38,11 @@ def load_model(model, shapes: dict | None = None, example_inputs=None) -> tvm.IR
     if onnx is not None and isinstance(model, onnx.ModelProto):
         return load_onnx(model, shapes)
     if _is_torch(model):
+        from .brevitas import is_brevitas, load_brevitas
         from .torch import load_torch
+
+        if is_brevitas(model):
+            return load_brevitas(model, example_inputs, shapes)
 
         return load_torch(model, example_inputs)
     raise UnsupportedModelError(

@@ -90,13 +90,13 @@ def _cache_key(model: BrevitasModel, fmt: str) -> str:
     sources = sorted(os.path.join(folder, f) for f in os.listdir(folder) if f.endswith(".py"))
     source = inspect.getsource(getattr(zoo, model.name)) + "".join(
         open(f, encoding="utf-8").read() for f in sources) + inspect.getsource(
-        _calibrated) + inspect.getsource(_export)
+        calibrated) + inspect.getsource(_export)
     text = (f"{model}|{fmt}|{_versions()}|{SEED}|{CALIBRATION_PASSES}|{CALIBRATION_BATCH}|"
             f"{source}")
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _calibrated(model: BrevitasModel):
+def calibrated(model: BrevitasModel):
     """The network with random weights and BatchNorm statistics of random inputs."""
     import torch
 
@@ -117,7 +117,7 @@ def _export(model: BrevitasModel, fmt: str, path: str) -> None:
     import torch
     from brevitas.export import export_onnx_qcdq, export_qonnx
 
-    net = _calibrated(model)
+    net = calibrated(model)
     example = torch.rand(model.input_shape)
     with tempfile.TemporaryDirectory() as tmp:
         raw = os.path.join(tmp, "model.onnx")
