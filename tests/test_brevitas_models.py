@@ -25,6 +25,7 @@ from tvm_qnn.testing.brevitas_blocks import CONCAT  # noqa: E402
 from tvm_qnn.testing.brevitas_models import (  # noqa: E402
     BNN_PYNQ,
     FOUR_BIT,
+    BrevitasModel,
     brevitas_export,
     export_formats,
 )
@@ -236,3 +237,16 @@ def test_a_brevitas_module_without_its_exporter_says_what_to_do(monkeypatch):
     monkeypatch.setitem(sys.modules, "qonnx.util.cleanup", None)  # as if not installed
     with pytest.raises(tvm_qnn.UnsupportedModelError, match="export_qonnx"):
         tvm_qnn.compile(net, example_inputs=torch.rand(CONCAT[0].input_shape))
+
+
+def test_a_batch_of_rows_passes_bit_planes_between_dense_layers(caplog):
+    """LFC at 8 rows: each dense layer after the first takes its input bit-planes from one
+    vector pack of the previous layer's codes (three links), bit-exact against qonnx."""
+    spec = BrevitasModel("lfc_1w2a", (8, 1, 28, 28), 1, 2)
+    model = onnx.load(brevitas_export(spec, "qonnx"))
+    with caplog.at_level(logging.INFO, logger="tvm_qnn.rewrite"):
+        art = tvm_qnn.compile(model, target="x86")
+    assert all(r["bitserial"] for r in art.layers)
+    assert caplog.text.count("reads its input codes channels-last") == 3, caplog.text
+    x = np.random.default_rng(0).normal(size=spec.input_shape).astype(np.float32)
+    np.testing.assert_array_equal(art.run(x), _reference(model, "qonnx", x))

@@ -416,6 +416,40 @@ def test_a_concat_that_is_also_returned_stays_nchw():
     assert int(concat.attrs.axis) == 1 and list(concat.ty.shape) == [1, 32, 6, 6]
 
 
+def _two_dense_module(rows: int):
+    """dense(64→32) → 2-bit codes → dense(32→16), ``rows`` rows."""
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((rows, 64), "uint8"))
+
+    def dense(data, w):
+        xd = bb.emit(relax.op.dequantize(data, relax.const(0.125, "float32"),
+                                         relax.const(0, "uint8"), axis=1))
+        wd = bb.emit(relax.op.dequantize(relax.const(w), relax.const(0.25, "float32"),
+                                         relax.const(0, "int8"), axis=0))
+        return bb.emit(relax.op.matmul(xd, bb.emit(relax.op.permute_dims(wd))))
+
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            mid = dense(bb.emit(relax.op.clip(x, 0, 3)),
+                        RNG.integers(-2, 2, (32, 64)).astype("int8"))
+            q = bb.emit(relax.op.quantize(bb.emit(relax.op.nn.relu(mid)),
+                                          relax.const(0.5, "float32"),
+                                          relax.const(0, "uint8"), axis=1, out_dtype="uint8"))
+            y = dense(bb.emit(relax.op.clip(q, 0, 3)),
+                      RNG.integers(-2, 2, (16, 32)).astype("int8"))
+            out = bb.emit_output(y)
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def test_a_batched_dense_layer_takes_bit_planes_from_the_dense_before_it():
+    _, callees = _callees(RewriteBitserial()(_two_dense_module(rows=8))["main"])
+    assert callees[1:] == ["bitserial_dense", "relax.reshape", "pack_channels_last",
+                           "relax.reshape", "bitserial_dense1"]
+    _, callees = _callees(RewriteBitserial()(_two_dense_module(rows=1))["main"])
+    assert callees[1:] == ["bitserial_dense", "bitserial_dense1"]  # packs its own row
+
+
 def test_codes_used_elsewhere_are_not_passed_as_bit_planes():
     after = RewriteBitserial()(_two_conv_module(return_middle=True))
     names = [gv.name_hint for gv in after.get_global_vars()]

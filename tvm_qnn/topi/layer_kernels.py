@@ -32,8 +32,8 @@ def layer_compute(plan: LayerPlan, data: te.Tensor, weight: te.Tensor, *params: 
                   channels_last_output: bool = False) -> te.Tensor:
     """TE of the whole layer: activation packing, optional window popcount, branches+epilogue.
 
-    ``params`` are the tensors of ``plan.epilogue.tensor_params()``, in order. For a conv
-    inside a chain of convs: ``packed_input``, the data are already the padded bit-planes
+    ``params`` are the tensors of ``plan.epilogue.tensor_params()``, in order. For a layer
+    inside a chain: ``packed_input``, the data are already the (padded) bit-planes
     (:func:`packed_input_shape`; a bit-serial consumer, :func:`chains_channels_last`);
     ``channels_last_input``, the data are NHWC codes (an int8-dot or integer consumer,
     :func:`reads_channels_last`); ``channels_last_output``, the output is written NHWC for
@@ -41,8 +41,8 @@ def layer_compute(plan: LayerPlan, data: te.Tensor, weight: te.Tensor, *params: 
     """
     layer, epi, word_bits = plan.layer, plan.epilogue, plan.word_bits
     if layer.kind == "dense":
-        packed = pack_bitplanes_rows(data, layer.act_lo, layer.act_bits, word_bits,
-                                     layer.act_shift)
+        packed = data if packed_input else pack_bitplanes_rows(
+            data, layer.act_lo, layer.act_bits, word_bits, layer.act_shift)
         rowsum = row_popcount(packed) if epi.needs_rowsum else None
         return bitserial_dense(packed, weight, epi, *params, out_features=layer.out_channels,
                                rowsum=rowsum)
@@ -84,13 +84,17 @@ def layer_compute(plan: LayerPlan, data: te.Tensor, weight: te.Tensor, *params: 
 
 
 def chains_channels_last(plan: LayerPlan) -> bool:
-    """Whether ``plan``'s conv can take packed bit-planes from a channels-last producer.
+    """Whether ``plan``'s layer can take packed bit-planes from a channels-last producer (a
+    dense layer's rows are channels-last as they are).
 
-    Grouped and im2col-packed convs pack their input themselves, and so do convs of codes
+    Grouped and im2col-packed convs pack their input themselves, and so do layers of codes
     wider than a byte (the pack compares byte vectors).
     """
-    return (plan.layer.kind == "conv2d" and plan.layer.groups == 1
-            and plan.conv_layout == "channels" and plan.layer.input_dtype in ("int8", "uint8"))
+    if plan.layer.input_dtype not in ("int8", "uint8"):
+        return False
+    return plan.layer.kind == "dense" or (
+        plan.layer.kind == "conv2d" and plan.layer.groups == 1
+        and plan.conv_layout == "channels")
 
 
 def reads_channels_last(plan: LayerPlan) -> bool:
@@ -101,7 +105,11 @@ def reads_channels_last(plan: LayerPlan) -> bool:
 
 
 def packed_input_shape(plan: LayerPlan) -> tuple[int, ...]:
-    """``[N, 1, M, Hp, Wp, Cw]``: the padded bit-planes a chained conv reads."""
+    """``[N, 1, M, Hp, Wp, Cw]``: the padded bit-planes a chained conv reads; ``[N, M, Cw]``
+    for a dense layer."""
+    if plan.layer.kind == "dense":
+        rows, features = plan.layer.input_shape
+        return (rows, plan.layer.act_bits, words_for(features, plan.word_bits))
     n, c, h, w = plan.layer.input_shape
     top, left, bottom, right = plan.layer.pads
     return (n, 1, plan.layer.act_bits, h + top + bottom, w + left + right,

@@ -82,12 +82,12 @@ def _reaches_only(facts: FunctionFacts, var, ends: set, plans: Mapping) -> set |
 def link_channels_last(facts: FunctionFacts, plans: Mapping[relax.Var, LayerMatch],
                        reads_nhwc: Callable[[LayerMatch], bool]) -> ChannelsLastLinks:
     """Decide which tensors between the layers ``plans`` (anchor → match) go NHWC (see the
-    module docstring). ``reads_nhwc``: whether a matched conv can read NHWC codes."""
-    producers = {m.end: m for m in plans.values()
-                 if m.layer.kind == "conv2d" and m.layer.output.quantized}
+    module docstring). ``reads_nhwc``: whether a matched layer can read NHWC codes (or a
+    dense layer, its rows as they are, through a pack into bit-planes)."""
+    producers = {m.end: m for m in plans.values() if m.layer.output.quantized}
     readers: dict = {}
     for m in plans.values():
-        if m.layer.kind == "conv2d" and reads_nhwc(m) and m.data is not None \
+        if reads_nhwc(m) and m.data is not None \
                 and tuple(int(s) for s in m.data.ty.shape.values) == m.layer.input_shape:
             readers.setdefault(m.data, set()).add(m.anchor)
     inputs: dict = {}  # candidate tensor → the tensors it is computed from ([] for a conv's)
