@@ -277,7 +277,7 @@ SW2 = np.full(8, 0.125, "float32")
 
 
 def _two_conv_module(return_middle: bool, pool: bool = False, concat: bool = False,
-                     readers: int = 1):
+                     readers: int = 1, residual: bool = False):
     """conv(8→16) → clip to 2 bits [→ 2x2 max pool] [→ concat with a second conv(8→16) of
     x] → conv(16 or 32→8) (``readers`` of them): the first layer's codes feed the second."""
     bb = relax.BlockBuilder()
@@ -300,6 +300,14 @@ def _two_conv_module(return_middle: bool, pool: bool = False, concat: bool = Fal
             mid = conv(xc, W, SW, "c1")
             if concat:
                 mid = bb.emit(relax.op.concat([mid, conv(xc, W, SW, "c1b")], axis=1))
+            if residual:  # ResNet's block end: requantize the sum of two dequantized codes
+                s = relax.const(0.25, "float32")
+                deq = [bb.emit(relax.op.dequantize(t, s, relax.const(0, "uint8")))
+                       for t in (mid, conv(xc, W, SW, "c1b"))]
+                total = bb.emit(relax.op.nn.relu(bb.emit(relax.op.add(*deq))))
+                mid = bb.emit(relax.op.clip(bb.emit(relax.op.quantize(
+                    total, relax.const(0.5, "float32"), relax.const(0, "uint8"),
+                    out_dtype="uint8")), 0, 3))
             if pool:
                 mid = bb.emit(relax.op.nn.max_pool2d(mid, [2, 2], [2, 2]))
             w2 = np.concatenate([W2, W2], axis=1) if concat else W2
@@ -399,6 +407,15 @@ def test_a_concat_of_two_convs_concatenates_their_channels_last_codes():
     concat = calls[3]
     assert int(concat.attrs.axis) == 3 and list(concat.ty.shape) == [1, 6, 6, 32]
     assert list(calls[4].ty.shape) == [1, 3, 3, 32]
+
+
+def test_a_residual_sum_of_two_convs_is_requantized_channels_last():
+    after = RewriteBitserial()(_two_conv_module(return_middle=False, residual=True))
+    calls, callees = _callees(after["main"])
+    assert callees[1:] == ["bitserial_conv2d", "bitserial_conv2d1", "relax.dequantize",
+                           "relax.dequantize", "relax.add", "relax.nn.relu", "relax.quantize",
+                           "relax.clip", "pack_channels_last", "bitserial_conv2d2"]
+    assert all(list(c.ty.shape) == [1, 6, 6, 16] for c in calls[3:9])
 
 
 def test_codes_read_by_two_convs_go_channels_last_to_both():

@@ -106,10 +106,11 @@ class _CpuRewriter(LayerRewriter):
 
     def visit_var_binding_(self, binding):  # noqa: D102
         call = self.links.between.get(binding.var)
-        if call is None:
-            super().visit_var_binding_(binding)
+        name = op_name(call)
+        if name not in ("relax.concat", "relax.nn.max_pool2d"):
+            super().visit_var_binding_(binding)  # elementwise ops take NHWC as they are
             return
-        if op_name(call) == "relax.concat":  # channels are the last axis now
+        if name == "relax.concat":  # channels are the last axis now
             new = relax.op.concat([self.visit_expr(f) for f in call.args[0].fields], axis=3)
         else:
             attrs = call.attrs  # the same pooling, on channels-last codes
