@@ -41,10 +41,36 @@ def test_brevitas_espcn_matches_qonnx_execution(variant):
     assert diff.max() <= np.float32(1 / 255) * 1.0001
 
 
+def _between(kind: str, src: str) -> tuple[list, list, str]:
+    """Nodes an exporter may put between the activation quantizer's output ``src`` and the
+    conv (an identity in effect, or a zero padding the conv then does not repeat), their
+    initializers, and the tensor the conv reads."""
+    make, arr = helper.make_node, numpy_helper.from_array
+    if kind == "identity":
+        return [make("Identity", [src], ["xb"], name="ident")], [], "xb"
+    if kind == "pad":
+        return [make("Pad", [src, "pads"], ["xb"], name="pad", mode="constant")], [
+            arr(np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64), "pads")], "xb"
+    if kind == "transpose":
+        return [make("Transpose", [src], ["xt"], name="t1", perm=[0, 1, 3, 2]),
+                make("Transpose", ["xt"], ["xb"], name="t2", perm=[0, 1, 3, 2])], [], "xb"
+    if kind == "rescale":  # a Div by the scale and a Mul back
+        return [make("Div", [src, "s_again"], ["xd"], name="div"),
+                make("Mul", ["s_again", "xd"], ["xb"], name="mul")], [
+            arr(np.float32(0.25), "s_again")], "xb"
+    assert kind == "reshape"
+    return [make("Reshape", [src, "flat"], ["xr"], name="r1"),
+            make("Reshape", ["xr", "image"], ["xb"], name="r2")], [
+        arr(np.array([1, 6, 49], np.int64), "flat"),
+        arr(np.array([1, 6, 7, 7], np.int64), "image")], "xb"
+
+
 def _tiny(bipolar_act: bool, trunc: bool, bipolar_weight: bool = False, pool: bool = False,
-          bias_bits: int = 0, w_bits: int = 3, bn_bipolar: bool = False, conv_pads: int = 1):
-    """x → Quant/BipolarQuant [→ MaxPool] → Conv(Quant/BipolarQuant(W) [, Quant(bias)]) →
-    Relu → Quant (→ Trunc): power-of-two scales, the shapes Brevitas exports."""
+          bias_bits: int = 0, w_bits: int = 3, bn_bipolar: bool = False, conv_pads: int = 1,
+          between: str = ""):
+    """x → Quant/BipolarQuant [→ MaxPool] [→ ``between``] → Conv(Quant/BipolarQuant(W)
+    [, Quant(bias)]) → Relu → Quant (→ Trunc): power-of-two scales, the shapes Brevitas
+    exports."""
     rng = np.random.default_rng(0)
     inits = [numpy_helper.from_array(a, n) for n, a in [
         ("s_x", np.float32(0.25)), ("z0", np.float32(0)), ("b_x", np.float32(3)),
@@ -70,6 +96,12 @@ def _tiny(bipolar_act: bool, trunc: bool, bipolar_weight: bool = False, pool: bo
         nodes.append(helper.make_node("MaxPool", ["xq"], ["xp"], name="pool",
                                       kernel_shape=[2, 2], strides=[2, 2], pads=[1, 1, 0, 0]))
         conv_in, size = "xp", 4
+    if between:
+        extra, extra_inits, conv_in = _between(between, conv_in)
+        nodes += extra
+        inits += extra_inits
+        if between == "pad":  # the Pad does the conv's padding: same output size
+            conv_pads, size = 0, size + 2
     conv_inputs = [conv_in, "wq"]
     if bias_bits:  # Brevitas' 32-bit bias quantizer (a Quant of a constant)
         nodes.append(helper.make_node("Quant", ["bias", "s_b", "z0", "b_b"], ["bq"],
@@ -122,6 +154,10 @@ def test_qonnx_ops_bit_exact(bipolar_act, trunc):
     # Bipolar activations are one plane (codes 2 apart) where no padding needs a zero code
     dict(bipolar_act=True, bipolar_weight=True, conv_pads=0, bn_bipolar=True),
     dict(bipolar_act=True, pool=True, conv_pads=0),
+    # What exporters put between a quantizer and a layer: identities, a zero Pad (joins the
+    # conv's padding), transposes and reshapes (of the codes), a rescale by the scale
+    *(dict(between=k) for k in ("identity", "pad", "transpose", "reshape", "rescale")),
+    dict(between="transpose", pool=True, bipolar_act=True),
 ], ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
 def test_brevitas_export_patterns_stay_bit_serial(case):
     model = _tiny(case.get("bipolar_act", False), False,

@@ -31,6 +31,7 @@ from tvm import relax
 from tvm.relax.frontend.onnx import onnx_frontend as _tvm_onnx
 
 from ..errors import TvmQnnError, UnsupportedModelError
+from ..transform.codes_through_layout_ops import LAYOUT_RULES
 from ..transform.concat_quantized_codes import CONCAT_RULES
 from ..transform.graph_facts import rewrite_calls
 from ..transform.pool_quantized_codes import POOL_RULES
@@ -182,6 +183,16 @@ def _convert_quantize(bb, inputs, attr, opset, node, zp_type):
     return relax.op.clip(q, lo, hi)
 
 
+def _convert_pad(inputs, attr, params):
+    """A constant-mode Pad as ``relax.op.nn.pad`` (TVM's converter emits an opaque TOPI
+    PrimFunc, which no pass can fold into the conv after it); other modes: None."""
+    if attr.get("mode", b"constant").decode() != "constant":
+        return None
+    before, after, value = _tvm_onnx.Pad._parse_pads_and_axes(inputs, params)
+    return relax.op.nn.pad(inputs[0], [w for pair in zip(before, after, strict=True)
+                                       for w in pair], "constant", float(value))
+
+
 _QOPERATORS = {
     "QLinearConv": _convert_qlinear_conv,
     "ConvInteger": _convert_conv_integer,
@@ -256,6 +267,8 @@ class _QuantGraphImporter(_tvm_onnx.ONNXGraphImporter):
             sym = QONNX_OPS[op_name](self.bb, inputs, attrs, node)
         elif op_name == "Clip":
             sym = _convert_clip(self.bb, inputs, attrs, opset, node)
+        elif op_name == "Pad" and opset >= 11:
+            sym = _convert_pad(inputs, attrs, [self._nodes, self._params])
         elif op_name == "QuantizeLinear":
             zp = inputs[2] if len(inputs) > 2 else None
             zp_type = self._subbyte_type(zp) if zp is not None else None
@@ -322,6 +335,7 @@ def load_onnx(model: onnx.ModelProto | str | os.PathLike,
             raise UnsupportedModelError(f"could not import the ONNX model: {err}") from err
     mod = relax.transform.Normalize()(mod)
     check_tensor_shapes(mod)
-    # PoolQuantizedCodes and ConcatQuantizedCodes in one traversal: Inception's blocks pool
-    # concatenated codes and concatenate the pooled ones, to any depth.
-    return rewrite_calls(mod, POOL_RULES | CONCAT_RULES)
+    # PoolQuantizedCodes, ConcatQuantizedCodes and CodesThroughLayoutOps in one traversal:
+    # Inception's blocks pool concatenated codes and concatenate the pooled ones, to any
+    # depth, and an exporter may reshape or rescale any of them.
+    return rewrite_calls(mod, POOL_RULES | CONCAT_RULES | LAYOUT_RULES)

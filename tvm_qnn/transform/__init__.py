@@ -2,6 +2,7 @@
 """Relax passes of tvm_qnn, one per module, and the layer matcher they share."""
 
 from .canonicalize_fake_quant import CanonicalizeFakeQuant
+from .codes_through_layout_ops import CodesThroughLayoutOps
 from .concat_quantized_codes import ConcatQuantizedCodes
 from .layer_matcher import LayerMatch, find_layers
 from .legalize_quantize import LegalizeQuantize, quantize_half_even
@@ -13,6 +14,7 @@ from .schedule_bitserial import ScheduleBitserial
 
 __all__ = [
     "CanonicalizeFakeQuant",
+    "CodesThroughLayoutOps",
     "ConcatQuantizedCodes",
     "LayerMatch",
     "LegalizeQuantize",
