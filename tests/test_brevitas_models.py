@@ -117,7 +117,7 @@ def test_concatenated_activations_run_bit_serial_and_exact(spec, fmt, caplog):
 def _own_networks():
     """Small brevitas.nn networks of our own, with power-of-two scales (fixed-point
     quantizers) so the float references are exact: mixed precision, a residual block,
-    depthwise → pointwise → depthwise."""
+    depthwise → pointwise → depthwise, grouped convs."""
     import torch
     from brevitas.nn import QuantConv2d, QuantIdentity, QuantLinear, QuantReLU
     from brevitas.quant import (
@@ -165,11 +165,17 @@ def _own_networks():
         torch.nn.Flatten(), QuantLinear(16 * 8 * 8, 10, bias=False,
                                         weight_quant=Int8WeightPerTensorFixedPoint,
                                         weight_bit_width=4))
-    return {"mixed": mixed, "residual": Residual(), "depthwise": depthwise}
+    grouped = torch.nn.Sequential(  # groups of 4 and of 2 input channels
+        act(2), conv(8, 16, 2, groups=2), torch.nn.BatchNorm2d(16), relu(2),
+        conv(16, 16, 3, groups=8), torch.nn.BatchNorm2d(16), relu(3),
+        torch.nn.Flatten(), QuantLinear(16 * 8 * 8, 10, bias=False,
+                                        weight_quant=Int8WeightPerTensorFixedPoint,
+                                        weight_bit_width=2))
+    return {"mixed": mixed, "residual": Residual(), "depthwise": depthwise, "grouped": grouped}
 
 
 @pytest.mark.parametrize("fmt", ["qonnx", "qcdq"])
-@pytest.mark.parametrize("name", ["mixed", "residual", "depthwise"])
+@pytest.mark.parametrize("name", ["mixed", "residual", "depthwise", "grouped"])
 def test_own_brevitas_networks_run_bit_serial_and_exact(name, fmt, tmp_path, caplog):
     import torch
     from brevitas.export import export_onnx_qcdq, export_qonnx
