@@ -17,6 +17,7 @@ from tvm.script import ir as I
 from tvm.script import relax as R
 from tvm.script import tirx as T
 
+import tvm_qnn
 from tvm_qnn.topi.attrs import KERNEL_ATTR
 from tvm_qnn.topi.layer import QuantizedLayer, plan_layer
 from tvm_qnn.topi.layer_kernels import layer_compute
@@ -465,6 +466,45 @@ def test_a_batched_dense_layer_takes_bit_planes_from_the_dense_before_it():
                            "relax.reshape", "bitserial_dense1"]
     _, callees = _callees(RewriteBitserial()(_two_dense_module(rows=1))["main"])
     assert callees[1:] == ["bitserial_dense", "bitserial_dense1"]  # packs its own row
+
+
+def _conv_flatten_dense_module(rows: int):
+    """conv(8→16, 3x3 → 1x1 images) → 2-bit codes → flatten → dense(16→4), ``rows`` rows."""
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((rows, 8, 3, 3), "uint8"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            xd = bb.emit(relax.op.dequantize(bb.emit(relax.op.clip(x, 0, 3)),
+                                             relax.const(0.125, "float32"),
+                                             relax.const(0, "uint8"), axis=1))
+            wd = bb.emit(relax.op.dequantize(relax.const(W), relax.const(0.25, "float32"),
+                                             relax.const(0, "int8"), axis=0))
+            c = bb.emit(relax.op.nn.relu(bb.emit(relax.op.nn.conv2d(xd, wd))))
+            q = bb.emit(relax.op.clip(bb.emit(relax.op.quantize(
+                c, relax.const(0.5, "float32"), relax.const(0, "uint8"), axis=1,
+                out_dtype="uint8")), 0, 3))
+            flat = bb.emit(relax.op.reshape(q, (rows, 16)))
+            fd = bb.emit(relax.op.dequantize(flat, relax.const(0.5, "float32"),
+                                             relax.const(0, "uint8"), axis=1))
+            w2 = relax.const(RNG.integers(-2, 2, (4, 16)).astype("int8"))
+            w2d = bb.emit(relax.op.dequantize(w2, relax.const(0.25, "float32"),
+                                              relax.const(0, "int8"), axis=0))
+            y = bb.emit(relax.op.matmul(fd, bb.emit(relax.op.permute_dims(w2d))))
+            out = bb.emit_output(y)
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def test_a_batched_dense_takes_bit_planes_from_a_flattened_conv_of_1x1_images():
+    before = _conv_flatten_dense_module(rows=8)
+    _, callees = _callees(RewriteBitserial()(before)["main"])
+    assert callees[1:] == ["bitserial_conv2d", "relax.reshape", "relax.reshape",
+                           "pack_channels_last", "relax.reshape", "bitserial_dense"]
+    # The same numbers as TVM's float graph (powers of two: exact).
+    x = RNG.integers(0, 4, size=(8, 8, 3, 3)).astype("uint8")
+    want = relax.VirtualMachine(tvm.compile(before, "llvm"), tvm.cpu())["main"](
+        tvm.runtime.tensor(x)).numpy()
+    np.testing.assert_array_equal(tvm_qnn.compile(before, target="x86").run(x), want)
 
 
 def test_codes_used_elsewhere_are_not_passed_as_bit_planes():

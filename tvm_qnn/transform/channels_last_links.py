@@ -81,11 +81,15 @@ def _elementwise_inputs(value) -> list | None:
 
 
 def _between_inputs(value) -> list | None:
-    """The tensors an NCHW max pooling, a channel concat of 4-D tensors or an elementwise op
-    of 4-D tensors with scalar parameters reads, else None."""
+    """The tensors an NCHW max pooling, a channel concat of 4-D tensors, an elementwise op
+    of 4-D tensors with scalar parameters or a flatten of 1x1 images reads, else None."""
     name = op_name(value)
     if name in _ELEMENTWISE:
         return _elementwise_inputs(value)
+    if name == "relax.reshape":  # a flatten of 1x1 images: NHWC and NCHW rows are the same
+        shape = [int(d) for d in value.args[0].ty.shape]
+        return [value.args[0]] if len(shape) == 4 and shape[2:] == [1, 1] \
+            and [int(d) for d in value.ty.shape] == shape[:2] else None
     if name == "relax.nn.max_pool2d":
         nchw = str(value.attrs.layout) == str(value.attrs.out_layout) == "NCHW"
         return [value.args[0]] if nchw else None
