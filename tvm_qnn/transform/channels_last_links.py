@@ -14,7 +14,9 @@ quantizer, as :mod:`.concat_quantized_codes` leaves them), and may feed several 
 
 ResNet's residual blocks add two dequantized code tensors and requantize the sum; such
 elementwise ops, with per-tensor (scalar) parameters, run on NHWC tensors as they are, so the
-codes stay NHWC through them too.
+codes stay NHWC through them too. A dense layer's rows are channels-last already: a dense
+layer the caller lets read them so takes the rows of the dense layer before it, or the
+flattened 1x1 images of a conv, through the same pack.
 
 A tensor goes NHWC only when it can be computed so (a conv's codes, or a pooling, concat or
 elementwise op of such tensors) and every use of it can take it so (a consumer that reads NHWC
