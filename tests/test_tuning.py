@@ -170,7 +170,8 @@ def killed(*args, **kwargs):  # kill -9 as re-timing starts
 
 tune_module._search = search
 retime.time_kernel = killed
-model = make_conv_model("qcdq", in_ch=8, out_ch=8, size=(6, 6), act_bits=2, weight_bits=2)
+# 4 output channels: one kernel family on every x86 class (the int8-dot blocks are 8 or 16).
+model = make_conv_model("qcdq", in_ch=8, out_ch=4, size=(6, 6), act_bits=2, weight_bits=2)
 tvm_qnn.tune(model, "x86", trials=2, work_dir=sys.argv[1], seed=0)
 """
 
@@ -185,7 +186,7 @@ def test_a_retiming_killed_midway_is_done_by_the_next_tune(tmp_path):
 
     from tvm_qnn.tuning.retime import RETIME_FILE
 
-    model = make_conv_model("qcdq", in_ch=8, out_ch=8, size=(6, 6), act_bits=2, weight_bits=2)
+    model = make_conv_model("qcdq", in_ch=8, out_ch=4, size=(6, 6), act_bits=2, weight_bits=2)
     target = X86Target()
     (task,) = extract_tasks(lower_for_tuning(load_model(model), target))
     work = tmp_path / "db"

@@ -254,7 +254,9 @@ def paused(*args, **kwargs):  # after tune opened the database, before it commit
 
 if pause:
     tune_module.make_builder = paused
-model = make_conv_model("qcdq", in_ch=channels, out_ch=8, size=(6, 6), act_bits=2,
+# 4 output channels: one kernel family, one workload, on every x86 class (int8-dot blocks
+# are 8 or 16 channels).
+model = make_conv_model("qcdq", in_ch=channels, out_ch=4, size=(6, 6), act_bits=2,
                         weight_bits=2)
 tvm_qnn.tune(model, "x86", trials=1, work_dir=work, seed=0)
 """

@@ -7,6 +7,9 @@
                       (default: ~/.cache/tvm_qnn)
 ``TVM_QNN_SCHEDULES``  pre-tuned schedules: a folder to search instead of the shipped
                       ``schedules/``, or ``off`` to use the default templates
+``TVM_QNN_X86_CPU``    the CPU the ``x86`` target compiles for instead of this host's (an
+                      LLVM CPU name, e.g. ``haswell``: AVX2 code, as ``x86:haswell``); the
+                      test suite run so is what an AVX2-only machine runs
 ``TVM_NUM_THREADS``    TVM's own: threads of the compiled code (default here: the physical
                       cores; ``compile(threads=)`` and ``run(threads=)`` override it)
 """
@@ -30,6 +33,11 @@ def cache_dir() -> str:
     """``TVM_QNN_CACHE_DIR`` or ``~/.cache/tvm_qnn``."""
     return os.environ.get("TVM_QNN_CACHE_DIR",
                           os.path.join(os.path.expanduser("~"), ".cache", "tvm_qnn"))
+
+
+def x86_cpu() -> str | None:
+    """``TVM_QNN_X86_CPU`` or None."""
+    return os.environ.get("TVM_QNN_X86_CPU") or None
 
 
 def schedules_dir() -> str | None:

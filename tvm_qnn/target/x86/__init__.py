@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
 """x86 target: AVX-512 VPOPCNTDQ (512-bit ``vpopcntq``) when the CPU has it, else AVX2.
 
-``"x86"`` (also ``"llvm"``, ``"cpu"``) is this host's CPU; ``"x86:<mcpu>"`` any x86 CPU LLVM
+``"x86"`` (also ``"llvm"``, ``"cpu"``) is this host's CPU (or the one ``TVM_QNN_X86_CPU``
+names); ``"x86:<mcpu>"`` any x86 CPU LLVM
 knows (e.g. ``x86:haswell``: the AVX2 code); a TVM ``Target`` or dict of kind ``llvm`` with an
 x86 triple (or none) selects it too.
 """
@@ -13,6 +14,7 @@ import os
 
 import tvm
 
+from ... import knobs
 from ...errors import InvalidArgumentError
 from ...topi.dot8_conv import DOT8_MOST_GROUPS
 from ...topi.layout import KERNEL_FAMILIES, Layout
@@ -106,6 +108,7 @@ class X86Target(CpuTarget):
 
     def __init__(self, mcpu: str | None = None, num_cores: int | None = None,
                  schedule_config: ScheduleConfig | None = None, layout: Layout | None = None):
+        mcpu = mcpu or knobs.x86_cpu()
         if mcpu is not None:
             check_mcpu(mcpu, f"x86:{mcpu}")
         self.host = mcpu is None
