@@ -36,7 +36,9 @@ def _before_scheduling(qnn_target, offload=None, layout: Layout | None = None,
     # weight chains into plain float constants. An accelerator takes its layers first.
     return (cpu_pipeline.library_dispatch_passes(target)
             + ([offload] if offload is not None else [])
-            + [RewriteBitserial(layout or qnn_target.layout, families), LegalizeQuantize()]
+            + [RewriteBitserial(layout or qnn_target.layout, families)]
+            + qnn_target.between_layer_passes()  # on Relax ops: before they are legalized
+            + [LegalizeQuantize()]
             + cpu_pipeline.legalize_passes(target)[1:])  # TVM's LegalizeOps is done above
 
 

@@ -93,6 +93,11 @@ class QnnTarget(abc.ABC):
         """Schedule one layer kernel (``kind`` is ``conv2d`` or ``dense``) by the default
         template (no tuning record)."""
 
+    def between_layer_passes(self) -> list[tvm.transform.Pass]:
+        """Relax passes for the ops between layers, run before TVM legalizes them (e.g. to
+        give a float conv a shape the target's schedule takes); none by default."""
+        return []
+
     def schedule_between(self, func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc | None:
         """A default schedule for ``func``, an op between layers as TVM legalized it (a float
         first conv, BatchNorm, pooling); None leaves it as it is."""

@@ -7,6 +7,7 @@ from .concat_quantized_codes import ConcatQuantizedCodes
 from .layer_matcher import LayerMatch, find_layers
 from .legalize_quantize import LegalizeQuantize, quantize_half_even
 from .offload_accel import OffloadAccel, OffloadedLayer
+from .pad_conv_columns import PadConvColumns
 from .pool_quantized_codes import PoolQuantizedCodes
 from .rewrite_bitserial import RewriteBitserial
 from .schedule_between_layers import ScheduleBetweenLayers
@@ -20,6 +21,7 @@ __all__ = [
     "LegalizeQuantize",
     "OffloadAccel",
     "OffloadedLayer",
+    "PadConvColumns",
     "PoolQuantizedCodes",
     "RewriteBitserial",
     "ScheduleBetweenLayers",

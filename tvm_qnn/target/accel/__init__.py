@@ -68,6 +68,9 @@ class AccelTarget(QnnTarget):
     def schedule_space(self, kind):
         return self.host.schedule_space(kind)
 
+    def between_layer_passes(self):
+        return self.host.between_layer_passes()
+
     def schedule_between(self, func):
         return self.host.schedule_between(func)
 

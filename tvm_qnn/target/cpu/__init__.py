@@ -8,8 +8,9 @@ from dataclasses import replace
 
 from tvm import s_tir
 
+from ...transform.pad_conv_columns import PadConvColumns
 from ..base import QnnTarget
-from .between_layers import schedule_between_layers
+from .between_layers import CONV_VECTOR, schedule_between_layers
 from .config import INTEGER_MIN_BRANCHES, UNROLL_STEPS, ScheduleConfig
 from .schedule import packs_conv_input, schedule_conv2d, schedule_dense
 
@@ -43,6 +44,11 @@ class CpuTarget(QnnTarget):
         sch = s_tir.Schedule(func)
         self.template(kind)(sch)
         return sch.mod["main"]
+
+    def between_layer_passes(self):
+        """A float conv of a ragged output width computes a few more columns, so that its
+        columns split into the register tile's vectors."""
+        return [PadConvColumns(CONV_VECTOR)]
 
     def schedule_between(self, func):
         return schedule_between_layers(func, parallel=self.schedule_config.parallel)

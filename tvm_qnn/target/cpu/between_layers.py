@@ -4,7 +4,9 @@
 TVM's CPU pipeline compiles every op as its loop nest on one core, untouched. A model keeps a
 few such ops around its layers: the float first conv that reads the image (Brevitas' ImageNet
 networks), BatchNorm + quantize after it, pooling, the float classifier. The first conv of
-MobileNet-v1 4b took 0.85 ms of 7.2 this way (Zen 4, one thread).
+MobileNet-v1 4b took 0.85 ms of 7.2 this way (Zen 4, one thread); scheduled here, and
+widened from 111 to 112 columns by :class:`~tvm_qnn.transform.PadConvColumns`, 0.40-0.43 ms
+(0.95-1.23 ms with the plain loops its ragged width kept before, two alternated runs).
 
 This is dlight's GPU fallback brought to the CPU, with TVM's own analysis
 (:func:`~tvm.s_tir.dlight.normalize_prim_func`, :func:`~tvm.s_tir.dlight.try_inline`):
@@ -33,6 +35,10 @@ _PARALLEL_MIN = 1 << 14
 # Zen 4, one core): 0.85 ms unscheduled; 8 x 16 0.45 ms, 4 x 16 0.47, 8 x 8 0.48, 4 x 8 0.61,
 # 2 x 16 1.07.
 _CONV_CHANNELS, _CONV_COLUMNS = 8, 16
+#: The output widths the float conv's tile takes: one with a divisor in this range (a ragged
+#: vector measured 2-3x slower than the plain loops: 111 columns, Zen 4);
+#: :class:`~tvm_qnn.transform.PadConvColumns` widens the others.
+CONV_VECTOR = (8, _CONV_COLUMNS)
 
 
 def _extent(sch: s_tir.Schedule, loop) -> int | None:
@@ -63,13 +69,14 @@ def _float_conv2d(sch: s_tir.Schedule, block, parallel: bool) -> None:
 
 
 def _is_float_conv2d(sch: s_tir.Schedule, info) -> bool:
-    """A direct float conv2d whose output width splits into vectors of 8-16 columns (a
-    ragged vector measured 2-3x slower than the plain loops: 111 columns, Zen 4)."""
+    """A direct float conv2d whose output width splits into vectors of
+    :data:`CONV_VECTOR` columns."""
     if not (info.name.startswith("conv2d_nchw") and info.dom_kind() in ("SSSRRR", "SSSSRRR")
             and str(sch.get(info.block_rv).writes[0].source.dtype) == "float32"):
         return False
     extents = [_extent(sch, loop) for loop in sch.get_loops(info.block_rv)]
-    return None not in extents and _largest_divisor_at_most(extents[-4], _CONV_COLUMNS) >= 8
+    return None not in extents and \
+        _largest_divisor_at_most(extents[-4], _CONV_COLUMNS) >= CONV_VECTOR[0]
 
 
 def _spread(sch: s_tir.Schedule, info, parallel: bool) -> None:
