@@ -5,9 +5,10 @@ Each layer :func:`~.layer_matcher.find_layers` matches is replaced by one ``call
 :func:`tvm_qnn.topi.layer_kernels.layer_compute` (activation packing at run time, weights
 packed here with the target's :class:`~tvm_qnn.topi.layout.Layout`, the exact affine
 correction terms, padding with the zero-point code, the fused requantize epilogue). Layers that
-do not fit stay as they are, and the reason is logged. A conv feeding another one directly
-writes its codes channels-last, and the consumer reads them so (a bit-serial one through one
-vector pack into its bit-planes).
+do not fit stay as they are, and the reason is logged. Codes between layers travel
+channels-last wherever every reader takes them so (:mod:`.channels_last_links`: through
+poolings, concats and residual sums; dense rows from 8 rows on), a bit-serial reader through
+one vector pack into its bit-planes.
 
 Before::
 
@@ -85,12 +86,12 @@ class _CpuRewriter(LayerRewriter):
         return self._plans[match.anchor]
 
     def link_layers(self, facts):
-        """Codes between convs travel channels-last where every reader takes them so
-        (:func:`~.channels_last_links.link_channels_last`): through max poolings and
-        concatenations, to a bit-serial consumer through one vector pack into its bit-planes
-        (instead of an NCHW write and a scalar pack inside it), to an int8-dot or integer one
-        as they are (its channels-innermost input stage becomes a copy of rows instead of a
-        gather across planes)."""
+        """Codes between layers travel channels-last where every reader takes them so
+        (:func:`~.channels_last_links.link_channels_last`): through max poolings,
+        concatenations and residual sums, to a bit-serial consumer through one vector pack
+        into its bit-planes (instead of an NCHW write and a scalar pack inside it), to an
+        int8-dot or integer one as they are (its channels-innermost input stage becomes a
+        copy of rows instead of a gather across planes)."""
         self.links = link_channels_last(facts, self.plans, self._reads_nhwc)
         self.skip.update(self.links.skip)
         for anchor in sorted(self.links.consumers, key=facts.order.index):
