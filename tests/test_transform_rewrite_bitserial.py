@@ -507,6 +507,49 @@ def test_a_batched_dense_takes_bit_planes_from_a_flattened_conv_of_1x1_images():
     np.testing.assert_array_equal(tvm_qnn.compile(before, target="x86").run(x), want)
 
 
+def _mixed_concat_module():
+    """Two convs of x, one writing uint8 codes [0, 3], one int8 codes [-2, 1], cast to int16
+    and concatenated (as ConcatQuantizedCodes joins them), then a conv of the concat."""
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, 8, 6, 6), "uint8"))
+
+    def conv(data, w, zero, out_dtype, lo, hi):
+        xd = bb.emit(relax.op.dequantize(data, relax.const(0.125, "float32"), zero, axis=1))
+        wd = bb.emit(relax.op.dequantize(relax.const(w), relax.const(0.0625, "float32"),
+                                         relax.const(0, "int8"), axis=0))
+        c = bb.emit(relax.op.nn.conv2d(xd, wd, padding=[1, 1, 1, 1]))
+        if out_dtype is None:
+            return c
+        q = bb.emit(relax.op.quantize(c, relax.const(0.25, "float32"),
+                                      relax.const(0, out_dtype), axis=1, out_dtype=out_dtype))
+        return bb.emit(relax.op.astype(bb.emit(relax.op.clip(q, lo, hi)), "int16"))
+
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            xc = bb.emit(relax.op.clip(x, 0, 3))
+            parts = [conv(xc, W, relax.const(0, "uint8"), dtype, lo, hi)
+                     for dtype, lo, hi in (("uint8", 0, 3), ("int8", -2, 1))]
+            cat = bb.emit(relax.op.concat(parts, axis=1))
+            w2 = np.concatenate([W2, W2], axis=1)
+            out = bb.emit_output(conv(cat, w2, relax.const(0, "int16"), None, 0, 0))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def test_codes_cast_to_one_type_for_a_concat_stay_channels_last_and_exact(caplog):
+    """The casts to int16 run on the NHWC codes, and an int8-dot reader reads the int16
+    concat as it is (x86:haswell: every conv of this module takes the int8-dot kernel)."""
+    before = _mixed_concat_module()
+    x = RNG.integers(0, 4, size=(1, 8, 6, 6)).astype("uint8")
+    want = relax.VirtualMachine(tvm.compile(before, "llvm"), tvm.cpu())["main"](
+        tvm.runtime.tensor(x)).numpy()
+    with caplog.at_level(logging.INFO, logger="tvm_qnn.rewrite"):
+        art = tvm_qnn.compile(before, target="x86:haswell")
+    assert [r["kernel"] for r in art.layers] == ["int8-dot"] * 3
+    assert caplog.text.count("reads its input codes channels-last") == 1, caplog.text
+    np.testing.assert_array_equal(art.run(x), want)
+
+
 def test_codes_used_elsewhere_are_not_passed_as_bit_planes():
     after = RewriteBitserial()(_two_conv_module(return_middle=True))
     names = [gv.name_hint for gv in after.get_global_vars()]
