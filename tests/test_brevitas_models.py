@@ -64,9 +64,10 @@ FOUR_BIT_CASES = [(m, fmt) for m in FOUR_BIT for fmt in export_formats(m)]
 @pytest.mark.parametrize("spec,fmt", FOUR_BIT_CASES,
                          ids=[f"{m.name}-{f}" for m, f in FOUR_BIT_CASES])
 def test_four_bit_examples_run_bit_serial(spec, fmt):
-    """ResNet-18 4w4a (residual adds, a classifier after AvgPool → Trunc) and MobileNet-v1 4b
-    (depthwise convs with per-channel input scales): every layer with a quantized input runs
-    bit-serial; only the first conv, which reads the float image, stays float."""
+    """ResNet-18 4w4a (residual adds, a classifier after AvgPool → Trunc), MobileNet-v1 4b and
+    ProxylessNAS-Mobile 1.4 4b (depthwise convs with per-channel input scales; ProxylessNAS:
+    inverted residuals): every layer with a quantized input runs bit-serial; only the first
+    conv, which reads the float image, stays float."""
     model = onnx.load(brevitas_export(spec, fmt))
     art = tvm_qnn.compile(model, target="x86")
     first, *rest = art.layers

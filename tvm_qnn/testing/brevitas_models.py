@@ -60,11 +60,13 @@ BNN_PYNQ = tuple(
     + [_bnn_pynq(f"{f}_{p}", (1, 1, 28, 28)) for f in ("sfc", "tfc")
        for p in ("1w1a", "1w2a", "2w2a")])
 
-# The 4-bit examples: a CIFAR ResNet-18 and the ImageNet MobileNet-v1 (its average pool is
-# 7x7 on the last 7x7 map: 224x224 inputs only).
+# The 4-bit examples: a CIFAR ResNet-18, the ImageNet MobileNet-v1 (its average pool is
+# 7x7 on the last 7x7 map: 224x224 inputs only) and ProxylessNAS-Mobile 1.4 (the same).
 FOUR_BIT = (
     BrevitasModel("resnet18_4w4a", (1, 3, 32, 32), 4, 4, dynamo=False),
     BrevitasModel("quant_mobilenet_v1_4b", (1, 3, 224, 224), 4, 4,
+                  zoo="brevitas_examples.imagenet_classification.models", dynamo=False),
+    BrevitasModel("quant_proxylessnas_mobile14_4b", (1, 3, 224, 224), 4, 4,
                   zoo="brevitas_examples.imagenet_classification.models", dynamo=False),
 )
 ALL_MODELS = BNN_PYNQ + FOUR_BIT
