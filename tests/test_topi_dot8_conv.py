@@ -109,6 +109,52 @@ def test_each_class_compiles_its_dot_step(spec, family, instruction):
     assert re.search(instruction, k.module.inspect_source("asm"))
 
 
+@pytest.mark.parametrize("spec,instruction", [
+    ("x86:skylake-avx512", r"\bvpmaddubsw\s[^\n]*%ymm"),
+    ("x86:icelake-server", r"\bvpdpbusd\s[^\n]*%ymm"),
+])
+def test_channels_in_eights_take_the_narrow_step_on_avx512(spec, instruction):
+    """24 output channels (ProxylessNAS' 24, 56, 136): not a multiple of an AVX-512 class's
+    16-channel step, so the 8-channel one on ymm (they took the integer kernel before)."""
+    layout = resolve_target(spec).layout
+    assert layout.dot8_oc_block == 16 and layout.dot8_narrow_oc_block == 8
+    layer, _ = random_layer("conv2d", act_bits=4, weight_bits=4, in_channels=64,
+                            out_channels=24, seed=5)
+    plan = plan_layer(layer, layout)
+    assert (plan.kernel, plan.oc_block) == ("int8-dot", 8)
+    k = LayerKernel(layer, target=spec, dot8_min_branches=1)
+    assert re.search(instruction, k.module.inspect_source("asm"))
+    # Channels in fours have no step: another kernel, as before.
+    layer, _ = random_layer("conv2d", act_bits=4, weight_bits=4, in_channels=64,
+                            out_channels=12, seed=5)
+    assert plan_layer(layer, layout).kernel != "int8-dot"
+    assert resolve_target("x86:haswell").layout.dot8_narrow_oc_block is None
+
+
+HOST = X86Target()
+needs_avx512_dot = pytest.mark.skipif(
+    HOST.layout.dot8_narrow_oc_block is None or "avx512vl" not in host_cpu_flags(),
+    reason="this CPU has no AVX-512 dot step (AVX-512 BW/VL) to run")
+
+
+@needs_avx512_dot
+@settings(max_examples=examples(12))
+@given(act_bits=st.integers(1, 8), cin=st.integers(1, 40), cout=st.sampled_from([8, 24, 40]),
+       kernel=st.sampled_from([(1, 1), (3, 3)]), act_zero_point=st.integers(0, 255),
+       out_quant=st.booleans(), seed=st.integers(0, 2**16))
+def test_narrow_dot_step_is_exact_on_this_cpu(act_bits, cin, cout, kernel, act_zero_point,
+                                              out_quant, seed):
+    """The 8-channel step of this AVX-512 CPU's family equals the integer reference."""
+    layer, xq = random_layer("conv2d", act_bits=act_bits, weight_bits=4, in_channels=cin,
+                             out_channels=cout, size=(5, 7), kernel=kernel, pads=(1, 1, 1, 1),
+                             act_zero_point=act_zero_point % (1 << act_bits),
+                             out_quant=out_quant, seed=seed)
+    k = LayerKernel(layer, target=HOST, dot8_min_branches=1)
+    assume(k.plan.conv_layout == "dot8")
+    assert k.plan.oc_block == 8
+    np.testing.assert_array_equal(k(xq), reference_output(layer, xq))
+
+
 @needs_avx2
 def test_model_on_avx2_uses_the_dot_kernel_and_stays_exact():
     model = make_cnn_model("qcdq", bits=2)

@@ -180,7 +180,7 @@ def plan_layer(layer: QuantizedLayer, layout: Layout = Layout(),
     if layer.kind == "conv2d":
         packing = conv_packing(*planes.codes.shape[1:], branches)
         dot_block = choose_oc_block(ocg, layout.dot8_oc_block)
-        if layout.uses_dot8_kernel(branches) and dot_block == layout.dot8_oc_block \
+        if layout.uses_dot8_kernel(branches) and layout.dot8_step_fits(dot_block) \
                 and layer.act_step == 1 and dot8_eligible(layer.act_bits, offsets, layer.groups):
             packing, block = "dot8", dot_block
         elif layout.uses_integer_kernel(branches, int(planes.codes.shape[1])):

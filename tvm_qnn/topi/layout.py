@@ -33,6 +33,9 @@ class Layout:
         branches byte multiply-adds beat popcounts. None: never.
     dot8_oc_block : int
         Output channels per dot-product step (int32 lanes of the target's vector).
+    dot8_narrow_oc_block : int or None
+        Output channels of a narrower step, for layers whose channels ``dot8_oc_block`` does
+        not divide (8 on AVX-512: ymm steps); None: the target has none.
     """
 
     oc_block: int = 16
@@ -41,6 +44,7 @@ class Layout:
     single_branch_oc_block: int | None = None
     dot8_min_branches: int | None = None
     dot8_oc_block: int = 8
+    dot8_narrow_oc_block: int | None = None
 
     def oc_block_for(self, branches: int) -> int:
         """The preferred output channels per weight vector of a layer with ``branches``."""
@@ -51,6 +55,10 @@ class Layout:
     def uses_dot8_kernel(self, branches: int) -> bool:
         """True when a conv with ``branches`` (M·K) gets the u8 × s8 dot kernel, if it fits."""
         return bool(self.dot8_min_branches) and branches >= self.dot8_min_branches
+
+    def dot8_step_fits(self, block: int) -> bool:
+        """True when a dot-product step of ``block`` output channels exists on the target."""
+        return block in (self.dot8_oc_block, self.dot8_narrow_oc_block)
 
     def with_family(self, family: str) -> Layout:
         """This layout with every conv that fits the ``family``'s kernel on it: ``"int8-dot"``

@@ -19,7 +19,16 @@ from ...errors import InvalidArgumentError
 from ...topi.dot8_conv import DOT8_MOST_GROUPS
 from ...topi.layout import KERNEL_FAMILIES, Layout
 from ..cpu import INTEGER_MIN_BRANCHES, CpuTarget, ScheduleConfig
-from .dot8 import DOT8_TILES, dot8_kernel, dot_family, dot_step, lanes_of, tensorize_dot_steps
+from .dot8 import (
+    DOT8_TILES,
+    dot8_kernel,
+    dot_family,
+    dot_step,
+    lanes_of,
+    narrow_lanes_of,
+    step_lanes,
+    tensorize_dot_steps,
+)
 
 __all__ = ["X86Target", "host_cpu_flags"]
 
@@ -121,7 +130,8 @@ class X86Target(CpuTarget):
         self.dot_family = dot_family(isa_features(self.mcpu))
         if dot:  # tuning records replay their tensorize steps: the steps must be registered
             for groups in range(1, DOT8_MOST_GROUPS + 1):
-                dot_step(self.dot_family, groups)
+                for lanes in step_lanes(self.dot_family):
+                    dot_step(self.dot_family, groups, lanes)
             self.kernel_families = KERNEL_FAMILIES  # tuning times both where a layer fits
         # The W1A1 register tile was measured with VPOPCNTDQ only (see ScheduleConfig).
         self.schedule_config = schedule_config or ScheduleConfig(
@@ -133,7 +143,8 @@ class X86Target(CpuTarget):
             integer_min_branches=INTEGER_MIN_BRANCHES,
             single_branch_oc_block=32 if self.has_vpopcntdq else None,
             dot8_min_branches=dot[1] if dot else None,
-            dot8_oc_block=lanes_of(self.dot_family) if self.dot_family else 8)
+            dot8_oc_block=lanes_of(self.dot_family) if self.dot_family else 8,
+            dot8_narrow_oc_block=narrow_lanes_of(self.dot_family) if self.dot_family else None)
 
     @classmethod
     def parse(cls, spec):
@@ -159,7 +170,8 @@ class X86Target(CpuTarget):
     def register_tensor_intrinsics(cls) -> None:
         for family in ("avx2", "avx512", "vnni"):
             for groups in range(1, DOT8_MOST_GROUPS + 1):
-                dot_step(family, groups)
+                for lanes in step_lanes(family):
+                    dot_step(family, groups, lanes)
 
     @property
     def alias(self) -> str:

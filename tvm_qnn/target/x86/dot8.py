@@ -10,6 +10,10 @@ One step multiplies the 4-channel groups of one input position (4 bytes each, br
 * AVX-512BW: the same on zmm, 16 channels;
 * AVX-512 VNNI: one ``vpdpbusd`` per group, 16 channels.
 
+The AVX-512 families also have an 8-channel step (the same instructions on ymm, AVX512VL) for
+layers whose channels are a multiple of 8 but not of 16 (ProxylessNAS' 24, 56, 136): without
+it such a layer fell back to the plain integer kernel, several times slower.
+
 Registered as TensorIntrins (TVM's own 16×4 ones live in ``tvm.s_tir.tensor_intrin``, whose
 import also registers every GPU intrinsic: 52 s, so they are declared here).
 """
@@ -23,10 +27,13 @@ from tvm.script import tirx as T
 
 from ...topi.attrs import BRANCH_BLOCK, DOT8_GROUPS_ATTR
 
-# The instruction families of the step: (lanes, llvm intrinsics).
-_PMADD = {"avx2": (8, "llvm.x86.avx2.pmadd.ub.sw", "llvm.x86.avx2.pmadd.wd"),
-          "avx512": (16, "llvm.x86.avx512.pmaddubs.w.512", "llvm.x86.avx512.pmaddw.d.512")}
-_VNNI = "llvm.x86.avx512.vpdpbusd.512"
+# The multiply-add steps by vector width (int32 lanes): llvm intrinsics.
+_PMADD = {8: ("llvm.x86.avx2.pmadd.ub.sw", "llvm.x86.avx2.pmadd.wd"),
+          16: ("llvm.x86.avx512.pmaddubs.w.512", "llvm.x86.avx512.pmaddw.d.512")}
+_VNNI = {8: "llvm.x86.avx512.vpdpbusd.256", 16: "llvm.x86.avx512.vpdpbusd.512"}
+# Int32 lanes of each family's widest step, and of its narrow one (None: it has none).
+_LANES = {"avx2": 8, "avx512": 16, "vnni": 16}
+_NARROW_LANES = {"avx2": None, "avx512": 8, "vnni": 8}
 
 
 def _desc(lanes: int, groups: int):
@@ -63,10 +70,10 @@ def _desc(lanes: int, groups: int):
     return desc
 
 
-def _pmadd(family: str, groups: int):
+def _pmadd(lanes: int, groups: int):
     """``pmaddubsw`` per group into int16 pair sums (plain int16 adds: the plan bounds them),
     then one ``pmaddwd`` by ones and an add into the int32 accumulators."""
-    lanes, pmaddubsw, pmaddwd = _PMADD[family]
+    pmaddubsw, pmaddwd = _PMADD[lanes]
     nbytes, pairs = 4 * lanes, 2 * lanes
     if groups == 1:
         @T.prim_func(s_tir=True)
@@ -110,60 +117,77 @@ def _pmadd(family: str, groups: int):
     return impl
 
 
-def _vnni(groups: int):
+def _vnni(lanes: int, groups: int):
     """One ``vpdpbusd`` per group, straight into the int32 accumulators."""
+    nbytes, intrin = 4 * lanes, _VNNI[lanes]
     if groups == 1:
         @T.prim_func(s_tir=True)
         def impl1(a: T.Buffer((4,), "uint8", offset_factor=1),
-                  b: T.Buffer((16, 4), "int8", offset_factor=1),
-                  c: T.Buffer((16,), "int32", offset_factor=1, scope="local")) -> None:
+                  b: T.Buffer((lanes, 4), "int8", offset_factor=1),
+                  c: T.Buffer((lanes,), "int32", offset_factor=1, scope="local")) -> None:
             with T.sblock("root"):
-                T.reads(c[0:16], a[0:4], b[0:16, 0:4])
-                T.writes(c[0:16])
+                T.reads(c[0:lanes], a[0:4], b[0:lanes, 0:4])
+                T.writes(c[0:lanes])
                 a_i32 = T.reinterpret(a.vload([0], "uint8x4"), dtype="int32")
-                c[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
-                    T.llvm_lookup_intrinsic_id(_VNNI), c.vload([0], dtype="int32x16"),
-                    T.reinterpret(T.broadcast(a_i32, 16), dtype="uint8x64"),
-                    b.vload([0, 0], dtype="int8x64"), dtype="int32x16")
+                c[T.ramp(T.int32(0), 1, lanes)] = T.call_llvm_pure_intrin(
+                    T.llvm_lookup_intrinsic_id(intrin), c.vload([0], dtype=f"int32x{lanes}"),
+                    T.reinterpret(T.broadcast(a_i32, lanes), dtype=f"uint8x{nbytes}"),
+                    b.vload([0, 0], dtype=f"int8x{nbytes}"), dtype=f"int32x{lanes}")
 
         return impl1
 
     @T.prim_func(s_tir=True)
     def impl(a: T.Buffer((4 * groups,), "uint8", offset_factor=1),
-             b: T.Buffer((groups, 16, 4), "int8", offset_factor=1),
-             c: T.Buffer((16,), "int32", offset_factor=1, scope="local")) -> None:
+             b: T.Buffer((groups, lanes, 4), "int8", offset_factor=1),
+             c: T.Buffer((lanes,), "int32", offset_factor=1, scope="local")) -> None:
         with T.sblock("root"):
-            T.reads(c[0:16], a[0:4 * groups], b[0:groups, 0:16, 0:4])
-            T.writes(c[0:16])
+            T.reads(c[0:lanes], a[0:4 * groups], b[0:groups, 0:lanes, 0:4])
+            T.writes(c[0:lanes])
             for q in T.unroll(groups):
                 a_i32 = T.reinterpret(a.vload([q * 4], "uint8x4"), dtype="int32")
-                # LLVM 19 declares the byte operands as <64 x i8>.
-                c[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
-                    T.llvm_lookup_intrinsic_id(_VNNI), c.vload([0], dtype="int32x16"),
-                    T.reinterpret(T.broadcast(a_i32, 16), dtype="uint8x64"),
-                    b.vload([q, 0, 0], dtype="int8x64"), dtype="int32x16")
+                # LLVM 19 declares the byte operands as <4·lanes x i8>.
+                c[T.ramp(T.int32(0), 1, lanes)] = T.call_llvm_pure_intrin(
+                    T.llvm_lookup_intrinsic_id(intrin), c.vload([0], dtype=f"int32x{lanes}"),
+                    T.reinterpret(T.broadcast(a_i32, lanes), dtype=f"uint8x{nbytes}"),
+                    b.vload([q, 0, 0], dtype=f"int8x{nbytes}"), dtype=f"int32x{lanes}")
 
     return impl
 
 
 def lanes_of(family: str) -> int:
     """Output channels per step of an instruction ``family`` (avx2, avx512, vnni)."""
-    return 16 if family == "vnni" else _PMADD[family][0]
+    return _LANES[family]
+
+
+def narrow_lanes_of(family: str) -> int | None:
+    """Output channels of the ``family``'s narrow step (8 on the AVX-512 families), or None."""
+    return _NARROW_LANES[family]
+
+
+def step_lanes(family: str) -> tuple[int, ...]:
+    """Every step width of ``family``, widest first."""
+    return tuple(n for n in (_LANES[family], _NARROW_LANES[family]) if n)
 
 
 @functools.lru_cache(maxsize=None)
-def dot_step(family: str, groups: int) -> str:
-    """The TensorIntrin of a step over ``groups`` 4-channel groups (registered on first use:
-    parsing it costs a little, and a model uses few)."""
-    name = f"tvm_qnn.x86.dot_{family}_g{groups}"
-    impl = _vnni(groups) if family == "vnni" else _pmadd(family, groups)
-    TensorIntrin.register(name, _desc(lanes_of(family), groups), impl, override=True)
+def dot_step(family: str, groups: int, lanes: int | None = None) -> str:
+    """The TensorIntrin of a step over ``groups`` 4-channel groups and ``lanes`` output
+    channels (default: the family's widest), registered on first use: parsing it costs a
+    little, and a model uses few."""
+    lanes = lanes or _LANES[family]
+    if lanes not in step_lanes(family):
+        raise ValueError(f"dot family {family!r} has no {lanes}-channel step")
+    suffix = "" if lanes == _LANES[family] else f"_x{lanes}"
+    name = f"tvm_qnn.x86.dot_{family}_g{groups}{suffix}"
+    impl = _vnni(lanes, groups) if family == "vnni" else _pmadd(lanes, groups)
+    TensorIntrin.register(name, _desc(lanes, groups), impl, override=True)
     return name
 
 
 def tensorize_dot_steps(sch, family: str) -> None:
     """Replace the (output channels × groups × 4 taps) loops the CPU template leaves innermost
-    in a int8-dot kernel by the ``family``'s step (no-op for other kernels)."""
+    in a int8-dot kernel by the ``family``'s step of that many channels (no-op for other
+    kernels)."""
     update = f"{BRANCH_BLOCK}_update"
     try:
         block = sch.get_sblock(update)
@@ -171,7 +195,9 @@ def tensorize_dot_steps(sch, family: str) -> None:
         return
     groups = int(sch.get(block).annotations.get(DOT8_GROUPS_ATTR, 0))
     if groups:  # innermost: (channels, groups, 4 taps), or (channels, 4 taps) for one group
-        sch.tensorize(sch.get_loops(block)[-3 if groups > 1 else -2], dot_step(family, groups))
+        channels = sch.get_loops(block)[-3 if groups > 1 else -2]
+        lanes = int(sch.get(channels).extent)
+        sch.tensorize(channels, dot_step(family, groups, lanes))
 
 
 def dot_family(features: frozenset[str]) -> str | None:
@@ -231,4 +257,5 @@ def dot8_kernel(features: frozenset[str]) -> tuple[str, int] | None:
     return family, _MIN_BRANCHES[family, "avx512vpopcntdq" in features]
 
 
-__all__ = ["DOT8_TILES", "dot8_kernel", "dot_family", "dot_step", "lanes_of", "tensorize_dot_steps"]
+__all__ = ["DOT8_TILES", "dot8_kernel", "dot_family", "dot_step", "lanes_of", "narrow_lanes_of",
+           "step_lanes", "tensorize_dot_steps"]
