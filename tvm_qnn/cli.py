@@ -193,7 +193,7 @@ def _cmd_profile(args) -> int:
 
     art = qnn_compile(args.model, target=args.target, shapes=_shapes(args.shape),
                       tuning_db=args.tuning_db, threads=args.threads)
-    rows = art.profile(*_random_feeds(art))
+    rows = art.profile(*_random_feeds(art), split=args.split and not art.accel_layers)
     if art.accel_layers:  # the accelerator's cycle model, as tvm-qnn sim prints it
         for r in rows:
             print(_sim_row(r["name"], r.get("bits", ""), r))
@@ -347,6 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None,
                    help="threads (default: TVM_NUM_THREADS, else the physical cores)")
     p.add_argument("--tuning-db", default=None, help="the work dir of `tvm-qnn tune`")
+    p.add_argument("--split", action="store_true", help="each layer's time split into input "
+                   "pack, branch kernel, epilogue (CPU; 2 more compilations per layer)")
     _add_shape_option(p)
     p.set_defaults(func=_cmd_profile)
 

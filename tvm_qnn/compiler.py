@@ -89,8 +89,10 @@ def compile(model, target="x86", *, shapes: dict | None = None,  # noqa: A001
     # An accelerator's tuning folder may hold its own records only (its tilings).
     own_records_only = offload is not None and offload.tuned and not has_records(tuning_db)
     schedules = KernelSchedules.find(qnn_target, None if own_records_only else tuning_db)
+    kernels: dict = {}  # the scheduled layer kernels, for Artifact.profile(split=True)
     exe = tvm.compile(mod, qnn_target.tvm_target, relax_pipeline=build_pipeline(
-        qnn_target, schedules, offload.rewrite if offload is not None else None, families))
+        qnn_target, schedules, offload.rewrite if offload is not None else None, families,
+        kernels_out=kernels))
     if offload is not None:
         for row in report:
             if row["name"] in offload.drivers:
@@ -99,7 +101,7 @@ def compile(model, target="x86", *, shapes: dict | None = None,  # noqa: A001
                 row.update(device="cpu", offload_reason=offload.reasons.get(row["name"], ""))
     return Artifact(exe, inputs, qnn_target.describe(), report, qnn_target=qnn_target,
                     accel_layers=offload.drivers if offload is not None else None,
-                    threads=threads)
+                    threads=threads, kernels=kernels)
 
 
 def load(path: str | os.PathLike, device=None) -> Artifact:

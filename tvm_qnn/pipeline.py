@@ -16,6 +16,7 @@ from collections.abc import Mapping
 import tvm
 from tvm.relax.backend.cpu_generic import pipeline as cpu_pipeline
 
+from .topi.attrs import KERNEL_ATTR
 from .topi.dense_dot8 import plan_kernel
 from .topi.layout import KernelChoice, Layout
 from .transform import (
@@ -44,13 +45,16 @@ def _before_scheduling(qnn_target, offload=None, layout: Layout | None = None,
 
 def build_pipeline(qnn_target, schedule: ScheduleFn | None = None,
                    offload: tvm.transform.Pass | None = None,
-                   families: Mapping[str, KernelChoice] | None = None) -> tvm.transform.Pass:
+                   families: Mapping[str, KernelChoice] | None = None,
+                   kernels_out: dict | None = None) -> tvm.transform.Pass:
     """The Relax pipeline of tvm_qnn for the target ``qnn_target``.
 
     ``schedule``: ``schedule(kind, func)`` for each layer kernel (default: the target's
     template; ``compile`` passes :class:`~tvm_qnn.tuning.KernelSchedules`). ``offload``: the
     pass of the target's :class:`~tvm_qnn.target.Offload`, if any. ``families``: the kernel
     family tuning chose per layer (:class:`~tvm_qnn.transform.RewriteBitserial`).
+    ``kernels_out``: filled with the scheduled layer kernels, symbol -> PrimFunc (what
+    ``Artifact.profile(split=True)`` takes apart).
     """
     target = qnn_target.tvm_target
     schedule = schedule or qnn_target.schedule
@@ -65,7 +69,12 @@ def build_pipeline(qnn_target, schedule: ScheduleFn | None = None,
                 + cpu_pipeline.dataflow_lower_passes(target)
                 + cpu_pipeline.finalize_passes(target)
             )
-            return seq(mod)
+            mod = seq(mod)
+        if kernels_out is not None:
+            kernels_out.update({gv.name_hint: func for gv, func in mod.functions.items()
+                                if isinstance(func, tvm.tirx.PrimFunc) and func.attrs
+                                and KERNEL_ATTR in func.attrs})
+        return mod
 
     return _pipeline
 

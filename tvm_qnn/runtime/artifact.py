@@ -50,7 +50,8 @@ class Artifact:
 
     def __init__(self, module, inputs: list[TensorInfo], target: str, layers: list[dict],
                  device=None, qnn_target=None, library: str | None = None, accel_layers=None,
-                 threads: int | None = None, digest: dict | None = None):
+                 threads: int | None = None, digest: dict | None = None,
+                 kernels: dict | None = None):
         self.module = module
         self.threads = threads
         self.inputs = inputs
@@ -65,6 +66,8 @@ class Artifact:
         # export_library checks the copy against.
         self._loaded = (digest or library_digest(library)) if library is not None else None
         self.accel_layers = accel_layers or {}  # name -> AccelLayer (target "accel")
+        # symbol -> scheduled layer PrimFunc (compiled in this process; not in a library file)
+        self._kernels = kernels
         native = qnn_target is None or qnn_target.runs_here()
         self._vm = relax.VirtualMachine(module, self.device) if native else None
 
@@ -107,20 +110,26 @@ class Artifact:
         use_threads(self.threads if threads is None else threads)
         return _to_numpy(self._vm["main"](*vm_args))
 
-    def profile(self, *args, threads: int | None = None, **kwargs) -> list[dict]:
+    def profile(self, *args, threads: int | None = None, split: bool = False,
+                **kwargs) -> list[dict]:
         """Where the time of one run goes. Inputs as for :meth:`run`.
 
         On a CPU target: one dict per compiled function the run calls, in order, each timed
         alone on its arguments from the run (:func:`tvm_qnn.runtime.profile.profile_calls`):
         ``function``, ``kind`` (``layer`` kernel, bit-plane ``pack`` before a layer, or
         ``op`` between layers), ``layer`` and ``ms``; ``runtime.profile.format_table`` prints
-        them. On the accelerator: one dict per conv2d/dense layer, in model order; offloaded
+        them. ``split=True`` also splits each layer kernel's time into ``pack_ms`` (its input
+        stage), ``kernel_ms`` (the branch sums) and ``epilogue_ms``
+        (:mod:`tvm_qnn.runtime.kernel_split`; two more compilations per layer, and only for
+        a model compiled in this process: a loaded library has no kernels to take apart).
+
+        On the accelerator: one dict per conv2d/dense layer, in model order; offloaded
         layers (``device="accel"``) carry the cycle model: ``cycles``, ``time_us``,
         ``utilization`` (GEMM-core busy fraction, 0-1), ``efficiency``, ``dram_bytes``,
         ``gops``; the others say where they ran and why (``device="cpu"``, ``reason``).
         """
         if not self.accel_layers:
-            return self._profile_cpu(args, kwargs, threads)
+            return self._profile_cpu(args, kwargs, threads, split)
         for layer in self.accel_layers.values():
             layer.clear()
         self.run(*args, **kwargs)
@@ -135,15 +144,22 @@ class Artifact:
                              "bitserial": row["bitserial"], "reason": reason})
         return rows
 
-    def _profile_cpu(self, args, kwargs, threads) -> list[dict]:
+    def _profile_cpu(self, args, kwargs, threads, split: bool = False) -> list[dict]:
         if self._vm is None:
             self._emulator()  # the error when nothing here can run the code
             raise TvmQnnError(f"{self.target}: profile the code on the board (times under "
                               "emulation say nothing about it)")
+        if split and self._kernels is None:
+            raise TvmQnnError("profile(split=True) needs the model compiled in this process "
+                              "(tvm_qnn.compile): a loaded library has no kernels to split")
         vm_args = self._arguments(args, kwargs)
         use_threads(self.threads if threads is None else threads)
         layers = [r["name"] for r in self.layers if r.get("bitserial")]
-        return profile_calls(self.module, self.device, vm_args, layers)
+        if not split:
+            return profile_calls(self.module, self.device, vm_args, layers)
+        return profile_calls(self.module, self.device, vm_args, layers,
+                             layer_kernels=self._kernels,
+                             target=self.qnn_target.tvm_target, progress=True)
 
     def _emulator(self):
         emulator = self.qnn_target.emulator() if self.qnn_target is not None else None

@@ -8,13 +8,20 @@ loop). Layer kernels (``bitserial_*``, one per bit-serial layer, in model order)
 their layer; the channels-last bit-plane pack before a layer (``pack_channels_last*``) is
 charged to that layer; everything else (pooling, quantize, the float layers tvm_qnn left as
 they were) is listed as the ops between layers.
+
+With the layers' scheduled kernels at hand (an artifact compiled in this process), each
+layer's time can also be split into its input pack, branch kernel and epilogue
+(:mod:`.kernel_split`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 from tvm import relax
 
+from .kernel_split import split_kernel
 from .library import runtime_module
 from .timing import evaluator_seconds
 
@@ -47,19 +54,29 @@ def _library_of(module, symbol: str):
 
 
 def profile_calls(module, device, args, layer_names: list[str], number: int = 20,
-                  repeat: int = 5) -> list[dict]:
+                  repeat: int = 5, layer_kernels: Mapping | None = None, target=None,
+                  progress: bool = False) -> list[dict]:
     """One dict per call of a compiled function in a run of ``main``, in call order.
 
     ``layer_names``: the bit-serial layers in model order (the report's names). Each dict has
     ``function`` (its symbol), ``kind`` (``"layer"``, ``"pack"`` or ``"op"``), ``layer`` (the
     layer a kernel or pack belongs to, else None) and ``ms`` (median milliseconds, timed
     alone on the call's own arguments).
+
+    ``layer_kernels`` (symbol -> the scheduled PrimFunc) and the TVM ``target`` they were compiled
+    for: each layer row also gets ``pack_ms``, ``kernel_ms`` and ``epilogue_ms``
+    (:func:`~.kernel_split.split_kernel`: two more compilations per layer; ``progress``
+    shows a bar).
     """
     calls = _recorded_calls(module, device, args)
     kernels = [symbol for symbol, _ in calls if symbol.startswith(_KERNEL_PREFIX)]
     # Kernels run in model order; match them to the layers only when the counts agree.
     names = iter(layer_names if len(kernels) == len(layer_names) else kernels)
     rows, pending_packs = [], []
+    if layer_kernels is not None and progress:
+        from tqdm import tqdm
+
+        calls = tqdm(calls, desc="profile: splitting layer kernels", unit="call")
     for symbol, call_args in calls:
         lib = _library_of(module, symbol)
         if lib is None:  # a packed function of another kind (e.g. the accelerator's driver)
@@ -72,6 +89,9 @@ def profile_calls(module, device, args, layer_names: list[str], number: int = 20
             pending_packs.append(row)
         elif symbol.startswith(_KERNEL_PREFIX):
             row.update(kind="layer", layer=next(names))
+            if layer_kernels is not None and symbol in layer_kernels:
+                row.update(split_kernel(layer_kernels[symbol], symbol, target, device,
+                                        call_args, ms, number=number, repeat=repeat))
             for pack in pending_packs:
                 pack["layer"] = row["layer"]
             pending_packs = []
@@ -89,14 +109,24 @@ def summarize(rows: list[dict]) -> dict:
 
 
 def format_table(rows: list[dict]) -> str:
-    """The rows as a table, with a totals line."""
-    lines = [f"{'function':<40} {'kind':<6} {'layer':<24} {'ms':>9}"]
+    """The rows as a table, with a totals line (and a layer's pack / kernel / epilogue split
+    where the rows have one)."""
+    split = any("kernel_ms" in r for r in rows)
+    head = f"{'function':<40} {'kind':<6} {'layer':<24} {'ms':>9}"
+    lines = [head + (f" {'pack':>8} {'kernel':>8} {'epilogue':>8}" if split else "")]
     for r in rows:
-        lines.append(f"{r['function']:<40} {r['kind']:<6} {r['layer'] or '-':<24} "
-                     f"{r['ms']:>9.4f}")
+        line = f"{r['function']:<40} {r['kind']:<6} {r['layer'] or '-':<24} {r['ms']:>9.4f}"
+        if "kernel_ms" in r:
+            line += f" {r['pack_ms']:>8.4f} {r['kernel_ms']:>8.4f} {r['epilogue_ms']:>8.4f}"
+        lines.append(line)
     s = summarize(rows)
     lines.append(f"total {s['total_ms']:.4f} ms: layer kernels {s['layers_ms']:.4f}, "
                  f"bit-plane packs {s['pack_ms']:.4f}, ops between layers {s['ops_ms']:.4f}")
+    if split:
+        parts = {k: sum(r.get(f"{k}_ms", 0.0) for r in rows) for k in ("pack", "kernel",
+                                                                       "epilogue")}
+        lines.append(f"layer kernels split: input packs {parts['pack']:.4f}, branch kernels "
+                     f"{parts['kernel']:.4f}, epilogues {parts['epilogue']:.4f}")
     return "\n".join(lines)
 
 
