@@ -38,11 +38,8 @@ _VPOPCNTDQ_CPUS = {"icelake-client", "icelake-server", "tigerlake", "sapphirerap
                    "rocketlake", "alderlake-avx512"}
 
 
-#: (word bits, output channels per weight vector) of the classes without VPOPCNTDQ. Measured
-#: on a Zen 4 core running x86:haswell code (suite layers alone, W1A1, best of 9 alternated
-#: rounds, ms): 64-bit words x 8 channels against byte words x 32 channels: dense1 0.060 /
-#: 0.053, conv56 0.486 / 0.438, conv28 0.458 / 0.377, conv14 0.400 / 0.357, conv7 0.362 /
-#: 0.328; W2A2 conv28 1.81 / 1.30. x86:skylake-avx512 (zmm vpshufb): 3-17 % faster too.
+#: (word bits, output channels per weight vector) of the classes without VPOPCNTDQ: byte
+#: words, faster than 64-bit ones there (measured in docs/cpu_kernels.md, "Byte words").
 _BYTE_WORDS = (8, 32)
 
 
@@ -146,9 +143,7 @@ class X86Target(CpuTarget):
             single_branch_tile=(2, 2) if self.has_vpopcntdq else None,
             dot8_tile=DOT8_TILES.get(self.dot_family) if dot else None)
         # VPOPCNTDQ: 64-bit words, 16 uint64 lanes = two zmm per tile row. Without it the
-        # popcount is a vpshufb nibble lookup that counts bytes: byte words summed in uint8
-        # lanes a chunk at a time (as on NEON) save the vpsadbw + add that widen every
-        # 64-bit word's count (see _BYTE_WORDS).
+        # vpshufb popcount counts bytes, so byte words skip widening each word's count.
         words, oc_block = (64, 16) if self.has_vpopcntdq else _BYTE_WORDS
         self.layout = layout or Layout(
             oc_block=oc_block, word_bits=words,
