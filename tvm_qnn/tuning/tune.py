@@ -36,7 +36,14 @@ from .families import (
     read_kernel_families,
     write_kernel_families,
 )
-from .retime import mark_retiming, marked_for_retiming, measure_default, retime_best, time_kernel
+from .retime import (
+    interleaved_min,
+    kernel_timer,
+    mark_retiming,
+    marked_for_retiming,
+    measure_default,
+    retime_best,
+)
 from .runners import make_builder, make_runner
 from .tasks import Task, extract_tasks
 
@@ -328,12 +335,14 @@ def _search(pending: list[Task], budgets: list[int], qnn_target, seed, work_dir:
         progress.close()
 
 
-def _seconds(qnn_target, scheduled, task: Task) -> float | None:
-    """Seconds of a schedule of ``task``'s kernel: timed on this host, or the target's model
-    of its device (None when the model cannot score it)."""
+def _seconds(qnn_target, task: Task, *scheduled) -> list[float | None]:
+    """Seconds of each schedule of ``task``'s kernel: timed on this host in turn
+    (:func:`~.retime.interleaved_min`), or the target's model of its device (None where the
+    model cannot score one)."""
     if qnn_target.runs_here():
-        return time_kernel(scheduled, qnn_target.tvm_target)
-    return qnn_target.model_seconds(scheduled, task.mod["main"])
+        return interleaved_min([kernel_timer(f, qnn_target.tvm_target) for f in scheduled],
+                               rounds=5)
+    return [qnn_target.model_seconds(f, task.mod["main"]) for f in scheduled]
 
 
 def tune_report(model, target="x86", tuning_db="tvm_qnn_tuning", *, shapes=None,
@@ -341,7 +350,8 @@ def tune_report(model, target="x86", tuning_db="tvm_qnn_tuning", *, shapes=None,
     """One row per task: trials in the database, tuned and default kernel time (the tasks of
     the model as ``compile`` lowers it with the same ``tuning_db``: its kernel families).
 
-    Times are measured on this host, or for an aarch64 board that is not this host the
+    Times are measured on this host, the two kernels in turn, the fastest of 5 rounds each
+    (:func:`~.retime.interleaved_min`); for an aarch64 board that is not this host, the
     llvm-mca model of its xor-popcount loop (as the model runner scored them).
     """
     qnn_target = resolve_target(target)
@@ -353,10 +363,9 @@ def tune_report(model, target="x86", tuning_db="tvm_qnn_tuning", *, shapes=None,
         best = default = None
         sch = db.query_schedule(task.mod, qnn_target.tvm_target, "main")
         if time_kernels:
-            default = _seconds(qnn_target, qnn_target.schedule(task.kind, task.mod["main"]),
-                               task)
-            if sch is not None:
-                best = _seconds(qnn_target, sch.mod["main"], task)
+            funcs = [qnn_target.schedule(task.kind, task.mod["main"])]
+            funcs += [] if sch is None else [sch.mod["main"]]
+            default, best = (_seconds(qnn_target, task, *funcs) + [None])[:2]
         rows.append(TaskResult(task.name, task.kind, task.bits,
                                len(measured_records(db, task.mod)),
                                None if best is None else best * 1e3,
