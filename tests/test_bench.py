@@ -160,3 +160,20 @@ def test_kernel_families_checks_and_times_both_kernels():
     row = kernel_families.measure(host, "conv7", (2, 2), [None, (1, 1, 1)], rounds=1)
     assert row["popcount_ms"] > 0 and row["dot_ms"] > 0 and row["dot_ms_1x1x1"] > 0
     assert row["dot_x"] == row["popcount_ms"] / min(row["dot_ms"], row["dot_ms_1x1x1"])
+
+
+@pytest.mark.parametrize("mcpu,lanes", [("haswell", 32), ("skylake-avx512", 64)])
+def test_byte_word_classes_get_the_byte_word_roofline_probe(mcpu, lanes):
+    """Targets whose kernels use byte words are measured against a byte-word probe (the
+    64-bit one put their layers above 1.0 of the roofline); its sums match numpy."""
+    from bench import roofline
+    from tvm_qnn.target import X86Target
+
+    target = X86Target(mcpu=mcpu)
+    assert roofline.probe_byte_lanes(target) == lanes
+    assert roofline.probe_byte_lanes(X86Target(mcpu="znver4")) is None  # VPOPCNTDQ: uint64
+    if target.missing_features():
+        pytest.skip(f"this CPU cannot run {mcpu} code: {target.missing_features()}")
+    # measure() raises if the probe's sums differ from the numpy reference.
+    res = roofline.measure(1, repeats=40, rounds=1, repeat=1, number=1, target=target)
+    assert res["word_bits"] == 8 and res["isa"] == "vpshufb lut" and res["bit_macs_per_s"] > 0
