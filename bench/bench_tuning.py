@@ -3,6 +3,7 @@
 
     python -m bench.bench_tuning [--layers conv56 conv28 conv14 conv7] [--bits 1x1 2x2]
                                  [--trials 64] [--json out.json] [--work-dir DIR]
+                                 [--mcpu haswell]
 
 Each suite conv becomes a one-layer QCDQ ONNX model (``A``-bit ReLU output), tuned on this CPU
 by :func:`tvm_qnn.tune` into a fresh database. One line per case::
@@ -18,7 +19,8 @@ measurements); ``compile_s`` and
 costs a trace replay, no tuning. ``roofline_ms`` is the layer's bit-MACs at the popcount
 probe's peak (:mod:`bench.roofline`) and ``headroom = default_ms / roofline_ms`` the most any
 schedule could gain over the default. Kernels run on one thread (``TVM_NUM_THREADS=1``),
-tuned and timed alike; builds use every core. Run nothing else meanwhile.
+tuned and timed alike; builds use every core. Run nothing else meanwhile. ``--mcpu`` tunes the
+code of another x86 class that runs here (``haswell``: AVX2), the roofline probe included.
 """
 
 from __future__ import annotations
@@ -50,12 +52,13 @@ def _model(name: str, wbits: int, abits: int):
 
 
 def bench_case(name: str, wbits: int, abits: int, trials: int,
-               keep_in: str | None = None, rate: float | None = None) -> dict:
+               keep_in: str | None = None, rate: float | None = None,
+               target: str = "x86") -> dict:
     """Tune one suite conv; the row of figures described in the module docstring.
 
     ``keep_in``: tune into this database folder (kept, e.g. a ``schedules/`` folder to ship)
     instead of a temporary one; the layer must not be in it yet, or ``tune_s`` would not be
-    the cost of tuning it.
+    the cost of tuning it. ``target``: ``x86`` or ``x86:<mcpu>``.
     """
     import tvm_qnn
 
@@ -63,29 +66,30 @@ def bench_case(name: str, wbits: int, abits: int, trials: int,
     with tempfile.TemporaryDirectory(dir=os.environ.get("TMPDIR")) as tmp:
         work = keep_in or tmp
         if keep_in and os.path.isdir(keep_in) and any(
-                r.trials for r in tvm_qnn.tune_report(model, "x86", keep_in, time_kernels=False)):
+                r.trials for r in tvm_qnn.tune_report(model, target, keep_in, time_kernels=False)):
             raise SystemExit(f"{keep_in} already has records of {name} W{wbits}A{abits}: "
                              "its tuning time would not be measured")
         start = time.perf_counter()
-        tvm_qnn.tune(model, "x86", trials=trials, work_dir=work, seed=0)
+        tvm_qnn.tune(model, target, trials=trials, work_dir=work, seed=0)
         tune_s = time.perf_counter() - start
         rows, compile_s, compile_db_s = [], [], []
         for _ in range(ROUNDS):  # the machine is shared: medians of rounds, each timing both
-            (row,) = [r for r in tvm_qnn.tune_report(model, "x86", work) if r.kind == "conv2d"]
+            (row,) = [r for r in tvm_qnn.tune_report(model, target, work) if r.kind == "conv2d"]
             rows.append(row)
             os.environ["TVM_QNN_SCHEDULES"] = "off"
             try:
                 start = time.perf_counter()
-                tvm_qnn.compile(model, "x86")
+                tvm_qnn.compile(model, target)
                 compile_s.append(time.perf_counter() - start)
                 start = time.perf_counter()
-                tvm_qnn.compile(model, "x86", tuning_db=work)
+                tvm_qnn.compile(model, target, tuning_db=work)
                 compile_db_s.append(time.perf_counter() - start)
             finally:
                 del os.environ["TVM_QNN_SCHEDULES"]
     default_ms = statistics.median(r.default_ms for r in rows)
     tuned_ms = statistics.median(r.best_ms for r in rows)
-    row = dict(layer=name, bits=f"W{wbits}A{abits}", trials=rows[0].trials, tune_s=tune_s,
+    row = dict(layer=name, bits=f"W{wbits}A{abits}", target=target,
+               trials=rows[0].trials, tune_s=tune_s,
                default_ms=default_ms, tuned_ms=tuned_ms, speedup=default_ms / tuned_ms,
                compile_s=statistics.median(compile_s),
                compile_with_db_s=statistics.median(compile_db_s))
@@ -107,22 +111,26 @@ def main(argv=None) -> int:
     parser.add_argument("--json", help="write the rows here")
     parser.add_argument("--work-dir", help="tune into this database folder and keep it "
                         "(default: a temporary folder per case)")
+    parser.add_argument("--mcpu", help="tune the code of this x86 CPU (it must run here), "
+                        "e.g. haswell for the AVX2 class")
     args = parser.parse_args(argv)
+    target = f"x86:{args.mcpu}" if args.mcpu else "x86"
     # Kernels are tuned and timed on THREADS threads (the runner's worker processes inherit
     # TVM_NUM_THREADS); the roofline is measured pinned to that many cores. Builds still use
     # every core.
     os.environ["TVM_NUM_THREADS"] = str(THREADS)
     with peers.thread_control(THREADS):  # restores TVM_NUM_THREADS as set here
         peers.pin(THREADS)
-        probe = roofline.measure(THREADS)
+        probe = roofline.measure(THREADS, target=target)
     print(f"bench: roofline threads={probe['threads']} "
-          f"bit_macs_per_s={probe['bit_macs_per_s']:.4g} isa={probe['isa']}", flush=True)
+          f"bit_macs_per_s={probe['bit_macs_per_s']:.4g} isa={probe['isa']} "
+          f"word_bits={probe['word_bits']}", flush=True)
     rows = []
     for name in args.layers:
         for bits in args.bits:
             wbits, abits = parse_bits(bits) if isinstance(bits, str) else bits
             row = bench_case(name, wbits, abits, args.trials, args.work_dir,
-                             probe["bit_macs_per_s"])
+                             probe["bit_macs_per_s"], target)
             rows.append(row)
             print("bench: tune " + bench_line(row).removeprefix("bench: "), flush=True)
     if args.json:
