@@ -271,6 +271,23 @@ def test_convs_with_few_channels_a_group_get_the_integer_kernel():
     np.testing.assert_array_equal(kernel(xq), reference_output(layer, xq))
 
 
+@pytest.mark.parametrize("strides,pads", [((1, 1), (1, 1, 1, 1)), ((2, 2), (0, 1, 2, 0))])
+def test_a_depthwise_conv_on_a_wide_map_copies_its_input_row_by_row(strides, pads):
+    """Depthwise integer kernels on maps at least _ROW_ORDER_MIN_WIDTH wide copy NCHW codes
+    into channel blocks a row at a time (columns innermost); exact, padding included."""
+    from tvm_qnn.target.cpu.schedule import _ROW_ORDER_MIN_WIDTH
+
+    layer, xq = random_layer("conv2d", act_bits=4, weight_bits=4, in_channels=16,
+                             out_channels=16, groups=16, size=(5, _ROW_ORDER_MIN_WIDTH),
+                             strides=strides, pads=pads, out_bits=4, seed=7)
+    kernel = LayerKernel(layer, integer_min_branches=1)
+    assert kernel.plan.conv_layout == "integer"
+    sch = s_tir.Schedule(kernel.func)
+    innermost = sch.get(sch.get_loops(sch.get_sblock("int_input"))[-1])
+    assert int(innermost.extent) == _ROW_ORDER_MIN_WIDTH + pads[1] + pads[3]  # the columns
+    np.testing.assert_array_equal(kernel(xq), reference_output(layer, xq))
+
+
 def test_thresholds_only_where_the_reduction_outweighs_them():
     # 9 taps a depthwise output: 15 compares (4-bit codes) cost more than the float epilogue.
     for out_bits, thresholds in ((4, False), (3, True)):

@@ -258,6 +258,10 @@ def _schedule_producers(sch: s_tir.Schedule, config: ScheduleConfig) -> None:
             sch.compute_inline(block)
             continue
         loops = sch.get_loops(block)
+        if name == INT_INPUT_BLOCK and len(loops) == 5 and \
+                int(sch.get(loops[3]).extent) >= _ROW_ORDER_MIN_WIDTH:
+            _blocked_input(sch, block, config)
+            continue
         n_spatial = sum(1 for iv in sch.get(block).iter_vars
                         if iv.iter_type == tirx.IterVar.DataPar)
         # Parallelize all but the innermost spatial loop (the words, usually few).
@@ -267,6 +271,23 @@ def _schedule_producers(sch: s_tir.Schedule, config: ScheduleConfig) -> None:
             sch.parallel(fused)
         if name == PACK_BLOCK:
             sch.unroll(loops[-1])
+
+
+# Measured (depthwise W4A4 integer kernels, NCHW input, one Zen 4 core, best of 7 alternated
+# rounds, ms, channel order → row order): 32 ch 112² 0.51 → 0.42 (x86:haswell code 0.62 →
+# 0.47), 96 ch 56² 0.35 → 0.33 (0.46 → 0.38), but 144 ch 28² 0.089 → 0.110 (0.124 → 0.115).
+_ROW_ORDER_MIN_WIDTH = 48
+
+
+def _blocked_input(sch: s_tir.Schedule, block, config: ScheduleConfig) -> None:
+    """A depthwise integer kernel's NCHW codes copied into channel blocks ([N, C/OCi, Hp, Wp,
+    OCi]) on wide maps: the columns innermost, so each channel's row is read in order (the
+    channels innermost read a column across rows, H·W apart)."""
+    nn, cb, yy, xx, ci = sch.get_loops(block)
+    sch.reorder(nn, cb, yy, ci, xx)
+    rows = sch.fuse(nn, cb, yy)
+    if config.parallel:
+        sch.parallel(rows)
 
 
 def _vector_pack(sch: s_tir.Schedule, config: ScheduleConfig) -> None:
