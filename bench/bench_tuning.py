@@ -8,8 +8,13 @@
 Each suite conv becomes a one-layer QCDQ ONNX model (``A``-bit ReLU output), tuned on this CPU
 by :func:`tvm_qnn.tune` into a fresh database. One line per case::
 
-    bench: tune layer=conv56 bits=W1A1 trials=64 tune_s=… default_ms=… tuned_ms=… speedup=…
-           compile_s=… compile_with_db_s=… roofline_ms=… headroom=…
+    bench: tune layer=conv56 bits=W1A1 target=x86 family_cost_model=… family_tuned=…
+           families_ms=bit-serial:…,int8-dot:… trials=64 tune_s=… default_ms=… tuned_ms=…
+           speedup=… compile_s=… compile_with_db_s=… roofline_ms=… headroom=…
+
+``family_cost_model`` is the kernel family ``compile`` gives the layer untuned,
+``family_tuned`` the one tuning chose, ``families_ms`` each family's best tuned kernel (where
+the target has several that fit the layer).
 
 ``default_ms`` / ``tuned_ms`` are the layer kernel with the default template and with the best
 record, both timed the same way (:func:`tvm_qnn.tune_report`), medians of 5 rounds;
@@ -28,12 +33,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import sys
 import tempfile
 import time
 
 from tvm_qnn.testing.suite import LAYER_SUITE
+from tvm_qnn.tuning.families import read_kernel_families
 
 from . import peers, roofline
 from .bench_layers import bench_line, parse_bits
@@ -72,15 +79,20 @@ def bench_case(name: str, wbits: int, abits: int, trials: int,
         start = time.perf_counter()
         tvm_qnn.tune(model, target, trials=trials, work_dir=work, seed=0)
         tune_s = time.perf_counter() - start
-        rows, compile_s, compile_db_s = [], [], []
+        # The kernel family tuning chose, with each family's best time, and the cost model's.
+        choices = list(read_kernel_families(work).values())
+        families = ",".join(f"{f}:{ms}" for f, ms in re.findall(r"([a-z0-9-]+) ([0-9.e-]+) ms",
+                                                               choices[0].why)) if choices else ""
+        rows, compile_s, compile_db_s, cost_model = [], [], [], None
         for _ in range(ROUNDS):  # the machine is shared: medians of rounds, each timing both
             (row,) = [r for r in tvm_qnn.tune_report(model, target, work) if r.kind == "conv2d"]
             rows.append(row)
             os.environ["TVM_QNN_SCHEDULES"] = "off"
             try:
                 start = time.perf_counter()
-                tvm_qnn.compile(model, target)
+                art = tvm_qnn.compile(model, target)
                 compile_s.append(time.perf_counter() - start)
+                cost_model = next(ly["kernel"] for ly in art.layers if ly["kind"] == "conv2d")
                 start = time.perf_counter()
                 tvm_qnn.compile(model, target, tuning_db=work)
                 compile_db_s.append(time.perf_counter() - start)
@@ -89,7 +101,9 @@ def bench_case(name: str, wbits: int, abits: int, trials: int,
     default_ms = statistics.median(r.default_ms for r in rows)
     tuned_ms = statistics.median(r.best_ms for r in rows)
     row = dict(layer=name, bits=f"W{wbits}A{abits}", target=target,
-               trials=rows[0].trials, tune_s=tune_s,
+               family_cost_model=cost_model,
+               family_tuned=choices[0].family if choices else cost_model,
+               families_ms=families or None, trials=rows[0].trials, tune_s=tune_s,
                default_ms=default_ms, tuned_ms=tuned_ms, speedup=default_ms / tuned_ms,
                compile_s=statistics.median(compile_s),
                compile_with_db_s=statistics.median(compile_db_s))
