@@ -363,9 +363,11 @@ def tune_report(model, target="x86", tuning_db="tvm_qnn_tuning", *, shapes=None,
         best = default = None
         sch = db.query_schedule(task.mod, qnn_target.tvm_target, "main")
         if time_kernels:
-            funcs = [qnn_target.schedule(task.kind, task.mod["main"])]
-            funcs += [] if sch is None else [sch.mod["main"]]
-            default, best = (_seconds(qnn_target, task, *funcs) + [None])[:2]
+            default_func = qnn_target.schedule(task.kind, task.mod["main"])
+            if sch is None:
+                (default,) = _seconds(qnn_target, task, default_func)
+            else:
+                default, best = _seconds(qnn_target, task, default_func, sch.mod["main"])
         rows.append(TaskResult(task.name, task.kind, task.bits,
                                len(measured_records(db, task.mod)),
                                None if best is None else best * 1e3,
