@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import statistics
 import sys
 import tempfile
@@ -81,8 +80,7 @@ def bench_case(name: str, wbits: int, abits: int, trials: int,
         tune_s = time.perf_counter() - start
         # The kernel family tuning chose, with each family's best time, and the cost model's.
         choices = list(read_kernel_families(work).values())
-        families = ",".join(f"{f}:{ms}" for f, ms in re.findall(r"([a-z0-9-]+) ([0-9.e-]+) ms",
-                                                               choices[0].why)) if choices else ""
+        families = ",".join(f"{f}:{ms:.3g}" for f, ms in choices[0].times_ms) if choices else ""
         rows, compile_s, compile_db_s, cost_model = [], [], [], None
         for _ in range(ROUNDS):  # the machine is shared: medians of rounds, each timing both
             (row,) = [r for r in tvm_qnn.tune_report(model, target, work) if r.kind == "conv2d"]

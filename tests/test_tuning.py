@@ -489,6 +489,9 @@ def test_shipped_pretuned_schedules_are_used_and_exact(caplog):
     # Every bit-serial kernel has a record (the integer first conv is not modelled: default).
     kernels = [r["kernel"] for r in art.layers]
     assert kernels.count("integer") == 1
-    assert caplog.text.count("pre-tuned schedule from") == kernels.count("bit-serial")
+    # (a record within MIN_GAIN of the default template's leaves the default: tuning.choice)
+    assert caplog.text.count("pre-tuned schedule from") + caplog.text.count(
+        "default template (no pre-tuned schedule beats it") == kernels.count("bit-serial")
+    assert "pre-tuned schedule from" in caplog.text
     x = np.random.default_rng(4).random((1, 1, 28, 28), dtype=np.float32)
     np.testing.assert_array_equal(art.run(x), tvm_qnn.compile(path, "x86").run(x))

@@ -50,7 +50,8 @@ def test_a_choice_applies_to_the_layers_of_its_signature(conv):
 
 
 def test_the_families_file_is_read_back_and_a_bad_one_is_ignored(tmp_path, caplog):
-    choice = KernelChoice("int8-dot", "sig", "tuned: int8-dot 0.5 ms, bit-serial 0.6 ms")
+    choice = KernelChoice("int8-dot", "sig", "tuned: int8-dot 0.5 ms, bit-serial 0.6 ms",
+                          (("int8-dot", 0.5), ("bit-serial", 0.6)))
     write_kernel_families(str(tmp_path), {"conv_a": choice})
     # Another model's layer of the same name: both choices stay (keyed by signature).
     write_kernel_families(str(tmp_path), {"conv_a": KernelChoice("bit-serial", "s2", "w")})
@@ -61,7 +62,7 @@ def test_the_families_file_is_read_back_and_a_bad_one_is_ignored(tmp_path, caplo
     old.mkdir()
     (old / FAMILIES_FILE).write_text(json.dumps({"conv_a": {
         "family": "int8-dot", "signature": "sig", "why": choice.why}}))
-    assert read_kernel_families(old) == {"sig": choice}
+    assert read_kernel_families(old) == {"sig": KernelChoice("int8-dot", "sig", choice.why)}
     assert read_kernel_families(None) == {} and read_kernel_families(tmp_path / "none") == {}
     (tmp_path / FAMILIES_FILE).write_text('{"conv_a": [1, 2]')
     with caplog.at_level(logging.WARNING, logger="tvm_qnn"):
@@ -81,9 +82,11 @@ def test_tune_keeps_the_faster_family_and_compile_follows_it(conv, tmp_path):
     saved = json.loads((work / FAMILIES_FILE).read_text())
     entry = saved[match.layer.signature]
     assert entry["signature"] == match.layer.signature
-    times = dict(part.rsplit(" ", 2)[:2] for part in entry["why"][len("tuned: "):].split(", "))
+    times = entry["times_ms"]
     assert set(times) == {"bit-serial", "int8-dot"}, entry
-    assert entry["family"] == min(times, key=lambda f: float(times[f]))
+    assert entry["family"] == min(times, key=times.get)
+    assert entry["why"] == "tuned: " + ", ".join(
+        f"{f} {ms:.3g} ms" for f, ms in sorted(times.items(), key=lambda kv: kv[1]))
     feeds = random_input(conv, seed=3)
     want = tvm_qnn.compile(conv, "x86").run(feeds)
     art = tvm_qnn.compile(conv, "x86", tuning_db=work)

@@ -90,14 +90,15 @@ def _cmd_tune(args) -> int:
         def fmt(v, spec):
             return format(v, spec) if v is not None else "-"
         print(f"{r.task:<24} {r.kind:<7} {r.bits:<5} {r.trials:>6} {fmt(r.best_ms, '9.4f')} "
-              f"{fmt(r.default_ms, '10.4f')} {fmt(r.speedup, '8.2f')}")
+              f"{fmt(r.default_ms, '10.4f')} {fmt(r.speedup, '8.2f')}"
+              + ("  (default kept: no record beats it by enough)" if r.kept_default else ""))
     print(f"tuned: {args.work_dir} tasks={len(rows)} "
           f"seconds={time.perf_counter() - start:.1f}")
     if args.keep_best:
         from .tuning import keep_best
 
         before, after = keep_best(args.work_dir)
-        print(f"kept the best record of each kernel: {before} -> {after} records")
+        print(f"kept the records compile may use: {before} -> {after} records")
     return 0
 
 
@@ -308,8 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds before a candidate (or RPC session) counts as failed")
     _add_shape_option(p)
     p.add_argument("--keep-best", action="store_true",
-                   help="then keep only each kernel's best record (a database to ship: "
-                        "small and fast to load; tuning it again starts over)")
+                   help="then keep only the records compile may use: each kernel's best, "
+                        "and the default template's if no record beats it by enough (a "
+                        "database to ship: small and fast to load)")
     p.set_defaults(func=_cmd_tune)
 
     # Listed for --help; main() hands their arguments to tvm_qnn.train / bench untouched.

@@ -106,8 +106,12 @@ class KernelChoice:
     why : str
         What was measured, for the per-layer report (e.g. ``"tuned: int8-dot 0.52 ms,
         bit-serial 0.61 ms"``).
+    times_ms : tuple of (str, float)
+        The same measurements as data: each family's kernel time in ms, fastest first
+        (empty in files written before it was kept).
     """
 
     family: str
     signature: str
     why: str
+    times_ms: tuple = ()

@@ -97,18 +97,33 @@ def measured_records(db: ms.database.Database, mod, limit: int = 1 << 20) -> lis
 
 
 def keep_best(db_dir: str | os.PathLike) -> tuple[int, int]:
-    """Keep only the fastest record of each layer kernel in the database ``db_dir``.
+    """Keep only the records ``compile`` may use of each layer kernel in the database
+    ``db_dir``: the fastest, and those within :data:`~.choice.MIN_GAIN` of it (the default
+    template's among them, when a tuned record does not beat it by that much).
 
-    For a database to ship in ``schedules/``: ``compile`` uses only the best record, but
-    loading costs about 1.4 ms per record (measured: 529 records, 0.72 s on every compile).
-    MetaSchedule's ``dump_pruned`` picks them; the files are replaced atomically. Tuning the
-    folder again starts those layers over (one record each).
-    Returns (records before, records after).
+    For a database to ship in ``schedules/``: loading costs about 1.4 ms per record (measured:
+    529 records, 0.72 s on every compile). The files are replaced atomically. Tuning the folder
+    again starts those layers over (from the records kept). Returns (records before, records
+    after).
     """
+    from .choice import near_best  # it ranks by this module's mean_seconds
+
     db = open_database(db_dir)
-    before = len(db.get_all_tuning_records())
-    replace_records(db_dir, db.dump_pruned)
-    return before, len(open_database(db_dir).get_all_tuning_records())
+    records = db.get_all_tuning_records()
+    by_workload: dict[str, list] = {}
+    for rec in records:
+        if is_measured(rec):
+            by_workload.setdefault(str(rec.workload.as_json()[0]), []).append(rec)
+
+    def fill(new: ms.database.Database) -> None:
+        for recs in by_workload.values():
+            for rec in near_best(sorted(recs, key=mean_seconds)):
+                new.commit_tuning_record(ms.database.TuningRecord(
+                    rec.trace, new.commit_workload(rec.workload.mod), rec.run_secs,
+                    rec.target, rec.args_info))
+
+    replace_records(db_dir, fill)
+    return len(records), len(open_database(db_dir).get_all_tuning_records())
 
 
 def replace_records(db_dir: str | os.PathLike, fill) -> None:

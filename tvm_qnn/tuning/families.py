@@ -5,7 +5,7 @@ A target with more than one kernel family for a conv (x86: bit-serial popcounts 
 products, :data:`~tvm_qnn.topi.layout.KERNEL_FAMILIES`) has its cost model pick one by default.
 :func:`tvm_qnn.tune` also lowers the model with each family forced on every layer that fits it
 (:meth:`~tvm_qnn.topi.layout.Layout.with_family`), tunes the kernels of every variant, and
-keeps, per layer, the family whose best tuned kernel was fastest
+keeps, per layer, the family whose kernel ``compile`` would use was fastest
 (:func:`choose_kernel_families`). The choices go to ``work_dir/kernel_families.json``
 (written whole), which ``compile(..., tuning_db=work_dir)`` reads back
 (:func:`read_kernel_families`). Choices are keyed by the layer's
@@ -28,6 +28,7 @@ import tvm_ffi
 
 from ..runtime.atomic import publish
 from ..topi.layout import KERNEL_FAMILIES, KernelChoice
+from .choice import chosen_record, default_trace
 from .database import mean_seconds, measured_records
 from .tasks import Task
 
@@ -52,23 +53,25 @@ def family_tasks(variants: dict[str, list[Task]]) -> dict[str, dict[str, Task]]:
 
 
 def choose_kernel_families(compared: dict[str, dict[str, Task]], db,
-                           signatures: dict[str, str]) -> dict[str, KernelChoice]:
-    """Per compared layer (``signatures``: layer name → its signature), the family whose best
-    measured record in ``db`` is fastest (a family without a measured record cannot be
-    chosen), keyed by the layer's signature."""
+                           signatures: dict[str, str], qnn_target) -> dict[str, KernelChoice]:
+    """Per compared layer (``signatures``: layer name → its signature), the family whose
+    kernel ``compile`` would use (:func:`~.choice.chosen_record` of its records in ``db``) is
+    fastest (a family without a measured record cannot be chosen), keyed by the layer's
+    signature."""
     choices = {}
     for layer, tasks in compared.items():
         best = {}
         for family, task in tasks.items():
-            records = measured_records(db, task.mod, limit=1)
-            if records:
-                best[family] = mean_seconds(records[0])
+            rec = chosen_record(measured_records(db, task.mod),
+                                default_trace(qnn_target, task.kind, task.mod))
+            if rec is not None:
+                best[family] = mean_seconds(rec)
         if not best:
             continue
         family = min(best, key=best.get)
-        why = "tuned: " + ", ".join(f"{f} {s * 1e3:.3g} ms"
-                                    for f, s in sorted(best.items(), key=lambda kv: kv[1]))
-        choices[signatures[layer]] = KernelChoice(family, signatures[layer], why)
+        times = tuple(sorted(((f, s * 1e3) for f, s in best.items()), key=lambda kv: kv[1]))
+        why = "tuned: " + ", ".join(f"{f} {ms:.3g} ms" for f, ms in times)
+        choices[signatures[layer]] = KernelChoice(family, signatures[layer], why, times)
         logger.info("%s: %s", layer, why)
     return choices
 
@@ -80,7 +83,8 @@ def write_kernel_families(work_dir: str, choices) -> None:
     merged = {**read_kernel_families(work_dir), **{c.signature: c for c in values}}
     path = os.path.join(work_dir, FAMILIES_FILE)
     with publish() as temp, open(temp(path), "w", encoding="utf-8") as f:
-        json.dump({sig: {"family": c.family, "signature": c.signature, "why": c.why}
+        json.dump({sig: {"family": c.family, "signature": c.signature, "why": c.why,
+                         "times_ms": dict(c.times_ms)}
                    for sig, c in sorted(merged.items())}, f, indent=1)
 
 
@@ -95,8 +99,9 @@ def read_kernel_families(tuning_db) -> dict[str, KernelChoice]:
     try:
         with open(path, encoding="utf-8") as f:
             raw = json.load(f)
-        return {str(c["signature"]): KernelChoice(str(c["family"]), str(c["signature"]),
-                                                  str(c["why"]))
+        return {str(c["signature"]): KernelChoice(
+                    str(c["family"]), str(c["signature"]), str(c["why"]),
+                    tuple((str(f), float(ms)) for f, ms in c.get("times_ms", {}).items()))
                 for c in raw.values() if c["family"] in KERNEL_FAMILIES}
     except FileNotFoundError:
         return {}

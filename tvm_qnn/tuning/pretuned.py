@@ -11,7 +11,8 @@ A record serves every layer with the same *signature* (kind, argument shapes and
 names), not just the model it was tuned on: the record's schedule trace is replayed on the new
 layer. Replaying a TensorIR trace never changes what a function computes, only how, so a
 layer that differs in its constants (scales, zero-points) gets the tuned loop structure and
-keeps its own bits.
+keeps its own bits. As with a tuning database, a record serves only where it beats the default
+template's record by :data:`~.choice.MIN_GAIN` (:mod:`.choice`).
 """
 
 from __future__ import annotations
@@ -21,13 +22,12 @@ import logging
 import os
 
 import tvm
-from tvm import s_tir
 from tvm.s_tir import meta_schedule as ms
 
 from .. import knobs
 from ..topi.attrs import KERNEL_ATTR, block_names
+from .choice import chosen_record, near_best
 from .database import has_records, is_measured, mean_seconds, open_database
-from .tasks import workload
 
 logger = logging.getLogger("tvm_qnn")
 
@@ -57,30 +57,19 @@ def signature(func: tvm.tirx.PrimFunc) -> tuple:
 
 @functools.lru_cache(maxsize=8)
 def _index(path: str) -> dict:
-    """The best measured record of ``path`` per signature."""
-    best: dict = {}
+    """The measured records of ``path`` a layer may use (:func:`~.choice.near_best`) per
+    signature, fastest first."""
+    by_signature: dict = {}
     for rec in open_database(path).get_all_tuning_records():
-        if not is_measured(rec):
-            continue
-        key = signature(rec.workload.mod["main"])
-        mean = mean_seconds(rec)
-        if key not in best or mean < best[key][0]:
-            best[key] = (mean, rec)
-    return {k: rec for k, (_, rec) in best.items()}
+        if is_measured(rec):
+            by_signature.setdefault(signature(rec.workload.mod["main"]), []).append(rec)
+    return {k: near_best(sorted(recs, key=mean_seconds)) for k, recs in by_signature.items()}
 
 
-def replay(path: str, func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc | None:
-    """``func`` scheduled by the record of ``path`` with its signature, or None."""
-    rec = _index(os.path.abspath(path)).get(signature(func))
-    if rec is None:
-        return None
-    sch = s_tir.Schedule(workload(func))
-    try:
-        rec.trace.apply_to_schedule(sch, remove_postproc=False)
-    except Exception as err:  # noqa: BLE001 - a trace that does not fit: the default template
-        logger.info("a pre-tuned record did not replay (%s); default template", err)
-        return None
-    return sch.mod["main"]
+def pretuned_record(path: str, func: tvm.tirx.PrimFunc, default: str | None):
+    """The record of ``path`` to schedule ``func`` with (``default``: the default template's
+    trace, :func:`~.choice.chosen_record`), or None when none has its signature."""
+    return chosen_record(_index(os.path.abspath(path)).get(signature(func), []), default)
 
 
-__all__ = ["find_pretuned", "replay", "signature"]
+__all__ = ["find_pretuned", "pretuned_record", "signature"]

@@ -172,17 +172,20 @@ def retime_best(tasks: list[Task], qnn_target, work_dir: str, max_checks: int = 
     0.064-0.083 ms here in every re-run, against 0.055 ms for the default template. So the
     best record is timed here, in turn with the default template's (:func:`interleaved_min`,
     ``rounds`` each time); while the fastest record is one not yet re-timed, that one is timed
-    too, up to ``max_checks`` per task. The default keeps the fastest of all its samples. The
-    tasks are unmarked (:func:`mark_retiming`) once the new times are in the database.
+    too, up to ``max_checks`` per task. The default keeps the fastest of all its samples, and
+    its record is added where it is missing (a pruned database): ``compile`` uses a record only
+    where it beats the default's (:mod:`.choice`). The tasks are unmarked
+    (:func:`mark_retiming`) once the new times are in the database.
     """
     db = open_database(work_dir)
     retimed: dict[tuple[int, str], float] = {}  # (task, trace) -> seconds
     workloads = [db.commit_workload(task.mod) for task in tasks]
+    defaults: dict[int, s_tir.Schedule] = {}
     for k, task in enumerate(tasks):
         records = measured_records(db, task.mod)
         if not records:
             continue
-        default = s_tir.Schedule(task.mod)
+        default = defaults[k] = s_tir.Schedule(task.mod)
         qnn_target.template(task.kind)(default)
         default_trace = str(default.trace)
         default_timer = kernel_timer(default.mod["main"], qnn_target.tvm_target)
@@ -210,20 +213,32 @@ def retime_best(tasks: list[Task], qnn_target, work_dir: str, max_checks: int = 
                 break
             retime(best)
         best = min(records, key=seconds)
-        logger.info("%s: best record %.4f ms timed here (the runner's best: %.4f ms)",
-                    task.name, seconds(best) * 1e3, runner_best * 1e3)
+        logger.info("%s: best record %.4f ms timed here (the runner's best: %.4f ms; the "
+                    "default template: %.4f ms)", task.name, seconds(best) * 1e3,
+                    runner_best * 1e3, retimed[(k, default_trace)] * 1e3)
     if not retimed:
         _update_marks(work_dir, remove=tasks)
         return
 
     def fill(new: ms.database.Database) -> None:
+        stored = set()
         for rec in db.get_all_tuning_records():
             k = next((k for k, w in enumerate(workloads) if rec.workload.same_as(w)), None)
             mine = retimed.get((k, str(rec.trace)))
             secs = rec.run_secs if mine is None else [mine]
+            stored.add((k, str(rec.trace)))
             new.commit_tuning_record(ms.database.TuningRecord(
                 rec.trace, new.commit_workload(rec.workload.mod), secs, rec.target,
                 rec.args_info))
+        # A database whose default record was pruned (keep_best before the choice rule)
+        # gets it back: compile needs it to tell whether a record beats the default.
+        for k, default in defaults.items():
+            key = (k, str(default.trace))
+            if key not in stored and key in retimed:
+                new.commit_tuning_record(ms.database.TuningRecord(
+                    default.trace, new.commit_workload(tasks[k].mod), [retimed[key]],
+                    qnn_target.tvm_target,
+                    ms.arg_info.ArgInfo.from_prim_func(tasks[k].mod["main"])))
 
     replace_records(work_dir, fill)
     _update_marks(work_dir, remove=tasks)

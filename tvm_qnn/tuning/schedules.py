@@ -4,7 +4,8 @@
 :class:`KernelSchedules` is the ``schedule(kind, func)`` callable ``compile`` hands
 :class:`~tvm_qnn.transform.ScheduleBitserial`: a tuning record of the kernel's workload
 (``tuning_db``), else a pre-tuned record with its signature (``schedules/<device>``, TopHub
-style), else the target's default template. Each choice is logged.
+style), else the target's default template; a record serves only where it beats the default
+template's by :data:`~.choice.MIN_GAIN` (:mod:`.choice`). Each choice is logged.
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ from __future__ import annotations
 import logging
 
 import tvm
+from tvm import s_tir
 
 from ..topi.attrs import LAYER_ATTR
-from .database import has_records, open_database
-from .pretuned import find_pretuned, replay
+from .choice import MIN_GAIN, chosen_record, default_trace, is_default
+from .database import has_records, measured_records, open_database
+from .pretuned import find_pretuned, pretuned_record
 from .tasks import workload
 
 logger = logging.getLogger("tvm_qnn")
@@ -56,19 +59,39 @@ class KernelSchedules:
 
     def __call__(self, kind: str, func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc:
         layer = func.attrs.get(LAYER_ATTR, "layer") if func.attrs is not None else "layer"
+        if self.database is None and self.pretuned is None:
+            return self.qnn_target.schedule(kind, func)
+        mod = workload(func)
+        default = default_trace(self.qnn_target, kind, mod)
         if self.database is not None:
-            sch = self.database.query_schedule(workload(func), self.qnn_target.tvm_target, "main")
-            if sch is not None:
-                logger.info("%s: tuned schedule from the database", layer)
-                return sch.mod["main"]
+            rec = chosen_record(measured_records(self.database, mod), default)
+            if rec is not None:
+                return self._apply(rec, mod, kind, func, default, layer,
+                                   "tuned schedule from the database")
         if self.pretuned is not None:
-            tuned = replay(self.pretuned, func)
-            if tuned is not None:
-                logger.info("%s: pre-tuned schedule from %s", layer, self.pretuned)
-                return tuned
-        if self.database is not None or self.pretuned is not None:
-            logger.info("%s: no tuning record, default template", layer)
+            rec = pretuned_record(self.pretuned, func, default)
+            if rec is not None:
+                return self._apply(rec, mod, kind, func, default, layer,
+                                   f"pre-tuned schedule from {self.pretuned}")
+        logger.info("%s: no tuning record, default template", layer)
         return self.qnn_target.schedule(kind, func)
+
+    def _apply(self, rec, mod, kind, func, default, layer: str,
+               found: str) -> tvm.tirx.PrimFunc:
+        """``rec``'s schedule of ``mod`` (``found`` says where it came from, for the log); the
+        default template when ``rec`` is the default's record or does not replay."""
+        if is_default(rec, default):
+            logger.info("%s: default template (no %s beats it by %d %%)",
+                        layer, found.split(" from ")[0], round(MIN_GAIN * 100))
+            return self.qnn_target.schedule(kind, func)
+        sch = s_tir.Schedule(mod)
+        try:
+            rec.trace.apply_to_schedule(sch, remove_postproc=False)
+        except Exception as err:  # noqa: BLE001 - a trace that does not fit: the default
+            logger.info("%s: %s does not replay (%s); default template", layer, found, err)
+            return self.qnn_target.schedule(kind, func)
+        logger.info("%s: %s", layer, found)
+        return sch.mod["main"]
 
 
 __all__ = ["KernelSchedules", "has_records"]

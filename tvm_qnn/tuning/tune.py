@@ -20,6 +20,7 @@ import types
 from dataclasses import dataclass
 
 import tvm_ffi
+from tvm import s_tir
 from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
 
@@ -28,6 +29,7 @@ from ..frontend import load_model
 from ..pipeline import lower_for_tuning
 from ..target import resolve_target
 from ..transform import find_layers
+from .choice import chosen_record, default_trace, is_default
 from .database import measured_records, open_database
 from .disk import WriteCheck, check_free_space, check_written
 from .families import (
@@ -58,8 +60,11 @@ class TaskResult:
     kind: str
     bits: str
     trials: int  # records in the database
-    best_ms: float | None  # the tuned schedule, timed here
+    best_ms: float | None  # the schedule compile uses from the database, timed here
     default_ms: float | None  # the default template, timed the same way
+    #: True when no tuned record beats the default template's by MIN_GAIN: compile keeps the
+    #: default template (best_ms is then its time).
+    kept_default: bool = False
 
     @property
     def speedup(self) -> float | None:
@@ -267,7 +272,7 @@ def _choose_families(mod, qnn_target, variants, db, work_dir: str) -> list[Task]
         return []
     signatures = {m.name: m.layer.signature for m in find_layers(mod["main"])
                   if m.layer is not None}
-    choices = choose_kernel_families(compared, db, signatures)
+    choices = choose_kernel_families(compared, db, signatures, qnn_target)
     write_kernel_families(work_dir, choices)
     return extract_tasks(lower_for_tuning(mod, qnn_target, families=choices))
 
@@ -352,7 +357,9 @@ def tune_report(model, target="x86", tuning_db="tvm_qnn_tuning", *, shapes=None,
 
     Times are measured on this host, the two kernels in turn, the fastest of 5 rounds each
     (:func:`~.retime.interleaved_min`); for an aarch64 board that is not this host, the
-    llvm-mca model of its xor-popcount loop (as the model runner scored them).
+    llvm-mca model of its xor-popcount loop (as the model runner scored them). Where no tuned
+    record beats the default template's by :data:`~.choice.MIN_GAIN`, ``compile`` keeps the
+    default: the row says so (``kept_default``) and times it once.
     """
     qnn_target = resolve_target(target)
     db = open_database(tuning_db)
@@ -361,17 +368,22 @@ def tune_report(model, target="x86", tuning_db="tvm_qnn_tuning", *, shapes=None,
     rows = []
     for task in tasks:
         best = default = None
-        sch = db.query_schedule(task.mod, qnn_target.tvm_target, "main")
+        records = measured_records(db, task.mod)
+        trace = default_trace(qnn_target, task.kind, task.mod)
+        rec = chosen_record(records, trace)
+        kept_default = rec is not None and is_default(rec, trace)
         if time_kernels:
             default_func = qnn_target.schedule(task.kind, task.mod["main"])
-            if sch is None:
+            if rec is None or kept_default:
                 (default,) = _seconds(qnn_target, task, default_func)
+                best = default if kept_default else None
             else:
+                sch = s_tir.Schedule(task.mod)
+                rec.trace.apply_to_schedule(sch, remove_postproc=False)
                 default, best = _seconds(qnn_target, task, default_func, sch.mod["main"])
-        rows.append(TaskResult(task.name, task.kind, task.bits,
-                               len(measured_records(db, task.mod)),
+        rows.append(TaskResult(task.name, task.kind, task.bits, len(records),
                                None if best is None else best * 1e3,
-                               None if default is None else default * 1e3))
+                               None if default is None else default * 1e3, kept_default))
     return rows
 
 

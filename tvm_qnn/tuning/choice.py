@@ -1,0 +1,66 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Which record of a kernel ``compile`` uses: a tuned one only where it clearly beats the
+default template.
+
+Tuning measures the default template first and times the best records again in turn with it
+(:mod:`.retime`), so both times are in the database. Ranking by time alone lets a record that
+won by the noise replace the default: on a shared Zen 4, the same int8-dot records timed
+0.94-1.06x the default in two runs, and 0.86x once. So a record serves a kernel only when it
+is at least :data:`MIN_GAIN` faster than the default template's record; otherwise the default
+template does. A database without the default's record (records committed by hand, tuned
+before it was measured) ranks by time alone.
+
+:func:`near_best` is what :func:`~.database.keep_best` keeps, so that a pruned database makes
+the same choice.
+"""
+
+from __future__ import annotations
+
+from tvm import s_tir
+
+from .database import mean_seconds
+
+#: How much faster than the default template's record a tuned record must be to replace it:
+#: above the 6 % spread of the same kernels' re-timed ratios over runs on a shared host.
+MIN_GAIN = 0.07
+
+
+def default_trace(qnn_target, kind: str, mod) -> str | None:
+    """The trace of the default template of ``kind`` on the workload ``mod`` (what
+    :func:`~.retime.measure_default` records), or None for a target without one."""
+    template = getattr(qnn_target, "template", None)
+    if template is None:
+        return None
+    sch = s_tir.Schedule(mod)
+    template(kind)(sch)
+    return str(sch.trace)
+
+
+def chosen_record(records: list, default: str | None):
+    """The record to use of ``records`` (measured, fastest first; ``default`` the default
+    template's trace): the fastest, unless the default template's record is within
+    :data:`MIN_GAIN` of it, then that one. None for no records."""
+    if not records:
+        return None
+    best = records[0]
+    mine = next((r for r in records if str(r.trace) == default), None) if default else None
+    if mine is not None and mean_seconds(best) > mean_seconds(mine) * (1 - MIN_GAIN):
+        return mine
+    return best
+
+
+def is_default(record, default: str | None) -> bool:
+    """True when ``record`` is the default template's."""
+    return default is not None and str(record.trace) == default
+
+
+def near_best(records: list) -> list:
+    """Of ``records`` (measured, fastest first), the ones :func:`chosen_record` may pick
+    whatever the default template is: those within :data:`MIN_GAIN` of the fastest."""
+    if not records:
+        return []
+    bound = mean_seconds(records[0]) / (1 - MIN_GAIN)
+    return [r for r in records if mean_seconds(r) <= bound]
+
+
+__all__ = ["MIN_GAIN", "chosen_record", "default_trace", "is_default", "near_best"]
