@@ -16,8 +16,10 @@ by :func:`tvm_qnn.tune` into a fresh database. One line per case::
 ``family_tuned`` the one tuning chose, ``families_ms`` each family's best tuned kernel (where
 the target has several that fit the layer).
 
-``default_ms`` / ``tuned_ms`` are the layer kernel with the default template and with the best
-record, both timed the same way (:func:`tvm_qnn.tune_report`), medians of 5 rounds;
+``default_ms`` / ``tuned_ms`` are the layer kernel with the default template and with the record
+``compile`` uses, both timed the same way (:func:`tvm_qnn.tune_report`), medians of 5 rounds;
+``default_kept`` says no record beat the default by ``tvm_qnn.tuning.choice.MIN_GAIN``, so
+``compile`` keeps the default template and ``tuned_ms`` is its time;
 ``tune_s`` is the wall time of the whole tuning run (default template, search, builds,
 measurements); ``compile_s`` and
 ``compile_with_db_s`` are ``tvm_qnn.compile`` without schedules and with the database: a hit
@@ -103,6 +105,7 @@ def bench_case(name: str, wbits: int, abits: int, trials: int,
                family_tuned=choices[0].family if choices else cost_model,
                families_ms=families or None, trials=rows[0].trials, tune_s=tune_s,
                default_ms=default_ms, tuned_ms=tuned_ms, speedup=default_ms / tuned_ms,
+               default_kept=rows[0].kept_default,
                compile_s=statistics.median(compile_s),
                compile_with_db_s=statistics.median(compile_db_s))
     if rate:

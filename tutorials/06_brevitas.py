@@ -72,7 +72,7 @@ y_train = torch.from_numpy(labels.astype(np.int64))
 steps = 20 if CI else 600
 opt = torch.optim.Adam(net.parameters(), lr=1e-3)
 net.train()
-for step in range(steps):
+for _ in range(steps):
     idx = torch.randint(0, len(x_train), (64,))
     loss = torch.nn.functional.cross_entropy(net(x_train[idx]), y_train[idx])
     opt.zero_grad()

@@ -97,7 +97,7 @@ def _cmd_tune(args) -> int:
     if args.keep_best:
         from .tuning import keep_best
 
-        before, after = keep_best(args.work_dir)
+        before, after = keep_best(args.work_dir, args.target)
         print(f"kept the records compile may use: {before} -> {after} records")
     return 0
 

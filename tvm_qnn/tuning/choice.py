@@ -10,8 +10,8 @@ is at least :data:`MIN_GAIN` faster than the default template's record; otherwis
 template does. A database without the default's record (records committed by hand, tuned
 before it was measured) ranks by time alone.
 
-:func:`near_best` is what :func:`~.database.keep_best` keeps, so that a pruned database makes
-the same choice.
+:func:`kept_records` is what :func:`~.database.keep_best` keeps, so that a pruned database
+makes the same choice.
 """
 
 from __future__ import annotations
@@ -54,6 +54,17 @@ def is_default(record, default: str | None) -> bool:
     return default is not None and str(record.trace) == default
 
 
+def kept_records(records: list, default: str | None) -> list:
+    """What a pruned database keeps of ``records`` (measured, fastest first) so that
+    :func:`chosen_record` chooses as before: the fastest and the chosen one; without the
+    default template's trace, every record it might choose (:func:`near_best`)."""
+    if default is None:
+        return near_best(records)
+    chosen = chosen_record(records, default)
+    first = list(records[:1])
+    return first + ([chosen] if first and not chosen.same_as(first[0]) else [])
+
+
 def near_best(records: list) -> list:
     """Of ``records`` (measured, fastest first), the ones :func:`chosen_record` may pick
     whatever the default template is: those within :data:`MIN_GAIN` of the fastest."""
@@ -63,4 +74,5 @@ def near_best(records: list) -> list:
     return [r for r in records if mean_seconds(r) <= bound]
 
 
-__all__ = ["MIN_GAIN", "chosen_record", "default_trace", "is_default", "near_best"]
+__all__ = ["MIN_GAIN", "chosen_record", "default_trace", "is_default", "kept_records",
+           "near_best"]

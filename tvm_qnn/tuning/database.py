@@ -96,18 +96,22 @@ def measured_records(db: ms.database.Database, mod, limit: int = 1 << 20) -> lis
     return [r for r in db.get_top_k(db.commit_workload(mod), limit) if is_measured(r)]
 
 
-def keep_best(db_dir: str | os.PathLike) -> tuple[int, int]:
+def keep_best(db_dir: str | os.PathLike, target=None) -> tuple[int, int]:
     """Keep only the records ``compile`` may use of each layer kernel in the database
-    ``db_dir``: the fastest, and those within :data:`~.choice.MIN_GAIN` of it (the default
-    template's among them, when a tuned record does not beat it by that much).
+    ``db_dir``: the fastest, and the default template's where no record beats it by
+    :data:`~.choice.MIN_GAIN`. Without ``target`` (the one tuned for, which knows the default
+    template), every record within that margin of the fastest is kept instead.
 
     For a database to ship in ``schedules/``: loading costs about 1.4 ms per record (measured:
     529 records, 0.72 s on every compile). The files are replaced atomically. Tuning the folder
     again starts those layers over (from the records kept). Returns (records before, records
     after).
     """
-    from .choice import near_best  # it ranks by this module's mean_seconds
+    from ..target import resolve_target
+    from ..topi.attrs import KERNEL_ATTR
+    from .choice import default_trace, kept_records  # choice ranks by mean_seconds, here
 
+    qnn_target = None if target is None else resolve_target(target)
     db = open_database(db_dir)
     records = db.get_all_tuning_records()
     by_workload: dict[str, list] = {}
@@ -117,7 +121,12 @@ def keep_best(db_dir: str | os.PathLike) -> tuple[int, int]:
 
     def fill(new: ms.database.Database) -> None:
         for recs in by_workload.values():
-            for rec in near_best(sorted(recs, key=mean_seconds)):
+            mod = recs[0].workload.mod
+            attrs = mod["main"].attrs
+            kind = None if attrs is None else attrs.get(KERNEL_ATTR)
+            default = None if qnn_target is None or kind is None else default_trace(
+                qnn_target, str(kind), mod)
+            for rec in kept_records(sorted(recs, key=mean_seconds), default):
                 new.commit_tuning_record(ms.database.TuningRecord(
                     rec.trace, new.commit_workload(rec.workload.mod), rec.run_secs,
                     rec.target, rec.args_info))
