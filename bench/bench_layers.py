@@ -189,8 +189,10 @@ def bench_models(names, threads, timing, target="x86", tags=None) -> list[dict]:
     x = np.random.default_rng(0).random((1, 1, 28, 28), dtype=np.float32)
     rows = []
     peers.pin(max(threads))
-    arts = {name: tvm_qnn.compile(os.path.join(MODEL_DIR, f"{name}.onnx"), target=target)
-            for name in names}
+    # Code for each thread count: with several, smaller layers go parallel too.
+    arts = {(name, n): tvm_qnn.compile(os.path.join(MODEL_DIR, f"{name}.onnx"), target=target,
+                                       threads=n)
+            for name in names for n in threads}
     import torch
 
     torch_fp32 = peers.torch_cnv_fp32(fp32_path)
@@ -206,7 +208,8 @@ def bench_models(names, threads, timing, target="x86", tags=None) -> list[dict]:
         if not agree:
             print("bench: WARNING PyTorch CNV_FP32 disagrees with onnxruntime", flush=True)
         torch_fp32_ms = peers.torch_module_ms(torch_fp32, xt, timing)
-        for name, art in arts.items():
+        for name in names:
+            art = arts[(name, n)]
             path = os.path.join(MODEL_DIR, f"{name}.onnx")
             # threads=n: an artifact sizes TVM's pool itself (its default is every core).
             est = art.benchmark(x, number=1, repeat=1, threads=n)

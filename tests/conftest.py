@@ -19,10 +19,12 @@ import os
 
 from hypothesis import HealthCheck, settings
 
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    # make test runs one worker process per core: one TVM thread each, or the workers'
-    # thread pools (a worker per core each, tvm_qnn's default) would fight over the cores.
-    os.environ.setdefault("TVM_NUM_THREADS", "1")
+# make test runs one worker process per core: one TVM thread each, or the workers' thread
+# pools (a worker per core each, tvm_qnn's default) would fight over the cores. Run alone, the
+# tests build code for one thread too (the targets' parallel threshold follows the threads,
+# X86Target.for_threads), so hand-made records and compile agree either way; tests of several
+# threads ask for them.
+os.environ.setdefault("TVM_NUM_THREADS", "1")
 
 SCALES = {"ci": 1.0, "dev": 0.25, "thorough": 4.0}
 for _name in SCALES:

@@ -147,3 +147,40 @@ def test_pretuned_records_follow_the_same_rule(conv, task, assemblies, tmp_path,
         art = tvm_qnn.compile(conv, "x86")
     assert "default template (no pre-tuned schedule beats it by" in caplog.text
     assert art.assembly() == assemblies["default"]
+
+
+def test_records_for_fewer_threads_do_not_serve_code_for_more(task):
+    """A record that parallelizes fewer loops than the default template for these threads was
+    tuned for fewer: it does not count (the default template serves)."""
+    target = X86Target()
+    serial = X86Target(schedule_config=ScheduleConfig(parallel=False))
+    db = ms.database.MemoryDatabase()
+    sch = s_tir.Schedule(task.mod)
+    serial.template(task.kind)(sch)
+    db.commit_tuning_record(ms.database.TuningRecord(
+        sch.trace, db.commit_workload(task.mod), [1e-9], target.tvm_target,
+        ms.arg_info.ArgInfo.from_prim_func(task.mod["main"])))
+    records = db.get_top_k(db.commit_workload(task.mod), 10)
+    many = default_trace(X86Target(schedule_config=ScheduleConfig(min_parallel_popcounts=1)),
+                         task.kind, task.mod)
+    assert "sch.parallel(" in many and "sch.parallel(" not in str(records[0].trace)
+    assert chosen_record(records, many) is None
+    assert chosen_record(records, default_trace(serial, task.kind, task.mod)) is not None
+
+
+def test_code_for_two_threads_runs_smaller_layers_parallel_and_is_exact(caplog):
+    """compile(threads=2) parallelizes layers that code for one thread keeps serial; the shipped
+    records, tuned for one, give way to the default template there; outputs are the same."""
+    import os
+
+    path = os.path.join(os.path.dirname(tvm_qnn.__file__), "models", "CNV_2W2A.onnx")
+    one = tvm_qnn.compile(path, "x86", threads=1)
+    with caplog.at_level(logging.INFO, logger="tvm_qnn"):
+        two = tvm_qnn.compile(path, "x86", threads=2)
+    launches = [art.assembly().count("TVMBackendParallelLaunch") for art in (one, two)]
+    assert launches[1] > launches[0], launches
+    if "pre-tuned schedules:" in caplog.text:  # this CPU's class has shipped records
+        assert "tuned for fewer threads" in caplog.text
+    x = np.random.default_rng(6).random((4, 1, 1, 28, 28), dtype=np.float32)
+    for xi in x:
+        np.testing.assert_array_equal(two.run(xi, threads=2), one.run(xi, threads=1))

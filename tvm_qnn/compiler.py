@@ -17,6 +17,7 @@ from .frontend import load_model
 from .pipeline import build_pipeline, layer_report
 from .runtime import Artifact, TensorInfo
 from .runtime.artifact import read_sidecar
+from .runtime.threads import default_threads
 from .target import resolve_target
 from .tuning.families import read_kernel_families
 from .tuning.schedules import KernelSchedules, has_records
@@ -68,7 +69,9 @@ def compile(model, target="x86", *, shapes: dict | None = None,  # noqa: A001
         are some (``schedules/``, TopHub-style; ``TVM_QNN_SCHEDULES=off`` turns that off).
     threads : int, optional
         Threads the artifact runs on (stored with an exported library). Default:
-        ``TVM_NUM_THREADS`` when set, else this machine's physical cores.
+        ``TVM_NUM_THREADS`` when set, else this machine's physical cores. The code is made
+        for it: with several, smaller layers run parallel too; with one, they stay serial
+        (``run(threads=)`` can still change the count, the code stays as compiled).
 
     Returns
     -------
@@ -77,7 +80,9 @@ def compile(model, target="x86", *, shapes: dict | None = None,  # noqa: A001
         ``layers`` tells which layers went bit-serial (and, for the accelerator, which ran
         there) and why the others did not.
     """
-    qnn_target = resolve_target(target)
+    # The code depends on the threads it runs on: small layers go parallel only for several.
+    qnn_target = resolve_target(target).for_threads(
+        threads if threads is not None else default_threads())
     mod = load_model(model, shapes, example_inputs)
     families = read_kernel_families(tuning_db)  # what tuning measured fastest, per layer
     report = layer_report(mod, qnn_target.layout, families)

@@ -148,6 +148,11 @@ class QnnTarget(abc.ABC):
         """Why this host cannot run the target's code natively ('' when it can)."""
         return ""
 
+    def for_threads(self, threads: int) -> QnnTarget:
+        """This target for code that runs on ``threads`` threads (the CPU targets parallelize
+        smaller layers for several); itself by default."""
+        return self
+
     def runs_here(self) -> bool:
         """True if this host can run the target's code natively."""
         return not self.why_not_here()

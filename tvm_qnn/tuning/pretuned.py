@@ -66,10 +66,16 @@ def _index(path: str) -> dict:
     return {k: near_best(sorted(recs, key=mean_seconds)) for k, recs in by_signature.items()}
 
 
+def pretuned_records(path: str, func: tvm.tirx.PrimFunc) -> list:
+    """The records of ``path`` with the signature of ``func`` (those it may use), fastest
+    first."""
+    return _index(os.path.abspath(path)).get(signature(func), [])
+
+
 def pretuned_record(path: str, func: tvm.tirx.PrimFunc, default: str | None):
     """The record of ``path`` to schedule ``func`` with (``default``: the default template's
-    trace, :func:`~.choice.chosen_record`), or None when none has its signature."""
-    return chosen_record(_index(os.path.abspath(path)).get(signature(func), []), default)
+    trace, :func:`~.choice.chosen_record`), or None."""
+    return chosen_record(pretuned_records(path, func), default)
 
 
-__all__ = ["find_pretuned", "pretuned_record", "signature"]
+__all__ = ["find_pretuned", "pretuned_record", "pretuned_records", "signature"]

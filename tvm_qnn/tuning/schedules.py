@@ -18,7 +18,7 @@ from tvm import s_tir
 from ..topi.attrs import LAYER_ATTR
 from .choice import MIN_GAIN, chosen_record, default_trace, is_default
 from .database import has_records, measured_records, open_database
-from .pretuned import find_pretuned, pretuned_record
+from .pretuned import find_pretuned, pretuned_record, pretuned_records
 from .tasks import workload
 
 logger = logging.getLogger("tvm_qnn")
@@ -73,8 +73,18 @@ class KernelSchedules:
             if rec is not None:
                 return self._apply(rec, mod, kind, func, default, layer,
                                    f"pre-tuned schedule from {self.pretuned}")
-        logger.info("%s: no tuning record, default template", layer)
+        if self._has_records(mod, func):
+            logger.info("%s: its tuning records parallelize fewer loops than code for these "
+                        "threads does (tuned for fewer threads): default template", layer)
+        else:
+            logger.info("%s: no tuning record, default template", layer)
         return self.qnn_target.schedule(kind, func)
+
+    def _has_records(self, mod, func) -> bool:
+        """True if any record, of the database or pre-tuned, has this layer's kernel."""
+        if self.database is not None and measured_records(self.database, mod, limit=1):
+            return True
+        return self.pretuned is not None and bool(pretuned_records(self.pretuned, func))
 
     def _apply(self, rec, mod, kind, func, default, layer: str,
                found: str) -> tvm.tirx.PrimFunc:

@@ -11,11 +11,11 @@ from tvm import s_tir
 from ...transform.pad_conv_columns import PadConvColumns
 from ..base import QnnTarget
 from .between_layers import CONV_VECTOR, schedule_between_layers
-from .config import INTEGER_MIN_BRANCHES, UNROLL_STEPS, ScheduleConfig
+from .config import INTEGER_MIN_BRANCHES, UNROLL_STEPS, ScheduleConfig, parallel_threshold
 from .schedule import packs_conv_input, schedule_conv2d, schedule_dense
 
 __all__ = ["INTEGER_MIN_BRANCHES", "UNROLL_STEPS", "CpuTarget", "ScheduleConfig",
-           "schedule_conv2d", "schedule_dense"]
+           "parallel_threshold", "schedule_conv2d", "schedule_dense"]
 
 _TEMPLATES = {"conv2d": schedule_conv2d, "dense": schedule_dense}
 

@@ -35,9 +35,25 @@ class ScheduleConfig:
     # 64 channel bits outside): measured on the suite convs alone, conv56 1.2-1.5x faster,
     # conv28 1.3x slower. A tuning choice (both variants are design spaces), off by default.
     vector_pack: bool = False
-    # Below this many xor-popcounts a layer runs on one core: starting the thread pool costs
-    # more than it saves (measured: the demo CNN's 28x28 layers were slower on 2 threads).
+    # Below this many xor-popcounts a layer runs on one core (parallel_threshold: x86 code
+    # for several threads parallelizes smaller layers than code for one).
     min_parallel_popcounts: int = 1 << 20
+
+
+#: ``min_parallel_popcounts`` of code that runs on several threads. Measured on the shipped
+#: CNVs, 2 threads of a quiet 2-core Zen 4 (both threads' probe at 2.0x one's), min of 7
+#: alternated rounds: 1 << 15 against 1 << 20 took CNV_2W2A from 0.210 to 0.138 ms and
+#: CNV_1W1A from 0.084 to 0.073 ms; haswell code 0.181 -> 0.179 and 0.127 -> 0.102 ms.
+#: 1 << 13 measured the same as 1 << 15.
+MULTI_THREAD_MIN_PARALLEL_POPCOUNTS = 1 << 15
+
+
+def parallel_threshold(threads: int) -> int:
+    """``min_parallel_popcounts`` of code for ``threads`` threads. For one, small layers stay
+    serial: a parallel loop run on one thread still costs (CNV_1W1A 0.084 -> 0.091 ms on a
+    Zen 4, haswell code 0.127 -> 0.147 ms, with the multi-thread threshold)."""
+    return MULTI_THREAD_MIN_PARALLEL_POPCOUNTS if threads > 1 \
+        else ScheduleConfig.min_parallel_popcounts
 
 
 #: The values of ``unroll_max_step`` that tuning explores (512 was dropped: never faster on

@@ -9,16 +9,19 @@ x86 triple (or none) selects it too.
 
 from __future__ import annotations
 
+import copy
 import functools
 import os
+from dataclasses import replace
 
 import tvm
 
 from ... import knobs
 from ...errors import InvalidArgumentError
+from ...runtime.threads import default_threads
 from ...topi.dot8_conv import DOT8_MOST_GROUPS
 from ...topi.layout import KERNEL_FAMILIES, Layout
-from ..cpu import INTEGER_MIN_BRANCHES, CpuTarget, ScheduleConfig
+from ..cpu import INTEGER_MIN_BRANCHES, CpuTarget, ScheduleConfig, parallel_threshold
 from .dot8 import (
     DOT8_TILES,
     dot8_kernel,
@@ -141,7 +144,8 @@ class X86Target(CpuTarget):
         # The W1A1 register tile was measured with VPOPCNTDQ only (see ScheduleConfig).
         self.schedule_config = schedule_config or ScheduleConfig(
             single_branch_tile=(2, 2) if self.has_vpopcntdq else None,
-            dot8_tile=DOT8_TILES.get(self.dot_family) if dot else None)
+            dot8_tile=DOT8_TILES.get(self.dot_family) if dot else None,
+            min_parallel_popcounts=parallel_threshold(default_threads()))
         # VPOPCNTDQ: 64-bit words, 16 uint64 lanes = two zmm per tile row. Without it the
         # vpshufb popcount counts bytes, so byte words skip widening each word's count.
         words, oc_block = (64, 16) if self.has_vpopcntdq else _BYTE_WORDS
@@ -152,6 +156,18 @@ class X86Target(CpuTarget):
             dot8_min_branches=dot[1] if dot else None,
             dot8_oc_block=lanes_of(self.dot_family) if self.dot_family else 8,
             dot8_narrow_oc_block=narrow_lanes_of(self.dot_family) if self.dot_family else None)
+
+    def for_threads(self, threads: int) -> X86Target:
+        """This target for code run on ``threads`` threads: with several, smaller layers go
+        parallel (:func:`~tvm_qnn.target.cpu.config.parallel_threshold`). A config whose
+        threshold was set by hand keeps it."""
+        config = self.schedule_config
+        if config.min_parallel_popcounts not in (parallel_threshold(1), parallel_threshold(2)) \
+                or config.min_parallel_popcounts == parallel_threshold(threads):
+            return self
+        mine = copy.copy(self)
+        mine.schedule_config = replace(config, min_parallel_popcounts=parallel_threshold(threads))
+        return mine
 
     @classmethod
     def parse(cls, spec):
