@@ -141,6 +141,8 @@ def bench_layers(names, bits, threads, rates, timing, target="x86",
                  engines=peers.TORCH_ENGINES, tags=None) -> list[dict]:
     """Every (layer, bits, threads) case; peers measured once per (layer, threads), PyTorch int8
     under ``engines``. ``tags`` are added to every row (e.g. the ISA the peers were limited to)."""
+    from tvm_qnn.target import resolve_target
+
     rows = []
     for name in names:
         kind, cin, cout, size = {**LAYERS, **QUICK_LAYERS}[name]
@@ -155,9 +157,12 @@ def bench_layers(names, bits, threads, rates, timing, target="x86",
                            torch_int8_ms=t8, ort_int8_ms=ort_ms, engine=engine,
                            engines=engine_ms, ort_op=ort_op)
         for wbits, abits in bits:
-            peers.pin(max(threads))  # compile with every core the run may use
-            kernel, xq, isa, alone = _qnn_kernel(kind, cin, cout, size, wbits, abits, target)
             for n in threads:
+                # Code for n threads (with several, smaller layers go parallel too).
+                peers.pin(max(threads))  # compile with every core the run may use
+                kernel, xq, isa, alone = _qnn_kernel(
+                    kind, cin, cout, size, wbits, abits,
+                    resolve_target(target).for_threads(n))
                 peers.pin(n)
                 qnn_ms = _qnn_ms(kernel, xq, timing)
                 extra = {} if alone is None else dict(alone_ms=_qnn_ms(alone, xq, timing))
