@@ -86,14 +86,13 @@ def _cmd_tune(args) -> int:
                        shapes=_shapes(args.shape))
     print(f"{'task':<24} {'kind':<7} {'bits':<5} {'trials':>6} {'tuned ms':>9} "
           f"{'default ms':>10} {'speed-up':>8}")
+    def fmt(v, spec):
+        return format(v, spec) if v is not None else "-"
     for r in rows:
-        def fmt(v, spec):
-            return format(v, spec) if v is not None else "-"
         print(f"{r.task:<24} {r.kind:<7} {r.bits:<5} {r.trials:>6} {fmt(r.best_ms, '9.4f')} "
               f"{fmt(r.default_ms, '10.4f')} {fmt(r.speedup, '8.2f')}"
               + ("  (default kept: no record beats it by enough)" if r.kept_default else ""))
-    print(f"tuned: {args.work_dir} tasks={len(rows)} "
-          f"seconds={time.perf_counter() - start:.1f}")
+    print(f"tuned: {args.work_dir} tasks={len(rows)} seconds={time.perf_counter() - start:.1f}")
     if args.keep_best:
         from .tuning import keep_best
 
@@ -309,9 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds before a candidate (or RPC session) counts as failed")
     _add_shape_option(p)
     p.add_argument("--keep-best", action="store_true",
-                   help="then keep only the records compile may use: each kernel's best, "
-                        "and the default template's if no record beats it by enough (a "
-                        "database to ship: small and fast to load)")
+                   help="then keep only the records compile may use (each kernel's best, the "
+                        "default's where it wins): a database to ship, fast to load")
     p.set_defaults(func=_cmd_tune)
 
     # Listed for --help; main() hands their arguments to tvm_qnn.train / bench untouched.

@@ -2,7 +2,8 @@
 """Per-device tuning of the bit-serial schedule templates (MetaSchedule + XGBoost), and the
 schedules ``compile`` takes from tuning records and pre-tuned folders."""
 
-from .database import keep_best, open_database
+from .choice import keep_best
+from .database import open_database
 from .schedules import KernelSchedules
 from .tasks import Task, extract_tasks, workload
 from .tune import TaskResult, tune, tune_report

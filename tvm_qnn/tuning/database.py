@@ -96,45 +96,6 @@ def measured_records(db: ms.database.Database, mod, limit: int = 1 << 20) -> lis
     return [r for r in db.get_top_k(db.commit_workload(mod), limit) if is_measured(r)]
 
 
-def keep_best(db_dir: str | os.PathLike, target=None) -> tuple[int, int]:
-    """Keep only the records ``compile`` may use of each layer kernel in the database
-    ``db_dir``: the fastest, and the default template's where no record beats it by
-    :data:`~.choice.MIN_GAIN`. Without ``target`` (the one tuned for, which knows the default
-    template), every record within that margin of the fastest is kept instead.
-
-    For a database to ship in ``schedules/``: loading costs about 1.4 ms per record (measured:
-    529 records, 0.72 s on every compile). The files are replaced atomically. Tuning the folder
-    again starts those layers over (from the records kept). Returns (records before, records
-    after).
-    """
-    from ..target import resolve_target
-    from ..topi.attrs import KERNEL_ATTR
-    from .choice import default_trace, kept_records  # choice ranks by mean_seconds, here
-
-    qnn_target = None if target is None else resolve_target(target)
-    db = open_database(db_dir)
-    records = db.get_all_tuning_records()
-    by_workload: dict[str, list] = {}
-    for rec in records:
-        if is_measured(rec):
-            by_workload.setdefault(str(rec.workload.as_json()[0]), []).append(rec)
-
-    def fill(new: ms.database.Database) -> None:
-        for recs in by_workload.values():
-            mod = recs[0].workload.mod
-            attrs = mod["main"].attrs
-            kind = None if attrs is None else attrs.get(KERNEL_ATTR)
-            default = None if qnn_target is None or kind is None else default_trace(
-                qnn_target, str(kind), mod)
-            for rec in kept_records(sorted(recs, key=mean_seconds), default):
-                new.commit_tuning_record(ms.database.TuningRecord(
-                    rec.trace, new.commit_workload(rec.workload.mod), rec.run_secs,
-                    rec.target, rec.args_info))
-
-    replace_records(db_dir, fill)
-    return len(records), len(open_database(db_dir).get_all_tuning_records())
-
-
 def replace_records(db_dir: str | os.PathLike, fill) -> None:
     """Rewrite the records of the database in ``db_dir``: ``fill(new_db)`` commits the ones
     to keep into a fresh JSON database. Its workloads are first committed in the old order,
@@ -187,5 +148,5 @@ def _replace_records(path: str, fill) -> None:
         os.replace(new_records, records)
 
 
-__all__ = ["RECORDS_FILE", "WORKLOADS_FILE", "has_records", "is_measured", "keep_best",
-           "mean_seconds", "measured_records", "open_database", "replace_records"]
+__all__ = ["RECORDS_FILE", "WORKLOADS_FILE", "has_records", "is_measured", "mean_seconds",
+           "measured_records", "open_database", "replace_records"]
