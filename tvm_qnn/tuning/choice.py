@@ -30,15 +30,21 @@ from .database import is_measured, mean_seconds, open_database, replace_records
 MIN_GAIN = 0.07
 
 
-def default_trace(qnn_target, kind: str, mod) -> str | None:
-    """The trace of the default template of ``kind`` on the workload ``mod`` (what
+def default_schedule(qnn_target, kind: str, mod) -> s_tir.Schedule | None:
+    """The default template of ``kind`` applied to the workload ``mod`` (what
     :func:`~.retime.measure_default` records), or None for a target without one."""
     template = getattr(qnn_target, "template", None)
     if template is None:
         return None
     sch = s_tir.Schedule(mod)
     template(kind)(sch)
-    return str(sch.trace)
+    return sch
+
+
+def default_trace(qnn_target, kind: str, mod) -> str | None:
+    """The trace of :func:`default_schedule`, or None."""
+    sch = default_schedule(qnn_target, kind, mod)
+    return None if sch is None else str(sch.trace)
 
 
 def _parallel_loops(trace: str) -> int:
@@ -126,5 +132,5 @@ def keep_best(db_dir: str | os.PathLike, target=None) -> tuple[int, int]:
     return len(records), len(open_database(db_dir).get_all_tuning_records())
 
 
-__all__ = ["MIN_GAIN", "chosen_record", "default_trace", "is_default", "keep_best",
-           "kept_records", "near_best"]
+__all__ = ["MIN_GAIN", "chosen_record", "default_schedule", "default_trace", "is_default",
+           "keep_best", "kept_records", "near_best"]

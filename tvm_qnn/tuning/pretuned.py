@@ -26,7 +26,7 @@ from tvm.s_tir import meta_schedule as ms
 
 from .. import knobs
 from ..topi.attrs import KERNEL_ATTR, block_names
-from .choice import chosen_record, near_best
+from .choice import near_best
 from .database import has_records, is_measured, mean_seconds, open_database
 
 logger = logging.getLogger("tvm_qnn")
@@ -72,10 +72,4 @@ def pretuned_records(path: str, func: tvm.tirx.PrimFunc) -> list:
     return _index(os.path.abspath(path)).get(signature(func), [])
 
 
-def pretuned_record(path: str, func: tvm.tirx.PrimFunc, default: str | None):
-    """The record of ``path`` to schedule ``func`` with (``default``: the default template's
-    trace, :func:`~.choice.chosen_record`), or None."""
-    return chosen_record(pretuned_records(path, func), default)
-
-
-__all__ = ["find_pretuned", "pretuned_record", "pretuned_records", "signature"]
+__all__ = ["find_pretuned", "pretuned_records", "signature"]

@@ -16,9 +16,9 @@ import tvm
 from tvm import s_tir
 
 from ..topi.attrs import LAYER_ATTR
-from .choice import MIN_GAIN, chosen_record, default_trace, is_default
+from .choice import MIN_GAIN, chosen_record, default_schedule, is_default
 from .database import has_records, measured_records, open_database
-from .pretuned import find_pretuned, pretuned_record, pretuned_records
+from .pretuned import find_pretuned, pretuned_records
 from .tasks import workload
 
 logger = logging.getLogger("tvm_qnn")
@@ -62,46 +62,41 @@ class KernelSchedules:
         if self.database is None and self.pretuned is None:
             return self.qnn_target.schedule(kind, func)
         mod = workload(func)
-        default = default_trace(self.qnn_target, kind, mod)
+        found = []  # (records, what they are), fetched once
         if self.database is not None:
-            rec = chosen_record(measured_records(self.database, mod), default)
-            if rec is not None:
-                return self._apply(rec, mod, kind, func, default, layer,
-                                   "tuned schedule from the database")
+            found.append((measured_records(self.database, mod), "tuned schedule from the "
+                          "database"))
         if self.pretuned is not None:
-            rec = pretuned_record(self.pretuned, func, default)
-            if rec is not None:
-                return self._apply(rec, mod, kind, func, default, layer,
-                                   f"pre-tuned schedule from {self.pretuned}")
-        if self._has_records(mod, func):
-            logger.info("%s: its tuning records parallelize fewer loops than code for these "
-                        "threads does (tuned for fewer threads): default template", layer)
-        else:
+            found.append((pretuned_records(self.pretuned, func),
+                          f"pre-tuned schedule from {self.pretuned}"))
+        if not any(records for records, _ in found):
             logger.info("%s: no tuning record, default template", layer)
-        return self.qnn_target.schedule(kind, func)
-
-    def _has_records(self, mod, func) -> bool:
-        """True if any record, of the database or pre-tuned, has this layer's kernel."""
-        if self.database is not None and measured_records(self.database, mod, limit=1):
-            return True
-        return self.pretuned is not None and bool(pretuned_records(self.pretuned, func))
-
-    def _apply(self, rec, mod, kind, func, default, layer: str,
-               found: str) -> tvm.tirx.PrimFunc:
-        """``rec``'s schedule of ``mod`` (``found`` says where it came from, for the log); the
-        default template when ``rec`` is the default's record or does not replay."""
-        if is_default(rec, default):
-            logger.info("%s: default template (no %s beats it by %d %%)",
-                        layer, found.split(" from ")[0], round(MIN_GAIN * 100))
             return self.qnn_target.schedule(kind, func)
+        default = default_schedule(self.qnn_target, kind, mod)
+        trace = None if default is None else str(default.trace)
+        for records, what in found:
+            rec = chosen_record(records, trace)
+            if rec is None:
+                continue
+            if is_default(rec, trace):
+                logger.info("%s: default template (no %s beats it by %d %%)", layer,
+                            what.split(" from ")[0], round(MIN_GAIN * 100))
+                return default.mod["main"]
+            return self._replay(rec, mod, kind, func, layer, what)
+        logger.info("%s: its tuning records parallelize fewer loops than code for these "
+                    "threads does (tuned for fewer threads): default template", layer)
+        return default.mod["main"]
+
+    def _replay(self, rec, mod, kind, func, layer: str, what: str) -> tvm.tirx.PrimFunc:
+        """``rec``'s schedule of ``mod`` (``what``: where it came from, for the log); the
+        default template when it does not replay."""
         sch = s_tir.Schedule(mod)
         try:
             rec.trace.apply_to_schedule(sch, remove_postproc=False)
         except Exception as err:  # noqa: BLE001 - a trace that does not fit: the default
-            logger.info("%s: %s does not replay (%s); default template", layer, found, err)
+            logger.info("%s: %s does not replay (%s); default template", layer, what, err)
             return self.qnn_target.schedule(kind, func)
-        logger.info("%s: %s", layer, found)
+        logger.info("%s: %s", layer, what)
         return sch.mod["main"]
-
 
 __all__ = ["KernelSchedules", "has_records"]
