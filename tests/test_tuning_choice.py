@@ -16,7 +16,7 @@ from tvm_qnn.target import X86Target
 from tvm_qnn.target.cpu import ScheduleConfig
 from tvm_qnn.testing.onnx_models import make_conv_model, random_input
 from tvm_qnn.tuning import extract_tasks, keep_best, open_database
-from tvm_qnn.tuning.choice import MIN_GAIN, chosen_record, default_trace, near_best
+from tvm_qnn.tuning.choice import MIN_GAIN, chosen_record, default_trace, kept_records, near_best
 
 OTHER_TILE = ScheduleConfig(ow_tile=1, oh_tile=2)  # not the default's register tile
 
@@ -184,3 +184,23 @@ def test_code_for_two_threads_runs_smaller_layers_parallel_and_is_exact(caplog):
     x = np.random.default_rng(6).random((4, 1, 1, 28, 28), dtype=np.float32)
     for xi in x:
         np.testing.assert_array_equal(two.run(xi, threads=2), one.run(xi, threads=1))
+
+
+def test_pruning_for_other_threads_keeps_what_a_compile_may_choose(task):
+    """keep_best run where code parallelizes more than the records do (another thread count
+    than the tuning's): nothing matches the default template's trace there, so every record
+    within the margin is kept (it used to fail on the record the thread rule leaves none of)."""
+    serial = X86Target(schedule_config=ScheduleConfig(parallel=False))
+    db = ms.database.MemoryDatabase()
+    for config, secs in [(ScheduleConfig(parallel=False), 1e-3),
+                         (ScheduleConfig(parallel=False, ow_tile=1, oh_tile=2), 0.98e-3),
+                         (ScheduleConfig(parallel=False, ow_tile=3), 5e-3)]:
+        _commit(db, task, config, secs)
+    records = list(db.get_top_k(db.commit_workload(task.mod), 10))
+    many = default_trace(X86Target(schedule_config=ScheduleConfig(min_parallel_popcounts=1)),
+                         task.kind, task.mod)
+    assert chosen_record(records, many) is None
+    assert [float(r.run_secs[0]) for r in kept_records(records, many)] == [0.98e-3, 1e-3]
+    # With the trace the records were tuned with, the default's record is found and kept.
+    same = default_trace(serial, task.kind, task.mod)
+    assert [float(r.run_secs[0]) for r in kept_records(records, same)] == [0.98e-3, 1e-3]

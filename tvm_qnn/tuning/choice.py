@@ -66,10 +66,13 @@ def chosen_record(records: list, default: str | None):
     if not records:
         return None
     best = records[0]
-    mine = next((r for r in records if str(r.trace) == default), None) if default else None
-    if mine is not None and mean_seconds(best) > mean_seconds(mine) * (1 - MIN_GAIN):
-        return mine
-    return best
+    mine = next((r for r in records if is_default(r, default)), None)
+    return mine if mine is not None and _default_wins(best, mine) else best
+
+
+def _default_wins(best, default_record) -> bool:
+    """True when the fastest record does not beat the default's by :data:`MIN_GAIN`."""
+    return mean_seconds(best) > mean_seconds(default_record) * (1 - MIN_GAIN)
 
 
 def is_default(record, default: str | None) -> bool:
@@ -79,13 +82,15 @@ def is_default(record, default: str | None) -> bool:
 
 def kept_records(records: list, default: str | None) -> list:
     """What a pruned database keeps of ``records`` (measured, fastest first) so that
-    :func:`chosen_record` chooses as before: the fastest and the chosen one; without the
-    default template's trace, every record it might choose (:func:`near_best`)."""
-    if default is None:
+    :func:`chosen_record` chooses as before: the fastest, and the default template's record
+    where it wins. Where no record has the ``default`` trace (None; or a template for other
+    threads than the records were tuned for), every record it might choose
+    (:func:`near_best`)."""
+    mine = next((r for r in records if is_default(r, default)), None)
+    if mine is None:
         return near_best(records)
-    chosen = chosen_record(records, default)
-    first = list(records[:1])
-    return first + ([chosen] if first and not chosen.same_as(first[0]) else [])
+    first = records[0]
+    return [first] + ([mine] if _default_wins(first, mine) and not mine.same_as(first) else [])
 
 
 def near_best(records: list) -> list:
