@@ -29,7 +29,7 @@ from ..frontend import load_model
 from ..pipeline import lower_for_tuning
 from ..target import resolve_target
 from ..transform import find_layers
-from .choice import chosen_record, default_trace, is_default
+from .choice import chosen_record, default_schedule, is_default
 from .database import measured_records, open_database
 from .disk import WriteCheck, check_free_space, check_written
 from .families import (
@@ -369,11 +369,13 @@ def tune_report(model, target="x86", tuning_db="tvm_qnn_tuning", *, shapes=None,
     for task in tasks:
         best = default = None
         records = measured_records(db, task.mod)
-        trace = default_trace(qnn_target, task.kind, task.mod)
+        default_sch = default_schedule(qnn_target, task.kind, task.mod)
+        trace = None if default_sch is None else str(default_sch.trace)
         rec = chosen_record(records, trace)
         kept_default = rec is not None and is_default(rec, trace)
         if time_kernels:
-            default_func = qnn_target.schedule(task.kind, task.mod["main"])
+            default_func = qnn_target.schedule(task.kind, task.mod["main"]) \
+                if default_sch is None else default_sch.mod["main"]
             if rec is None or kept_default:
                 (default,) = _seconds(qnn_target, task, default_func)
                 best = default if kept_default else None
