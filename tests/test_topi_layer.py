@@ -10,6 +10,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from tvm import s_tir, tirx
 
+from tvm_qnn.target import resolve_target
 from tvm_qnn.target.cpu import ScheduleConfig
 from tvm_qnn.target.x86 import X86Target
 from tvm_qnn.testing.layers import LayerKernel, random_layer
@@ -294,3 +295,44 @@ def test_thresholds_only_where_the_reduction_outweighs_them():
         layer, _ = random_layer("conv2d", act_bits=4, weight_bits=4, in_channels=16,
                                 out_channels=16, groups=16, out_bits=out_bits, seed=5)
         assert (plan_layer(layer).epilogue.thresholds is not None) == thresholds
+
+
+def _relax_epilogue(layer, target) -> str:
+    """The epilogue store of ``layer``'s kernel as ``compile`` builds it: through Relax's
+    ``call_te``, whose PrimFunc has int64 indices; the indices cut out."""
+    import re
+
+    import tvm
+    from tvm import relax
+
+    from tvm_qnn.topi.layer_kernels import layer_compute
+
+    plan = plan_layer(layer, resolve_target(target).layout)
+    bb = relax.BlockBuilder()
+    data = relax.Var("data", relax.TensorType(layer.input_shape, layer.input_dtype))
+    with bb.function("main", [data]):
+        params = [relax.const(arr) for _, arr in plan.epilogue.tensor_params()]
+        out = bb.emit(bb.call_te(lambda d, w, *p: layer_compute(plan, d, w, *p), data,
+                                 relax.const(plan.packed_weight), *params))
+        bb.emit_func_output(out)
+    func = next(f for f in bb.get().functions.values() if isinstance(f, tvm.tirx.PrimFunc))
+    store = next(line for line in func.script().splitlines()
+                 if re.match(r"\s*epilogue\[.*\] =", line))
+    value = store.split("] =", 1)[1]
+    while re.search(r"\[[^\[\]]*\]", value):
+        value = re.sub(r"\[[^\[\]]*\]", "", value)
+    return value
+
+
+@pytest.mark.parametrize("target", ["x86", "x86:haswell"])
+@pytest.mark.parametrize("out_bits,max_thresholds", [(2, 15), (None, 0)],
+                         ids=["thresholds", "float_requantize"])
+def test_epilogue_arithmetic_stays_int32_when_compiled(target, out_bits, max_thresholds):
+    """The plan sizes the epilogue's integers (int32 here); Relax builds the kernel with int64
+    indices, and that rewrite once widened the threshold comparisons to int64 (twice the
+    vector work per output). The float requantization is checked too."""
+    layer, _ = random_layer("conv2d", act_bits=2, weight_bits=2, in_channels=64,
+                            out_channels=32, out_bits=out_bits, per_channel=False, seed=5)
+    assert plan_layer(layer, resolve_target(target).layout).epilogue.acc_dtype == "int32"
+    value = _relax_epilogue(layer, target)
+    assert "int64" not in value, value
