@@ -68,3 +68,70 @@ def test_a_negative_scale_keeps_the_float_pool(scale):
     # dequantize is decreasing in q there: the maximum of the codes is the minimum value.
     before = _before(scale)
     tvm.ir.assert_structural_equal(PoolQuantizedCodes()(before), before)
+
+
+def _pool_then_quantize(scale, pool_padding=(0, 0, 0, 0)):
+    """conv → ReLU → MaxPool → quantizer, the FINN CNV order tvm_qnn's own CNVs export."""
+    @I.ir_module
+    class Before:
+        @R.function
+        def main(x: R.Tensor((1, 4, 8, 8), "float32")):
+            with R.dataflow():
+                r = R.nn.relu(x)
+                p = R.nn.max_pool2d(r, pool_size=[2, 2], strides=[2, 2], padding=pool_padding)
+                q = R.quantize(p, R.const(scale), R.const(0, "uint8"), axis=1,
+                               out_dtype="uint8")
+                c = R.clip(q, 0, 3)
+                R.output(c)
+            return c
+
+    return Before
+
+
+def test_a_quantizer_after_a_max_pool_moves_before_it():
+    scale = np.float32(0.25)
+
+    @I.ir_module
+    class Expected:
+        @R.function
+        def main(x: R.Tensor((1, 4, 8, 8), "float32")):
+            with R.dataflow():
+                r = R.nn.relu(x)
+                q = R.quantize(r, R.const(scale), R.const(0, "uint8"), axis=1,
+                               out_dtype="uint8")
+                c = R.clip(q, 0, 3)
+                p = R.nn.max_pool2d(c, pool_size=[2, 2], strides=[2, 2])
+                R.output(p)
+            return p
+
+    tvm.ir.assert_structural_equal(PoolQuantizedCodes()(_pool_then_quantize(scale)), Expected)
+
+
+@pytest.mark.parametrize("scale", [np.float32(-0.25),
+                                   np.array([0.25, 0.5, -0.5, 1.0], "float32")],
+                         ids=["negative", "negative_channel"])
+def test_a_quantizer_with_a_negative_scale_stays_after_the_pool(scale):
+    # quantize is decreasing in x there: the code of the maximum is the smallest code.
+    before = _pool_then_quantize(scale)
+    tvm.ir.assert_structural_equal(PoolQuantizedCodes()(before), before)
+
+
+def _run(mod, x):
+    exe = tvm.compile(mod, "llvm")
+    vm = tvm.relax.VirtualMachine(exe, tvm.cpu())
+    return vm["main"](tvm.runtime.tensor(x)).numpy()
+
+
+@pytest.mark.parametrize("padding", [(0, 0, 0, 0), (1, 1, 0, 0)])
+def test_pooling_the_codes_gives_the_codes_of_the_pooled_values(padding):
+    # Values on and around the rounding ties (odd multiples of scale / 2) and beyond the clip,
+    # per channel scales: the codes of the maxima equal the maxima of the codes, padded too.
+    scale = np.array([0.25, 0.5, 1.0, 0.125], "float32")
+    before = _pool_then_quantize(scale, padding)
+    rng = np.random.default_rng(0)
+    x = (rng.integers(-40, 12, (1, 4, 8, 8)) * 0.0625).astype("float32")
+    expected = _run(before, x)
+    after = PoolQuantizedCodes()(before)
+    assert str(after).index("R.quantize") < str(after).index("R.nn.max_pool2d")
+    np.testing.assert_array_equal(_run(after, x), expected)
+    assert len(np.unique(expected)) == 4  # every code of the 2-bit range occurs
