@@ -59,6 +59,15 @@ def _model(name: str, wbits: int, abits: int):
                            weight_bits=wbits, relu=True)
 
 
+def _conv_signature(model) -> str:
+    """The signature of the one conv of ``model`` (the key of its kernel-family choice)."""
+    from tvm_qnn.frontend import load_model
+    from tvm_qnn.transform import find_layers
+
+    (match,) = [m for m in find_layers(load_model(model)["main"]) if m.kind == "conv2d"]
+    return match.layer.signature
+
+
 def bench_case(name: str, wbits: int, abits: int, trials: int,
                keep_in: str | None = None, rate: float | None = None,
                target: str = "x86") -> dict:
@@ -80,9 +89,10 @@ def bench_case(name: str, wbits: int, abits: int, trials: int,
         start = time.perf_counter()
         tvm_qnn.tune(model, target, trials=trials, work_dir=work, seed=0)
         tune_s = time.perf_counter() - start
-        # The kernel family tuning chose, with each family's best time, and the cost model's.
-        choices = list(read_kernel_families(work).values())
-        families = ",".join(f"{f}:{ms:.3g}" for f, ms in choices[0].times_ms) if choices else ""
+        # The kernel family tuning chose for this conv (the folder may hold other layers'),
+        # with each family's best time, and the cost model's.
+        choice = read_kernel_families(work).get(_conv_signature(model))
+        families = ",".join(f"{f}:{ms:.3g}" for f, ms in choice.times_ms) if choice else ""
         rows, compile_s, compile_db_s, cost_model = [], [], [], None
         for _ in range(ROUNDS):  # the machine is shared: medians of rounds, each timing both
             (row,) = [r for r in tvm_qnn.tune_report(model, target, work) if r.kind == "conv2d"]
@@ -102,7 +112,7 @@ def bench_case(name: str, wbits: int, abits: int, trials: int,
     tuned_ms = statistics.median(r.best_ms for r in rows)
     row = dict(layer=name, bits=f"W{wbits}A{abits}", target=target,
                family_cost_model=cost_model,
-               family_tuned=choices[0].family if choices else cost_model,
+               family_tuned=choice.family if choice else cost_model,
                families_ms=families or None, trials=rows[0].trials, tune_s=tune_s,
                default_ms=default_ms, tuned_ms=tuned_ms, speedup=default_ms / tuned_ms,
                default_kept=rows[0].kept_default,
