@@ -43,6 +43,17 @@ def test_module_and_exported_program_compile_bit_exact(pow2, bn):
         np.testing.assert_array_equal(art2.run(xs.numpy()), want)
 
 
+def test_the_quantizer_after_the_max_pool_moves_before_it():
+    # conv → ReLU → MaxPool → the next conv's fake quant: the pool then takes codes, and the
+    # conv before it writes them (PoolQuantizedCodes).
+    from tvm_qnn.frontend.torch import load_torch
+
+    mod = load_torch(_model(True, False), (torch.randn(1, 1, 12, 12),))
+    pools = [b.value for blk in mod["main"].body.blocks for b in blk.bindings
+             if getattr(getattr(b.value, "op", None), "name", "") == "relax.nn.max_pool2d"]
+    assert [str(p.args[0].ty.dtype) for p in pools] == ["uint8"]
+
+
 def test_module_needs_example_inputs():
     with pytest.raises(tvm_qnn.UnsupportedModelError, match="example_inputs"):
         tvm_qnn.compile(_model(True, False))

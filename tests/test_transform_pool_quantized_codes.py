@@ -135,3 +135,20 @@ def test_pooling_the_codes_gives_the_codes_of_the_pooled_values(padding):
     assert str(after).index("R.quantize") < str(after).index("R.nn.max_pool2d")
     np.testing.assert_array_equal(_run(after, x), expected)
     assert len(np.unique(expected)) == 4  # every code of the 2-bit range occurs
+
+
+def test_a_zero_point_along_a_pooled_axis_keeps_the_order():
+    # One zero point per pooled column: 4 of them after the pool, 8 columns before it.
+    @I.ir_module
+    class Before:
+        @R.function
+        def main(x: R.Tensor((1, 4, 8, 8), "float32")):
+            with R.dataflow():
+                p = R.nn.max_pool2d(x, pool_size=[2, 2], strides=[2, 2])
+                q = R.quantize(p, R.const(0.25, "float32"),
+                               R.const(np.array([0, 1, 2, 3], "uint8")), axis=3,
+                               out_dtype="uint8")
+                R.output(q)
+            return q
+
+    tvm.ir.assert_structural_equal(PoolQuantizedCodes()(Before), Before)

@@ -5,7 +5,9 @@ A ``tvm_qnn.nn`` model is frozen first (:func:`tvm_qnn.nn.freeze`: every quantiz
 constant computed by PyTorch), exported with ``torch.export``, imported with TVM's
 ``from_exported_program``, constant-folded, and its fake-quantization arithmetic canonicalized
 (:class:`~tvm_qnn.transform.CanonicalizeFakeQuant`) so that the bit-serial rewrite finds its
-layers. A ready ``torch.export.ExportedProgram`` is accepted as well (export a frozen model).
+layers; a quantizer after a max pool moves before it
+(:class:`~tvm_qnn.transform.PoolQuantizedCodes`). A ready ``torch.export.ExportedProgram`` is
+accepted as well (export a frozen model).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ def load_torch(model, example_inputs=None) -> tvm.IRModule:
 
     from ..nn.freeze import freeze
     from ..transform.canonicalize_fake_quant import CanonicalizeFakeQuant
+    from ..transform.graph_facts import rewrite_calls
+    from ..transform.pool_quantized_codes import POOL_RULES
 
     if isinstance(model, torch.nn.Module):
         if example_inputs is None:
@@ -43,4 +47,8 @@ def load_torch(model, example_inputs=None) -> tvm.IRModule:
     except Exception as err:  # noqa: BLE001 - TVM converter errors are untyped
         raise UnsupportedModelError(f"could not import the exported program: {err}") from err
     mod = relax.transform.FoldConstant()(mod)
-    return CanonicalizeFakeQuant()(mod)
+    mod = CanonicalizeFakeQuant()(mod)
+    # A quantizer after a max pool (conv → ReLU → MaxPool → next layer's fake quant) moves
+    # before it, as for ONNX; the bindings are canonicalized first, so that the quantizer
+    # reads the pooling itself rather than a field of a tuple holding it.
+    return rewrite_calls(relax.transform.CanonicalizeBindings()(mod), POOL_RULES)
