@@ -181,3 +181,23 @@ def test_dense_layers_with_enough_rows_run_as_dot_convs(rows, kernel, options):
     assert row["kind"] == "dense" and row["kernel"] == kernel
     feeds = random_input(model, seed=rows)
     np.testing.assert_array_equal(art.run(feeds), run_reference(model, feeds)[0])
+
+
+@needs_avx2
+@pytest.mark.parametrize("cin,kernel,strides,pads,dilation", [
+    (1, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),  # a grayscale image's first conv
+    (3, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1)),  # RGB, stride 2 (MobileNet's first conv)
+    (2, (2, 3), (1, 2), (0, 2, 1, 0), (2, 1)),  # uneven padding, dilation
+])
+def test_few_channel_convs_fold_their_window_into_the_dot_steps(cin, kernel, strides, pads,
+                                                                 dilation):
+    """KH·KW·C bytes per output position in steps of 4, not 4 per tap: exact, with the
+    padding's zero-point code inside the gathered windows."""
+    layer, xq = random_layer("conv2d", act_bits=8, weight_bits=5, in_channels=cin,
+                             out_channels=16, size=(9, 10), kernel=kernel, strides=strides,
+                             pads=pads, dilation=dilation, act_zero_point=17, seed=cin)
+    k = LayerKernel(layer, target=AVX2_EVERYWHERE, dot8_min_branches=1)
+    assert k.plan.conv_layout == "dot8"
+    taps = kernel[0] * kernel[1] * cin
+    assert k.plan.packed_weight.shape[1:4] == (1, 1, -(-taps // 4))
+    np.testing.assert_array_equal(k(xq), reference_output(layer, xq))

@@ -15,6 +15,7 @@ PACK_CL_ATTR = "tvm_qnn.pack_channels_last"  # the channels-last bit-plane pack 
 LAYOUT_ATTR = "tvm_qnn.layout"
 # Block attribute of an int8-dot kernel's accumulation: 4-channel groups per dot step.
 DOT8_GROUPS_ATTR = "tvm_qnn.dot8_groups"
+DOT8_WINDOW_ATTR = "tvm_qnn.dot8_window"  # the int8-dot input stage gathers folded windows
 # Block attribute of an input stage the schedule inlines into the kernel's loads.
 INLINE_ATTR = "tvm_qnn.inline"
 

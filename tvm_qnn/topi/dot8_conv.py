@@ -13,6 +13,12 @@ against ``OCi`` output channels: one dot-product instruction), and the epilogue 
 ``2 acc = 2 Q - 2 z'_x sum w' + 2 B`` (B: QLinearConv's int32 bias), exactly, with no row-sum
 term. Eligible when the instruction cannot saturate: ``2 (2^M - 1) max|w'| <= 32767``
 (``vpmaddubsw`` adds two products in int16).
+
+A conv of fewer input channels than a dot step takes (an image's 1 or 3) would pad each tap's
+channels to 4, most of every step zeros: its window's taps are folded into the channels
+instead (:func:`folds_taps`), the input stage gathering each output position's window
+(``KH·KW·C`` bytes, padded to a multiple of 4) and the kernel running as a 1x1 conv over
+them: 12 bytes per position instead of 36 for a 3x3 window of one channel.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 from tvm import te, tirx
 
-from .attrs import BRANCH_BLOCK, DOT8_GROUPS_ATTR, DOT8_INPUT_BLOCK
+from .attrs import BRANCH_BLOCK, DOT8_GROUPS_ATTR, DOT8_INPUT_BLOCK, DOT8_WINDOW_ATTR
 from .epilogue import Epilogue, conv_epilogue
 
 #: Input channels per dot-product step (four bytes against four weights).
@@ -54,9 +60,20 @@ def dot8_groups(act_bits: int, weight_offsets: np.ndarray, channel_groups: int,
     return max(g for g in range(1, cap + 1) if channel_groups % g == 0)
 
 
+def folds_taps(in_channels: int, window: tuple[int, int]) -> bool:
+    """Whether a conv's window taps go into the dot steps' channel groups (see the module
+    docstring): fewer channels than a step takes, and more than one tap."""
+    return in_channels < DOT_K and window[0] * window[1] > 1
+
+
 def pack_dot8_weights(offsets: np.ndarray, oc_block: int) -> np.ndarray:
     """``w'[OC, C, KH, KW]`` → int8 ``[OC / OCi, KH, KW, ceil(C / 4), OCi, 4]``: the ``OCi × 4``
-    bytes one dot-product step reads, channels past ``C`` zero."""
+    bytes one dot-product step reads, channels past ``C`` zero. With :func:`folds_taps`, the
+    window is one tap of ``KH·KW·C`` channels in ``(ky, kx, c)`` order:
+    ``[OC / OCi, 1, 1, ceil(KH·KW·C / 4), OCi, 4]``."""
+    if folds_taps(offsets.shape[1], offsets.shape[2:]):
+        oc = offsets.shape[0]
+        offsets = np.transpose(offsets, (0, 2, 3, 1)).reshape(oc, -1, 1, 1)
     oc, c, kh, kw = offsets.shape
     cq = -(-c // DOT_K)
     w = np.zeros((oc, cq * DOT_K, kh, kw), np.int8)
@@ -68,7 +85,8 @@ def pack_dot8_weights(offsets: np.ndarray, oc_block: int) -> np.ndarray:
 def dot8_conv2d(data: te.Tensor, weight: te.Tensor, epi: Epilogue, *params, act_lo: int,
                 pad_code: int, pads: tuple[int, int, int, int], strides: tuple[int, int],
                 dilation: tuple[int, int], out_size: tuple[int, int], groups_per_step: int = 1,
-                channels_last: bool = False, channels_last_input: bool = False) -> te.Tensor:
+                channels_last: bool = False, channels_last_input: bool = False,
+                window: tuple[int, int] | None = None) -> te.Tensor:
     """u8 × s8 conv2d (one group) with the fused epilogue.
 
     Parameters
@@ -92,6 +110,9 @@ def dot8_conv2d(data: te.Tensor, weight: te.Tensor, epi: Epilogue, *params, act_
         Write NHWC instead of NCHW (:func:`~.epilogue.conv_epilogue`).
     channels_last_input : bool
         ``data`` is NHWC (a channels-last producer): the byte stage below copies rows.
+    window : tuple of int, optional
+        The conv's ``(KH, KW)`` when ``weight`` holds them folded into its channels
+        (:func:`folds_taps`): the byte stage then gathers each output position's window.
 
     Returns
     -------
@@ -117,15 +138,29 @@ def dot8_conv2d(data: te.Tensor, weight: te.Tensor, epi: Epilogue, *params, act_
         u = tirx.if_then_else(inside, u, tirx.const(pad_code, "int32"))
         return tirx.if_then_else(ch < c, u, tirx.const(0, "int32")).astype("uint8")
 
-    xs = te.compute((n, h + top + bottom, w + left + right, cq * DOT_K), code,
-                    name=DOT8_INPUT_BLOCK)
+    if window is None:
+        xs = te.compute((n, h + top + bottom, w + left + right, cq * DOT_K), code,
+                        name=DOT8_INPUT_BLOCK)
+        steps, dilated = strides, dilation
+    else:  # [N, OH, OW, K]: k = (ky KW + kx) C + ch, the window of each output position
+        def tap(nn, yy, xx, k):
+            t, ch = k // c, k % c
+            ky, kx = t // window[1], t % window[1]
+            value = code(nn, yy * strides[0] + ky * dilation[0],
+                         xx * strides[1] + kx * dilation[1], ch)
+            return tirx.if_then_else(k < window[0] * window[1] * c, value,
+                                     tirx.const(0, "uint8"))
+
+        xs = te.compute((n, *out_size, cq * DOT_K), tap, name=DOT8_INPUT_BLOCK,
+                        attrs={DOT8_WINDOW_ATTR: 1})
+        steps, dilated = (1, 1), (1, 1)
     ry = te.reduce_axis((0, kh), name="ry")
     rx = te.reduce_axis((0, kw), name="rx")
     rq = te.reduce_axis((0, cq), name="rq")
     r4 = te.reduce_axis((0, DOT_K), name="r4")
 
     def acc(nn, ob, yy, xx, oi):
-        a = xs[nn, yy * strides[0] + ry * dilation[0], xx * strides[1] + rx * dilation[1],
+        a = xs[nn, yy * steps[0] + ry * dilated[0], xx * steps[1] + rx * dilated[1],
                rq * DOT_K + r4]
         return te.sum(a.astype("int32") * weight[ob, ry, rx, rq, oi, r4].astype("int32"),
                       axis=[ry, rx, rq, r4])
@@ -136,4 +171,4 @@ def dot8_conv2d(data: te.Tensor, weight: te.Tensor, epi: Epilogue, *params, act_
 
 
 __all__ = ["DOT8_MOST_GROUPS", "DOT_K", "dot8_conv2d", "dot8_eligible", "dot8_groups",
-           "pack_dot8_weights"]
+           "folds_taps", "pack_dot8_weights"]

@@ -21,7 +21,7 @@ from .bitpack import (
     words_for,
 )
 from .branches import bitserial_conv2d_im2col, bitserial_conv2d_nchw, bitserial_dense
-from .dot8_conv import dot8_conv2d
+from .dot8_conv import dot8_conv2d, folds_taps
 from .epilogue import epilogue_compute
 from .integer_conv import integer_conv2d
 from .layer import LayerPlan
@@ -54,7 +54,8 @@ def layer_compute(plan: LayerPlan, data: te.Tensor, weight: te.Tensor, *params: 
                            dilation=layer.dilation, out_size=out_size,
                            groups_per_step=plan.dot8_groups,
                            channels_last=channels_last_output,
-                           channels_last_input=channels_last_input)
+                           channels_last_input=channels_last_input,
+                           window=kernel if folds_taps(layer.input_shape[1], kernel) else None)
     if plan.conv_layout == "integer":
         return integer_conv2d(data, weight, epi, *params, zero_point=layer.act_zero_point,
                               groups=layer.groups, pads=layer.pads, strides=layer.strides,
