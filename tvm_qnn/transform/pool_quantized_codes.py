@@ -37,8 +37,8 @@ from tvm import relax
 from .graph_facts import op_name, rewrite_calls
 
 
-def _positive_channel_scale(scale: relax.Expr, zp: relax.Expr, axis: int,
-                            channel_axis: int) -> bool:
+def _commutes_with_pool(scale: relax.Expr, zp: relax.Expr, axis: int,
+                        channel_axis: int) -> bool:
     """Constant positive scales and constant zero points, each per tensor or per channel
     along the pooled channel axis (a parameter along a pooled axis would not fit the other
     side of the pool)."""
@@ -57,7 +57,7 @@ def pool_codes(builder: relax.BlockBuilder, call: relax.Call, value_of) -> relax
         return None
     q, scale, zp = deq.args
     ndim = len(q.ty.shape)
-    if not _positive_channel_scale(scale, zp, int(deq.attrs.axis) % ndim, layout.index("C")):
+    if not _commutes_with_pool(scale, zp, int(deq.attrs.axis) % ndim, layout.index("C")):
         return None
     pooled = builder.normalize(relax.Call(call.op, [q], call.attrs))
     return relax.op.dequantize(pooled, scale, zp, axis=int(deq.attrs.axis),
@@ -82,7 +82,7 @@ def quantize_before_pool(builder: relax.BlockBuilder, call: relax.Call,
     x = pool.args[0]
     _, scale, zp = call.args
     ndim = len(x.ty.shape)
-    if not _positive_channel_scale(scale, zp, int(call.attrs.axis) % ndim,
+    if not _commutes_with_pool(scale, zp, int(call.attrs.axis) % ndim,
                                    str(pool.attrs.layout).index("C")):
         return None
     codes = builder.normalize(relax.Call(call.op, [x, scale, zp], call.attrs))

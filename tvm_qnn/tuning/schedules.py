@@ -99,4 +99,5 @@ class KernelSchedules:
         logger.info("%s: %s", layer, what)
         return sch.mod["main"]
 
+
 __all__ = ["KernelSchedules", "has_records"]
