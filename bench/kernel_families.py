@@ -1,17 +1,21 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Popcounts or byte dot products: each x86 class's two kernel families on the suite convs.
+"""Popcounts, table lookups or byte dot products: each x86 class's kernel families on the
+suite convs.
 
     python -m bench.kernel_families [--mcpu haswell skylake-avx512 cascadelake znver4]
         [--layers conv56 conv28 conv14 conv7] [--bits 1x2 1x3 2x2 2x3 3x3 4x4]
         [--dot-tiles 8x1x2 2x1x2] [--json out.json]
 
-The measurement behind each class's ``Layout.dot8_min_branches`` (:mod:`tvm_qnn.target.x86.dot8`):
-for every ``--mcpu`` (x86 CPUs whose code runs on this host) and case, the bit-serial
-kernel as inside a chain of them (:class:`~tvm_qnn.testing.layers.ChainedLayerKernel`) and the
-int8-dot kernel as it runs in a network (it reads the previous layer's NCHW codes), each
-checked against the integer reference and timed on one pinned core. ``--dot-tiles`` times the
-dot kernel with other register tiles (``columns x rows x weight vectors``; default: the
-class's own). One ``families:`` line per case; ``dot_x`` > 1 means the dot kernel is faster.
+The measurement behind each class's ``Layout.dot8_min_branches`` (:mod:`tvm_qnn.target.x86.dot8`)
+and ``Layout.lut_max_weight_bits`` (:mod:`tvm_qnn.target.x86.lut`): for every ``--mcpu`` (x86
+CPUs whose code runs on this host) and case, the bit-serial kernel and, on the classes that
+have it, the table-lookup kernel as inside a chain of them
+(:class:`~tvm_qnn.testing.layers.ChainedLayerKernel`), and the int8-dot kernel as it runs in a
+network (it reads the previous layer's NCHW codes), each checked against the integer
+reference and timed on one pinned core. ``--dot-tiles`` times the dot kernel with other
+register tiles (``columns x rows x weight vectors``; default: the class's own). One
+``families:`` line per case; ``dot_x`` (``lut_x``) > 1 means the dot (lookup) kernel is
+faster than popcounts.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ def measure(mcpu: str, layer_name: str, bits: tuple[int, int], tiles, rounds: in
     from tvm_qnn.testing.layers import ChainedLayerKernel, LayerKernel
     from tvm_qnn.testing.suite import suite_layer
     from tvm_qnn.topi.layer import reference_output
+    from tvm_qnn.topi.layout import MAX_LUT_WEIGHT_BITS
 
     wbits, abits = bits
     layer, xq = suite_layer(layer_name, wbits, abits)
@@ -56,6 +61,12 @@ def measure(mcpu: str, layer_name: str, bits: tuple[int, int], tiles, rounds: in
     row = dict(mcpu=mcpu, layer=layer_name, bits=f"W{wbits}A{abits}")
     popcount = ChainedLayerKernel(layer, target=f"x86:{mcpu}")
     row["popcount_ms"] = 1e3 * min(popcount.time(xq, number=10, repeat=5) for _ in range(rounds))
+    lut = ChainedLayerKernel(layer, target=f"x86:{mcpu}", lut_max_weight_bits=MAX_LUT_WEIGHT_BITS)
+    if lut.plan.kernel == "lut":
+        if not np.array_equal(lut(xq), expected):
+            raise AssertionError(f"{mcpu} {layer_name} W{wbits}A{abits}: lut not exact")
+        row["lut_ms"] = 1e3 * min(lut.time(xq, number=10, repeat=5) for _ in range(rounds))
+        row["lut_x"] = row["popcount_ms"] / row["lut_ms"]
     for tile in tiles:
         dot = LayerKernel(layer, target=_dot_target(mcpu, tile), dot8_min_branches=1)
         if dot.plan.kernel != "int8-dot":

@@ -157,7 +157,7 @@ def test_narrow_dot_step_is_exact_on_this_cpu(act_bits, cin, cout, kernel, act_z
 
 @needs_avx2
 def test_model_on_avx2_uses_the_dot_kernel_and_stays_exact():
-    model = make_cnn_model("qcdq", bits=2)
+    model = make_cnn_model("qcdq", bits=4)  # W4A4: the dot kernel's, not the lookups'
     art = tvm_qnn.compile(model, target="x86:haswell")
     kernels = {row["name"]: row["kernel"] for row in art.layers if row["bitserial"]}
     assert "int8-dot" in kernels.values(), kernels
@@ -166,16 +166,18 @@ def test_model_on_avx2_uses_the_dot_kernel_and_stays_exact():
 
 
 @needs_avx2
-@pytest.mark.parametrize("rows,kernel,options", [
-    (8, "int8-dot", dict(relu=True)),
-    (16, "int8-dot", dict(act_signed=True, weight_signed=False, bias=True)),
-    (2, "bit-serial", dict(relu=True)),  # few rows: the byte weights cost more to read
+@pytest.mark.parametrize("rows,out_features,kernel,options", [
+    (8, 16, "int8-dot", dict(relu=True)),
+    (16, 16, "int8-dot", dict(act_signed=True, weight_signed=False, bias=True)),
+    (8, 32, "lut", dict(relu=True)),  # 32 channels: a lookup step's, which wins at W2A2
+    (2, 16, "bit-serial", dict(relu=True)),  # few rows: the byte weights cost more to read
 ])
-def test_dense_layers_with_enough_rows_run_as_dot_convs(rows, kernel, options):
+def test_dense_layers_with_enough_rows_run_as_dot_convs(rows, out_features, kernel, options):
     """A W2A2 dense of ``rows`` rows on AVX2: from 8 rows on it is a 1x1 conv over the rows
-    (``topi.dense_dot8``), transposed in and out by the rewrite; exact either way."""
-    model = make_dense_model("qcdq", batch=rows, in_features=64, out_features=32, act_bits=2,
-                             weight_bits=2, **options)
+    (``topi.dense_dot8``), transposed in and out by the rewrite, on the dot kernel or, where
+    it fits, the lookup kernel; exact either way."""
+    model = make_dense_model("qcdq", batch=rows, in_features=64, out_features=out_features,
+                             act_bits=2, weight_bits=2, **options)
     art = tvm_qnn.compile(model, target="x86:haswell")
     (row,) = [r for r in art.layers if r["bitserial"]]
     assert row["kind"] == "dense" and row["kernel"] == kernel

@@ -7,6 +7,7 @@ import logging
 
 import numpy as np
 import pytest
+import tvm
 
 import tvm_qnn
 from tvm_qnn.frontend import load_model
@@ -15,7 +16,13 @@ from tvm_qnn.target import X86Target, resolve_target
 from tvm_qnn.testing.onnx_models import make_conv_model, random_input
 from tvm_qnn.topi.layout import KernelChoice
 from tvm_qnn.transform import find_layers
-from tvm_qnn.tuning.families import FAMILIES_FILE, read_kernel_families, write_kernel_families
+from tvm_qnn.tuning.families import (
+    FAMILIES_FILE,
+    family_tasks,
+    read_kernel_families,
+    write_kernel_families,
+)
+from tvm_qnn.tuning.tasks import Task
 
 OTHER = {"bit-serial": "int8-dot", "int8-dot": "bit-serial"}
 
@@ -68,6 +75,30 @@ def test_the_families_file_is_read_back_and_a_bad_one_is_ignored(tmp_path, caplo
     with caplog.at_level(logging.WARNING, logger="tvm_qnn"):
         assert read_kernel_families(tmp_path) == {}
     assert "the cost model chooses every kernel family" in caplog.text
+
+
+def _workload(op):
+    from tvm import te
+
+    a = te.placeholder((4,), "int32", "a")
+    return tvm.IRModule({"main": te.create_prim_func([a, te.compute((4,), lambda i: op(a[i]))])})
+
+
+def test_a_family_that_does_not_fit_a_layer_is_not_compared():
+    """The lut variant lowers a layer it does not fit with the bit-serial kernel: that layer
+    compares bit-serial and int8-dot only, the other all three."""
+    plain, dot, lut = _workload(lambda x: x + 1), _workload(lambda x: x * 2), \
+        _workload(lambda x: x - 3)
+    variants = {"bit-serial": [Task("conv2d", "W2A2", plain, ["narrow", "wide"])],
+                "int8-dot": [Task("conv2d", "W2A2", dot, ["narrow", "wide"])],
+                "lut": [Task("conv2d", "W2A2", plain, ["narrow"]),
+                        Task("conv2d", "W2A2", lut, ["wide"])]}
+    compared = family_tasks(variants)
+    assert list(compared["narrow"]) == ["bit-serial", "int8-dot"]
+    assert list(compared["wide"]) == ["bit-serial", "int8-dot", "lut"]
+    same = {"bit-serial": [Task("conv2d", "W1A1", plain, ["x"])],
+            "lut": [Task("conv2d", "W1A1", plain, ["x"])]}
+    assert family_tasks(same) == {}
 
 
 @pytest.mark.slow

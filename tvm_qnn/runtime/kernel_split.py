@@ -31,13 +31,14 @@ from ..topi.attrs import (
     CHUNK_BLOCK,
     DOT8_INPUT_BLOCK,
     INT_INPUT_BLOCK,
+    LUT_TABLE_BLOCK,
     PACK_BLOCK,
     ROWSUM_BLOCK,
 )
 from .timing import evaluator_seconds
 
-#: Blocks that prepare a kernel's input (name prefixes).
-INPUT_STAGES = (PACK_BLOCK, INT_INPUT_BLOCK, DOT8_INPUT_BLOCK, ROWSUM_BLOCK)
+#: Blocks that prepare a kernel's input (name prefixes): the table-lookup kernel's tables too.
+INPUT_STAGES = (PACK_BLOCK, INT_INPUT_BLOCK, DOT8_INPUT_BLOCK, ROWSUM_BLOCK, LUT_TABLE_BLOCK)
 #: Blocks that accumulate the branch sums (the update, not the init; tensorized updates keep
 #: the prefix).
 ACCUMULATION = (f"{BRANCH_BLOCK}_update", CHUNK_BLOCK)

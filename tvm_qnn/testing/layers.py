@@ -25,6 +25,14 @@ from ..topi.requantize import Requantize
 from ..topi.thresholds import MAX_THRESHOLDS
 
 
+def _lut_rule(qnn_target, lut_max_weight_bits: int | None) -> int | None:
+    """The layout's ``lut_max_weight_bits`` for a kernel built alone: ``lut_max_weight_bits``
+    where the target has the table-lookup kernel (else None), 0 for none."""
+    if qnn_target.layout.lut_max_weight_bits is None:
+        return None
+    return lut_max_weight_bits or 0
+
+
 class LayerKernel:
     """One layer compiled alone: ``kernel(xq)`` returns its output as numpy.
 
@@ -40,13 +48,16 @@ class LayerKernel:
 
     def __init__(self, layer: QuantizedLayer, target="x86", scheduled: bool = True,
                  max_thresholds: int = MAX_THRESHOLDS, integer_min_branches: int | None = None,
-                 dot8_min_branches: int | None = None):
+                 dot8_min_branches: int | None = None, lut_max_weight_bits: int | None = None):
         qnn_target = resolve_target(target)
         self.layer = layer
-        # Alone, a layer is bit-serial unless ``integer_min_branches`` (the int32 kernel) or
-        # ``dot8_min_branches`` (the u8 x s8 dot kernel) say otherwise.
+        # Alone, a layer is bit-serial unless ``integer_min_branches`` (the int32 kernel),
+        # ``dot8_min_branches`` (the u8 x s8 dot kernel) or ``lut_max_weight_bits`` (the
+        # table-lookup kernel, where the target has it) say otherwise.
         layout = replace(qnn_target.layout, integer_min_branches=integer_min_branches,
-                         dot8_min_branches=dot8_min_branches)
+                         dot8_min_branches=dot8_min_branches,
+                         lut_max_weight_bits=_lut_rule(qnn_target, lut_max_weight_bits),
+                         lut_max_branches=None)
         self.plan = plan_layer(layer, layout, max_thresholds)
         data = te.placeholder(layer.input_shape, layer.input_dtype, "data")
         weight = te.placeholder(self.plan.packed_weight.shape,
@@ -175,18 +186,21 @@ class ChainedLayerKernel:
     What one layer of a network costs once codes flow channels-last between layers (the
     previous layer's epilogue writes NHWC; :mod:`tvm_qnn.topi.pack_channels_last` packs for a
     bit-serial layer, an int8-dot one reads them as they are): built as a Relax module with
-    tvm_qnn's pipeline, run on the Relax VM. ``dot8_min_branches`` as for
-    :class:`LayerKernel` (None: bit-serial).
+    tvm_qnn's pipeline, run on the Relax VM. ``dot8_min_branches`` and
+    ``lut_max_weight_bits`` as for :class:`LayerKernel` (None: bit-serial).
     """
 
-    def __init__(self, layer: QuantizedLayer, target="x86", dot8_min_branches: int | None = None):
+    def __init__(self, layer: QuantizedLayer, target="x86", dot8_min_branches: int | None = None,
+                 lut_max_weight_bits: int | None = None):
         import functools
 
         from tvm import relax
 
         qnn_target = resolve_target(target)
-        plan = plan_layer(layer, replace(qnn_target.layout, integer_min_branches=None,
-                                         dot8_min_branches=dot8_min_branches))
+        plan = plan_layer(layer, replace(
+            qnn_target.layout, integer_min_branches=None, dot8_min_branches=dot8_min_branches,
+            lut_max_weight_bits=_lut_rule(qnn_target, lut_max_weight_bits),
+            lut_max_branches=None))
         packs = chains_channels_last(plan)
         if not packs and not reads_channels_last(plan):
             raise ValueError(f"layer {layer.name} does not take channels-last input "

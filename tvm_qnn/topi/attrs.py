@@ -16,6 +16,8 @@ LAYOUT_ATTR = "tvm_qnn.layout"
 # Block attribute of an int8-dot kernel's accumulation: 4-channel groups per dot step.
 DOT8_GROUPS_ATTR = "tvm_qnn.dot8_groups"
 DOT8_WINDOW_ATTR = "tvm_qnn.dot8_window"  # the int8-dot input stage gathers folded windows
+# Block attribute of a table-lookup kernel's chunk block (its sums are byte shuffles).
+LUT_ATTR = "tvm_qnn.lut"
 # Block attribute of an input stage the schedule inlines into the kernel's loads.
 INLINE_ATTR = "tvm_qnn.inline"
 
@@ -26,6 +28,7 @@ CHUNK_BLOCK = "branch_chunk"  # byte words: popcounts summed in uint8 lanes, a c
 ROWSUM_BLOCK = "act_popcount"
 INT_INPUT_BLOCK = "int_input"  # integer kernel: padded, zero-point-shifted input codes
 DOT8_INPUT_BLOCK = "dot8_input"  # u8 x s8 dot kernel: padded NHWC bytes, 4-channel groups
+LUT_TABLE_BLOCK = "lut_tables"  # table-lookup kernel: a table per input nibble
 EPILOGUE_BLOCK = "epilogue"
 
 

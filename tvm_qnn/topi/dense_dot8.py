@@ -33,11 +33,12 @@ def dense_as_conv(layer: QuantizedLayer) -> QuantizedLayer:
 def plan_kernel(layer: QuantizedLayer, layout: Layout,
                 max_thresholds: int = MAX_THRESHOLDS) -> LayerPlan:
     """:func:`~.layer.plan_layer`, except that a dense layer the dot kernel should run is
-    planned as :func:`dense_as_conv` (then ``plan.layer.kind`` is ``"conv2d"``)."""
+    planned as :func:`dense_as_conv` (then ``plan.layer.kind`` is ``"conv2d"``); where the
+    table-lookup kernel takes such a conv (:mod:`.lut_conv`), it runs that."""
     if layer.kind == "dense" and layer.input_shape[0] >= DENSE_DOT8_MIN_ROWS and \
             layout.uses_dot8_kernel(layer.act_bits * decompose_weights(layer.weight).bits):
         plan = plan_layer(dense_as_conv(layer), layout, max_thresholds)
-        if plan.kernel == "int8-dot":
+        if plan.kernel in ("int8-dot", "lut"):  # the lookups win where they fit, as for convs
             return plan
     return plan_layer(layer, layout, max_thresholds)
 

@@ -20,6 +20,7 @@ from .bitpack import (
 from .dot8_conv import dot8_eligible, dot8_groups, pack_dot8_weights
 from .epilogue import Epilogue
 from .layout import Layout
+from .lut_conv import LUT_LANES, lut_fits, pack_lut_weights
 from .requantize import Requantize
 from .thresholds import MAX_THRESHOLDS, requantize_thresholds
 from .weights import choose_oc_block, decompose_weights, pack_conv_weights, pack_dense_weights
@@ -109,8 +110,8 @@ class LayerPlan:
     packed_weight: np.ndarray
     epilogue: Epilogue
     pad_code: int
-    # conv2d: "channels" or "im2col" (bit-serial, see conv_packing), "integer" (int32) or
-    # "dot8" (u8 x s8 dot products)
+    # conv2d: "channels" or "im2col" (bit-serial, see conv_packing), "integer" (int32),
+    # "dot8" (u8 x s8 dot products) or "lut" (the bit-serial sums by table lookups)
     conv_layout: str = "channels"
     dot8_groups: int = 1  # "dot8": 4-channel groups per dot step (see dot8_conv.dot8_groups)
     word_bits: int = 64  # bits per packed word: 64 (x86) or 8 (NEON byte lanes)
@@ -122,9 +123,10 @@ class LayerPlan:
 
     @property
     def kernel(self) -> str:
-        """The kernel family: ``bit-serial``, ``int8-dot`` (u8 × s8 dot products) or
-        ``integer`` (int32 multiply-adds)."""
-        return {"dot8": "int8-dot", "integer": "integer"}.get(self.conv_layout, "bit-serial")
+        """The kernel family: ``bit-serial``, ``int8-dot`` (u8 × s8 dot products), ``lut``
+        (table lookups) or ``integer`` (int32 multiply-adds)."""
+        return {"dot8": "int8-dot", "integer": "integer", "lut": "lut"}.get(
+            self.conv_layout, "bit-serial")
 
 
 def conv_packing(cg: int, kh: int, kw: int, branches: int) -> str:
@@ -180,7 +182,10 @@ def plan_layer(layer: QuantizedLayer, layout: Layout = Layout(),
     if layer.kind == "conv2d":
         packing = conv_packing(*planes.codes.shape[1:], branches)
         dot_block = choose_oc_block(ocg, layout.dot8_oc_block)
-        if layout.uses_dot8_kernel(branches) and layout.dot8_step_fits(dot_block) \
+        if packing == "channels" and layout.uses_lut_kernel(planes.bits, layer.act_bits) \
+                and lut_fits(layer.act_bits, layer.groups, ocg, word_bits):
+            packing, block = "lut", LUT_LANES
+        elif layout.uses_dot8_kernel(branches) and layout.dot8_step_fits(dot_block) \
                 and layer.act_step == 1 and dot8_eligible(layer.act_bits, offsets, layer.groups):
             packing, block = "dot8", dot_block
         elif layout.uses_integer_kernel(branches, int(planes.codes.shape[1])):
@@ -199,6 +204,8 @@ def plan_layer(layer: QuantizedLayer, layout: Layout = Layout(),
     elif packing == "im2col":
         flat = planes.codes.reshape(planes.codes.shape[0], -1)  # (c, ky, kx) order
         packed = pack_dense_weights(flat, planes.bits, block, word_bits)
+    elif packing == "lut":
+        packed = pack_lut_weights(pack_conv_weights(planes.codes, planes.bits, block, word_bits))
     elif layer.kind == "conv2d":
         packed = pack_conv_weights(planes.codes, planes.bits, block, word_bits)
     else:

@@ -25,6 +25,7 @@ from .dot8_conv import dot8_conv2d, folds_taps
 from .epilogue import epilogue_compute
 from .integer_conv import integer_conv2d
 from .layer import LayerPlan
+from .lut_conv import lut_conv2d
 
 
 def layer_compute(plan: LayerPlan, data: te.Tensor, weight: te.Tensor, *params: te.Tensor,
@@ -78,6 +79,10 @@ def layer_compute(plan: LayerPlan, data: te.Tensor, weight: te.Tensor, *params: 
     rowsum = None
     if epi.needs_rowsum:
         rowsum = window_popcount(packed, kernel, layer.strides, layer.dilation, out_size)
+    if plan.conv_layout == "lut":
+        return lut_conv2d(packed, weight, epi, *params, out_channels=layer.out_channels,
+                          strides=layer.strides, dilation=layer.dilation, out_size=out_size,
+                          rowsum=rowsum, channels_last=channels_last_output)
     return bitserial_conv2d_nchw(packed, weight, epi, *params,
                                  out_channels=layer.out_channels, strides=layer.strides,
                                  dilation=layer.dilation, out_size=out_size, rowsum=rowsum,
@@ -95,7 +100,7 @@ def chains_channels_last(plan: LayerPlan) -> bool:
         return False
     return plan.layer.kind == "dense" or (
         plan.layer.kind == "conv2d" and plan.layer.groups == 1
-        and plan.conv_layout == "channels")
+        and plan.conv_layout in ("channels", "lut"))
 
 
 def reads_channels_last(plan: LayerPlan) -> bool:

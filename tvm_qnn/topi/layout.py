@@ -6,7 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 #: The kernel families a target's cost model (and tuning) chooses between for a conv.
-KERNEL_FAMILIES = ("bit-serial", "int8-dot")
+KERNEL_FAMILIES = ("bit-serial", "int8-dot", "lut")
+#: Weight bits up to which the ``"lut"`` family forces the table-lookup kernel (tuning).
+MAX_LUT_WEIGHT_BITS = 8
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,14 @@ class Layout:
     dot8_narrow_oc_block : int or None
         Output channels of a narrower step, for layers whose channels ``dot8_oc_block`` does
         not divide (8 on AVX-512: ymm steps); None: the target has none.
+    lut_max_weight_bits : int or None
+        Convs whose weights have at most this many bits (and at most ``lut_max_branches``
+        branches) use the table-lookup kernel (:mod:`.lut_conv`) when they fit it, before the
+        dot kernel is considered: its cost grows with the weight planes, and with the
+        activation bits only through how often its byte sums widen. 0: the target has the
+        kernel, only tuning chooses it; None: the target has no such kernel.
+    lut_max_branches : int or None
+        See ``lut_max_weight_bits``; None: no limit.
     """
 
     oc_block: int = 16
@@ -45,6 +55,8 @@ class Layout:
     dot8_min_branches: int | None = None
     dot8_oc_block: int = 8
     dot8_narrow_oc_block: int | None = None
+    lut_max_weight_bits: int | None = None
+    lut_max_branches: int | None = None
 
     def oc_block_for(self, branches: int) -> int:
         """The preferred output channels per weight vector of a layer with ``branches``."""
@@ -60,14 +72,27 @@ class Layout:
         """True when a dot-product step of ``block`` output channels exists on the target."""
         return block in (self.dot8_oc_block, self.dot8_narrow_oc_block)
 
+    def uses_lut_kernel(self, weight_bits: int, act_bits: int) -> bool:
+        """True when a conv with ``weight_bits``-bit weights and ``act_bits``-bit codes gets
+        the table-lookup kernel, if it fits."""
+        return (bool(self.lut_max_weight_bits) and weight_bits <= self.lut_max_weight_bits
+                and (self.lut_max_branches is None
+                     or weight_bits * act_bits <= self.lut_max_branches))
+
     def with_family(self, family: str) -> Layout:
         """This layout with every conv that fits the ``family``'s kernel on it: ``"int8-dot"``
-        from one branch on, ``"bit-serial"`` never on the dot kernel (the integer kernel's
-        rule stays). How tuning measures a layer in each family."""
+        from one branch on, ``"lut"`` at any weight width (where the target has that kernel at
+        all), ``"bit-serial"`` on neither (the integer kernel's rule stays). How tuning
+        measures a layer in each family."""
         if family == "int8-dot":
-            return replace(self, dot8_min_branches=1)
+            return replace(self, dot8_min_branches=1, lut_max_weight_bits=None)
+        if family == "lut":
+            if self.lut_max_weight_bits is None:
+                return self
+            return replace(self, dot8_min_branches=None, lut_max_weight_bits=MAX_LUT_WEIGHT_BITS,
+                           lut_max_branches=None)
         if family == "bit-serial":
-            return replace(self, dot8_min_branches=None)
+            return replace(self, dot8_min_branches=None, lut_max_weight_bits=None)
         raise ValueError(f"kernel family {family!r}: one of {', '.join(KERNEL_FAMILIES)}")
 
     def uses_integer_kernel(self, branches: int, group_channels: int | None = None) -> bool:

@@ -40,16 +40,26 @@ FAMILIES_FILE = "kernel_families.json"
 
 def family_tasks(variants: dict[str, list[Task]]) -> dict[str, dict[str, Task]]:
     """Layer name → {family: the task of its kernel in that family's variant}, for the
-    layers whose kernel differs between the variants (the others have nothing to compare)."""
+    layers whose kernel differs between the variants (the others have nothing to compare);
+    of families that give a layer the same kernel, the first one only."""
     by_layer: dict[str, dict[str, Task]] = {}
     for family, tasks in variants.items():
         for task in tasks:
             for layer in task.layers:
                 by_layer.setdefault(layer, {})[family] = task
-    return {layer: found for layer, found in by_layer.items()
-            if len(found) == len(variants) and not all(
-                tvm_ffi.structural_equal(t.mod, next(iter(found.values())).mod)
-                for t in found.values())}
+    compared = {}
+    for layer, found in by_layer.items():
+        if len(found) != len(variants):
+            continue
+        # A family whose kernel does not fit the layer lowers it as an earlier one does: the
+        # same kernel, kept under the first family's name only.
+        distinct: dict[str, Task] = {}
+        for family, task in found.items():
+            if not any(tvm_ffi.structural_equal(task.mod, t.mod) for t in distinct.values()):
+                distinct[family] = task
+        if len(distinct) > 1:
+            compared[layer] = distinct
+    return compared
 
 
 def choose_kernel_families(compared: dict[str, dict[str, Task]], db,

@@ -31,6 +31,11 @@ class ScheduleConfig:
     # (ow_tile, oh_tile, oc_vectors) for int8-dot convs (topi/dot8_conv.py), else the tiles
     # above; each x86 class sets its own (target/x86/dot8.py: DOT8_TILES, measured there).
     dot8_tile: tuple[int, int, int] | None = None
+    # (ow_tile, oh_tile, oc_vectors) for table-lookup convs (topi/lut_conv.py): up to 8
+    # columns (7 on 7-wide maps) share each weight vector. Measured (x86:haswell code, one Zen
+    # 4 core, CNV's convs, branch sums alone): 4 x 1 x 1, reduced to 1 column on 7-wide
+    # maps, 0.0197 ms on 128 ch 7²; 7 x 1 x 1 0.0124 ms; 32 ch 28²: 4 columns 0.0167, 7 0.0158.
+    lut_tile: tuple[int, int, int] = (8, 1, 1)
     # Pack a conv's NCHW codes into bit-planes with the output columns as one vector (the
     # 64 channel bits outside): measured on the suite convs alone, conv56 1.2-1.5x faster,
     # conv28 1.3x slower. A tuning choice (both variants are design spaces), off by default.

@@ -25,6 +25,8 @@ from ...topi.attrs import (
     INLINE_ATTR,
     INT_INPUT_BLOCK,
     LAYOUT_ATTR,
+    LUT_ATTR,
+    LUT_TABLE_BLOCK,
     PACK_BLOCK,
     ROWSUM_BLOCK,
 )
@@ -42,8 +44,8 @@ def _parallel_worth_it(sch: s_tir.Schedule, config: ScheduleConfig) -> bool:
 
 def _branches(sch: s_tir.Schedule) -> int | None:
     """M·K of a bit-serial kernel (the extents of its two plane loops); None for the integer
-    kernel."""
-    if _has_block(sch, INT_INPUT_BLOCK):
+    and table-lookup kernels."""
+    if _has_block(sch, INT_INPUT_BLOCK) or _has_block(sch, LUT_TABLE_BLOCK):
         return None
     block = sch.get(sch.get_sblock(CHUNK_BLOCK if _has_block(sch, CHUNK_BLOCK)
                                    else BRANCH_BLOCK))
@@ -103,6 +105,9 @@ def schedule_conv2d(sch: s_tir.Schedule, config: ScheduleConfig = ScheduleConfig
     if config.dot8_tile and _has_block(sch, DOT8_INPUT_BLOCK):
         config = replace(config, ow_tile=config.dot8_tile[0], oh_tile=config.dot8_tile[1],
                          oc_vectors=config.dot8_tile[2])
+    elif _has_block(sch, LUT_TABLE_BLOCK):
+        config = replace(config, ow_tile=config.lut_tile[0], oh_tile=config.lut_tile[1],
+                         oc_vectors=config.lut_tile[2])
     elif config.single_branch_tile and _branches(sch) == 1:
         config = replace(config, ow_tile=config.single_branch_tile[0],
                          oh_tile=config.single_branch_tile[1])
@@ -217,12 +222,30 @@ def _schedule_chunks(sch: s_tir.Schedule, branch, word_loop) -> None:
                  if sch.get(lp).same_as(sch.get(word_loop)))
     sch.compute_at(chunk, word_loop, preserve_unit_loops=True)
     sch.set_scope(chunk, 0, "local")
-    # One loop per block var: the branch's output dims, (i, j, taps, word chunk), the words.
     own = sch.get_loops(chunk)[depth + 1:]
+    if sch.get(chunk).annotations.get(LUT_ATTR):
+        _schedule_lookups(sch, chunk, own)
+        return
+    # One loop per block var: the branch's output dims, (i, j, taps, word chunk), the words.
     vector, words = own[rank - 1], own[-1]  # the output channels; the words of a chunk
     others = own[:rank - 1] + own[rank:-1]
     sch.reorder(words, *others, vector)
     sch.vectorize(vector)
+    for loop in others:
+        sch.unroll(loop)
+
+
+def _schedule_lookups(sch: s_tir.Schedule, chunk, own) -> None:
+    """A table-lookup chunk (loops: the branch's output positions, its outer reduction vars,
+    the output channels, then its own reduction: taps and words, halves, the 16 table
+    entries): the taps, words and halves outermost, the register tile inside them unrolled,
+    and innermost the (output channels × entries) loops that the target replaces by one byte
+    shuffle."""
+    spatial = sum(1 for iv in sch.get(chunk).iter_vars if iv.iter_type == tirx.IterVar.DataPar)
+    vector, entries = own[spatial - 1], own[-1]
+    reduction = own[spatial:-1]
+    others = own[:spatial - 1]
+    sch.reorder(*reduction, *others, vector, entries)
     for loop in others:
         sch.unroll(loop)
 
@@ -248,8 +271,11 @@ def _decompose_reductions(sch: s_tir.Schedule, branch, first_reduction) -> None:
 
 def _schedule_producers(sch: s_tir.Schedule, config: ScheduleConfig) -> None:
     """Activation packing and the window popcount: parallel over their outer loops."""
-    for name in (PACK_BLOCK, ROWSUM_BLOCK, INT_INPUT_BLOCK, DOT8_INPUT_BLOCK):
+    for name in (PACK_BLOCK, ROWSUM_BLOCK, INT_INPUT_BLOCK, DOT8_INPUT_BLOCK, LUT_TABLE_BLOCK):
         if not _has_block(sch, name):
+            continue
+        if name == LUT_TABLE_BLOCK:
+            _lookup_tables(sch, config)
             continue
         if name == PACK_BLOCK and config.vector_pack and packs_conv_input(sch):
             _vector_pack(sch, config)
@@ -281,6 +307,17 @@ def _schedule_producers(sch: s_tir.Schedule, config: ScheduleConfig) -> None:
 # rounds, ms, channel order → row order): 32 ch 112² 0.51 → 0.42 (x86:haswell code 0.62 →
 # 0.47), 96 ch 56² 0.35 → 0.33 (0.46 → 0.38), but 144 ch 28² 0.089 → 0.110 (0.124 → 0.115).
 _ROW_ORDER_MIN_WIDTH = 48
+
+
+def _lookup_tables(sch: s_tir.Schedule, config: ScheduleConfig) -> None:
+    """The tables of a table-lookup kernel ([N, Hp, Wp, Cw, 2, 16]): both halves' tables of a
+    word as one vector of 32 bytes, rows parallel."""
+    block = sch.get_sblock(LUT_TABLE_BLOCK)
+    nn, yy, _, _, half, entries = sch.get_loops(block)
+    rows = sch.fuse(nn, yy)
+    if config.parallel:
+        sch.parallel(rows)
+    sch.vectorize(sch.fuse(half, entries))
 
 
 def _window_input(sch: s_tir.Schedule, block, config: ScheduleConfig) -> None:

@@ -32,6 +32,7 @@ from .dot8 import (
     step_lanes,
     tensorize_dot_steps,
 )
+from .lut import LUT_MAX_BRANCHES, LUT_MAX_WEIGHT_BITS, lookup_step, tensorize_lookups
 
 __all__ = ["X86Target", "host_cpu_flags"]
 
@@ -140,7 +141,12 @@ class X86Target(CpuTarget):
             for groups in range(1, DOT8_MOST_GROUPS + 1):
                 for lanes in step_lanes(self.dot_family):
                     dot_step(self.dot_family, groups, lanes)
-            self.kernel_families = KERNEL_FAMILIES  # tuning times both where a layer fits
+            # Tuning times each family where a layer fits it; the table lookups replace
+            # popcounts only where there is no vector popcount.
+            self.kernel_families = tuple(f for f in KERNEL_FAMILIES
+                                         if f != "lut" or not self.has_vpopcntdq)
+        if not self.has_vpopcntdq:
+            lookup_step()
         # The W1A1 register tile was measured with VPOPCNTDQ only (see ScheduleConfig).
         self.schedule_config = schedule_config or ScheduleConfig(
             single_branch_tile=(2, 2) if self.has_vpopcntdq else None,
@@ -155,7 +161,9 @@ class X86Target(CpuTarget):
             single_branch_oc_block=32 if self.has_vpopcntdq else None,
             dot8_min_branches=dot[1] if dot else None,
             dot8_oc_block=lanes_of(self.dot_family) if self.dot_family else 8,
-            dot8_narrow_oc_block=narrow_lanes_of(self.dot_family) if self.dot_family else None)
+            dot8_narrow_oc_block=narrow_lanes_of(self.dot_family) if self.dot_family else None,
+            lut_max_weight_bits=None if self.has_vpopcntdq else LUT_MAX_WEIGHT_BITS,
+            lut_max_branches=LUT_MAX_BRANCHES)
 
     def for_threads(self, threads: int) -> X86Target:
         """This target for code run on ``threads`` threads: with several, smaller layers go
@@ -191,6 +199,7 @@ class X86Target(CpuTarget):
 
     @classmethod
     def register_tensor_intrinsics(cls) -> None:
+        lookup_step()
         for family in ("avx2", "avx512", "vnni"):
             for groups in range(1, DOT8_MOST_GROUPS + 1):
                 for lanes in step_lanes(family):
@@ -201,9 +210,11 @@ class X86Target(CpuTarget):
         return self.name if self.host else f"{self.name}:{self.mcpu}"
 
     def lower_instructions(self, sch) -> None:
-        """The int8-dot steps become this CPU's dot-product instructions."""
+        """The int8-dot steps become this CPU's dot-product instructions, the table lookups
+        byte shuffles."""
         if self.dot_family is not None:
             tensorize_dot_steps(sch, self.dot_family)
+        tensorize_lookups(sch)
 
     def missing_features(self) -> list[str]:
         """The instruction-set extensions the target's code may use that this host's CPU
