@@ -107,12 +107,14 @@ def test_weights_index_the_tables_by_nibble():
 @pytest.mark.parametrize("spec,expected", [
     ("x86:haswell", {(1, 1): "lut", (1, 2): "lut", (2, 2): "lut", (1, 4): "lut",
                      (2, 3): "lut", (2, 4): "int8-dot", (4, 4): "int8-dot"}),
-    ("x86:skylake-avx512", {(1, 1): "lut", (2, 2): "lut", (4, 4): "int8-dot"}),
+    ("x86:skylake-avx512", {(1, 1): "lut", (2, 2): "lut", (2, 3): "lut", (4, 4): "int8-dot"}),
+    ("x86:cascadelake", {(1, 1): "lut", (1, 4): "lut", (2, 2): "lut", (2, 3): "int8-dot"}),
     ("x86:znver4", {(1, 1): "bit-serial", (2, 2): "bit-serial", (4, 4): "int8-dot"}),
 ])
 def test_cost_model_picks_lookups_without_a_vector_popcount(spec, expected):
     """Measured rule (target/x86/lut.py): where popcounts are vpshufb lookups anyway, table
-    lookups win up to 2-bit weights and 6 branches; VPOPCNTDQ keeps popcounts."""
+    lookups win up to 2-bit weights and 6 branches (4 against VNNI's dot step); VPOPCNTDQ
+    keeps popcounts."""
     layout = resolve_target(spec).layout
     for (w, a), kernel in expected.items():
         layer, _ = random_layer("conv2d", act_bits=a, weight_bits=w, in_channels=64,

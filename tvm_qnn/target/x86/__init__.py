@@ -32,7 +32,7 @@ from .dot8 import (
     step_lanes,
     tensorize_dot_steps,
 )
-from .lut import LUT_MAX_BRANCHES, LUT_MAX_WEIGHT_BITS, lookup_step, tensorize_lookups
+from .lut import LUT_MAX_WEIGHT_BITS, lookup_step, lut_max_branches, tensorize_lookups
 
 __all__ = ["X86Target", "host_cpu_flags"]
 
@@ -163,7 +163,7 @@ class X86Target(CpuTarget):
             dot8_oc_block=lanes_of(self.dot_family) if self.dot_family else 8,
             dot8_narrow_oc_block=narrow_lanes_of(self.dot_family) if self.dot_family else None,
             lut_max_weight_bits=None if self.has_vpopcntdq else LUT_MAX_WEIGHT_BITS,
-            lut_max_branches=LUT_MAX_BRANCHES)
+            lut_max_branches=lut_max_branches(self.dot_family))
 
     def for_threads(self, threads: int) -> X86Target:
         """This target for code run on ``threads`` threads: with several, smaller layers go

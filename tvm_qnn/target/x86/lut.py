@@ -18,16 +18,28 @@ from ...topi.attrs import CHUNK_BLOCK, LUT_ATTR
 from ...topi.lut_conv import LUT_LANES, NIBBLE_VALUES
 
 #: The cost model's rule on CPUs without VPOPCNTDQ: convs with weights of at most
-#: ``LUT_MAX_WEIGHT_BITS`` bits and at most ``LUT_MAX_BRANCHES`` branches (M·K) get the
+#: ``LUT_MAX_WEIGHT_BITS`` bits and at most :func:`lut_max_branches` branches (M·K) get the
 #: table-lookup kernel where they fit it. Measured with ``python -m bench.kernel_families
-#: --mcpu haswell`` on one Zen 4 core (suite convs conv56..conv7, ms, lookups / popcounts /
-#: int8-dot): W1A2 0.26-0.38 / 0.62-0.68 / 0.86-0.94; W2A2 0.46-0.66 / 1.23-1.36 /
-#: 0.85-0.93; W1A4 0.44-0.60 / 1.22-1.36 / 0.85-0.95; W2A3 0.62-0.87 / 1.84-2.12 /
-#: 0.86-1.32; but W2A4 0.97-1.17 against int8-dot 0.89-0.96 and W3A3 0.97-1.15 against
-#: 0.88-1.02. W1A1: 0.21-0.24 against popcounts 0.30-0.39 on conv28..conv7, 0.40 against 0.34
-#: on conv56 (its 58² x 64-channel tables, 0.9 MB, leave the L2 cache).
+#: --mcpu haswell skylake-avx512 cascadelake`` on one Zen 4 core (suite convs conv56..conv7,
+#: ms, lookups / popcounts / int8-dot; ``bench/results/x86_kernel_families_lut_znver4.json``):
+#:
+#: * haswell (AVX2): W1A1 0.21-0.35 / 0.31-0.46; W1A2 0.24-0.52 / 0.63-0.69 / 0.86-1.33; W2A2
+#:   0.47-0.78 / 1.24-1.69 / 0.85-1.34 (conv56 1.18 against 1.04 in that noisy run, 0.66
+#:   against 0.93 in the one before); W1A4 0.44-0.56 / 1.23-1.89 / 0.87-1.22; W2A3
+#:   0.63-0.84 / - / 0.90-1.05 (conv7 1.43 / 1.31); W2A4 0.92-1.52 against int8-dot 0.89-0.96.
+#: * skylake-avx512 (zmm popcounts, vpmaddubsw zmm): W1A1 0.20-0.36 / 0.30-0.46; W2A2
+#:   0.44-0.71 / - / 0.73-0.82; W1A4 0.37-0.48 / - / 0.74-0.84; W2A3 0.64-0.81 / - /
+#:   0.72-0.82; W2A4 0.84-1.07 against 0.72-0.86.
+#: * cascadelake (VNNI vpdpbusd): W1A2 0.22-0.36 / - / 0.56-0.63; W2A2 0.44-0.73 against
+#:   0.55-0.64 (two convs each); W1A4 0.36-0.59 / - / 0.58-0.74; W2A3 0.64-0.83 against
+#:   0.57-0.64: with VNNI from 4 branches on the dot step is as cheap.
 LUT_MAX_WEIGHT_BITS = 2
-LUT_MAX_BRANCHES = 6
+_LUT_MAX_BRANCHES = {"avx2": 6, "avx512": 6, "vnni": 4}
+
+
+def lut_max_branches(dot_family: str | None) -> int:
+    """Up to how many branches the lookups beat the class's dot step (see above)."""
+    return _LUT_MAX_BRANCHES.get(dot_family, 6)
 
 
 def _desc():
@@ -84,4 +96,4 @@ def tensorize_lookups(sch) -> None:
         sch.tensorize(sch.get_loops(block)[-2], lookup_step())
 
 
-__all__ = ["LUT_MAX_BRANCHES", "LUT_MAX_WEIGHT_BITS", "lookup_step", "tensorize_lookups"]
+__all__ = ["LUT_MAX_WEIGHT_BITS", "lookup_step", "lut_max_branches", "tensorize_lookups"]
