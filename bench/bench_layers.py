@@ -100,13 +100,14 @@ def bench_line(row: dict) -> str:
 def _qnn_kernel(kind, cin, cout, size, wbits, abits, target="x86"):
     """(kernel as timed, input codes, ISA, the conv alone or None): the kernel family the
     target's cost model picks; a conv as inside a chain of them (the previous layer's codes
-    channels-last: packed into bit-planes for a bit-serial one, read as they are by an
-    int8-dot one)."""
+    channels-last: packed into bit-planes for a bit-serial or table-lookup one, read as they
+    are by an int8-dot one)."""
     import numpy as np
 
     from tvm_qnn.target import resolve_target
     from tvm_qnn.testing.layers import ChainedLayerKernel, LayerKernel, random_layer
     from tvm_qnn.topi.dense_dot8 import dense_as_conv, plan_kernel
+    from tvm_qnn.topi.layout import MAX_LUT_WEIGHT_BITS
 
     if kind == "conv2d":  # A-bit codes out, as the next layer of the network reads them
         layer, xq = random_layer(kind, act_bits=abits, weight_bits=wbits, in_channels=cin,
@@ -115,15 +116,19 @@ def _qnn_kernel(kind, cin, cout, size, wbits, abits, target="x86"):
         layer, xq = random_layer(kind, act_bits=abits, weight_bits=wbits, in_channels=cin,
                                  out_channels=cout, batch=size)
     layout = resolve_target(target).layout
-    if kind == "dense" and plan_kernel(layer, layout).kernel == "int8-dot":
+    family = plan_kernel(layer, layout).kernel
+    if kind == "dense" and family in ("int8-dot", "lut"):
         # The compiler runs it as 1x1 convs over the rows (topi.dense_dot8), between two
         # transposes of the rows (not timed: 0.3 MB at 64 rows).
         layer, xq = dense_as_conv(layer), np.ascontiguousarray(xq.T)[None, :, None, :]
-    alone = LayerKernel(layer, target=target, dot8_min_branches=layout.dot8_min_branches)
+    lut = MAX_LUT_WEIGHT_BITS if family == "lut" else None
+    alone = LayerKernel(layer, target=target, dot8_min_branches=layout.dot8_min_branches,
+                        lut_max_weight_bits=lut)
     isa = roofline.isa_of(alone.module.inspect_source("asm"))
     if kind == "conv2d" and layer.kind == "conv2d":
         chained = ChainedLayerKernel(layer, target=target,
-                                     dot8_min_branches=layout.dot8_min_branches)
+                                     dot8_min_branches=layout.dot8_min_branches,
+                                     lut_max_weight_bits=lut)
         return chained, xq, isa, alone
     return alone, xq, isa, None
 
