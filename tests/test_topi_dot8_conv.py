@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 import tvm_qnn
 from tvm_qnn.target import resolve_target
 from tvm_qnn.target.x86 import X86Target, host_cpu_flags
-from tvm_qnn.testing.layers import LayerKernel, random_layer
+from tvm_qnn.testing.layers import LayerKernel, random_conv_case, random_layer
 from tvm_qnn.testing.onnx_models import (
     make_cnn_model,
     make_dense_model,
@@ -47,15 +47,13 @@ def test_dot8_kernel_property(act_bits, weight_bits, act_signed, cin, cout, size
                               out_quant, out_bits, seed):
     """Random convs on the dot kernel equal the integer reference: channels not a multiple of
     4, padding with the zero-point code, strides, dilation, weight zero-points."""
-    assume(all(size[k] + pads[k] + pads[k + 2] >= 1 + (kernel[k] - 1) * dilation[k]
-               for k in (0, 1)))
-    lo = -(1 << (act_bits - 1)) if act_signed else 0
-    layer, xq = random_layer("conv2d", act_bits=act_bits, weight_bits=weight_bits,
-                             in_channels=cin, out_channels=cout, size=size, kernel=kernel,
-                             strides=strides, pads=pads, dilation=dilation,
-                             act_signed=act_signed, weight_zero_point=weight_zero_point,
-                             act_zero_point=lo + act_zero_point % (1 << act_bits),
-                             out_quant=out_quant, out_bits=out_bits, seed=seed)
+    case = random_conv_case(act_bits=act_bits, weight_bits=weight_bits, act_signed=act_signed,
+                            in_channels=cin, out_channels=cout, size=size, kernel=kernel,
+                            strides=strides, pads=pads, dilation=dilation,
+                            weight_zero_point=weight_zero_point, act_zero_point=act_zero_point,
+                            out_quant=out_quant, out_bits=out_bits, seed=seed)
+    assume(case is not None)
+    layer, xq = case
     k = LayerKernel(layer, target=AVX2_EVERYWHERE, dot8_min_branches=1)
     assume(k.plan.conv_layout == "dot8")  # layers that could saturate int16 stay bit-serial
     np.testing.assert_array_equal(k(xq), reference_output(layer, xq))

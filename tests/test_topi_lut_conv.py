@@ -13,7 +13,12 @@ from hypothesis import strategies as st
 import tvm_qnn
 from tvm_qnn.target import resolve_target
 from tvm_qnn.target.x86 import host_cpu_flags
-from tvm_qnn.testing.layers import ChainedLayerKernel, LayerKernel, random_layer
+from tvm_qnn.testing.layers import (
+    ChainedLayerKernel,
+    LayerKernel,
+    random_conv_case,
+    random_layer,
+)
 from tvm_qnn.testing.onnx_models import make_cnn_model, random_input, run_reference
 from tvm_qnn.topi.layer import plan_layer, reference_output
 from tvm_qnn.topi.layout import MAX_LUT_WEIGHT_BITS, Layout
@@ -48,15 +53,13 @@ def test_lut_kernel_property(act_bits, weight_bits, act_signed, cin, cout, size,
     """Random convs on the lookup kernel equal the integer reference: channels not a multiple
     of 8 (zero bits in the last word), padding with the zero-point code, strides, dilation,
     asymmetric weights (the Su term), every chunking of the byte sums."""
-    assume(all(size[k] + pads[k] + pads[k + 2] >= 1 + (kernel[k] - 1) * dilation[k]
-               for k in (0, 1)))
-    lo = -(1 << (act_bits - 1)) if act_signed else 0
-    layer, xq = random_layer("conv2d", act_bits=act_bits, weight_bits=weight_bits,
-                             in_channels=cin, out_channels=cout, size=size, kernel=kernel,
-                             strides=strides, pads=pads, dilation=dilation,
-                             act_signed=act_signed, weight_zero_point=weight_zero_point,
-                             act_zero_point=lo + act_zero_point % (1 << act_bits),
-                             out_bits=out_bits, seed=seed)
+    case = random_conv_case(act_bits=act_bits, weight_bits=weight_bits, act_signed=act_signed,
+                            in_channels=cin, out_channels=cout, size=size, kernel=kernel,
+                            strides=strides, pads=pads, dilation=dilation,
+                            weight_zero_point=weight_zero_point, act_zero_point=act_zero_point,
+                            out_bits=out_bits, seed=seed)
+    assume(case is not None)
+    layer, xq = case
     np.testing.assert_array_equal(_lut_kernel(layer)(xq), reference_output(layer, xq))
 
 

@@ -179,6 +179,22 @@ def random_layer(kind: str = "conv2d", *, act_bits: int = 2, weight_bits: int = 
     return replace(layer, output=output), xq.astype(dtype)
 
 
+def random_conv_case(*, act_bits: int, weight_bits: int, act_signed: bool, in_channels: int,
+                     out_channels: int, size, kernel, strides, pads, dilation,
+                     weight_zero_point: int, act_zero_point: int, **options):
+    """A property test's random conv (:func:`random_layer`) from drawn parameters, or None
+    when the window does not fit the padded input. ``act_zero_point`` is reduced to a code of
+    ``act_bits`` bits (signed codes when ``act_signed``)."""
+    if any(size[k] + pads[k] + pads[k + 2] < 1 + (kernel[k] - 1) * dilation[k] for k in (0, 1)):
+        return None
+    lo = -(1 << (act_bits - 1)) if act_signed else 0
+    return random_layer("conv2d", act_bits=act_bits, weight_bits=weight_bits,
+                        in_channels=in_channels, out_channels=out_channels, size=size,
+                        kernel=kernel, strides=strides, pads=pads, dilation=dilation,
+                        act_signed=act_signed, weight_zero_point=weight_zero_point,
+                        act_zero_point=lo + act_zero_point % (1 << act_bits), **options)
+
+
 class ChainedLayerKernel:
     """A conv as it runs inside a chain of convs: channels-last codes of the previous layer →
     the layer (channels-last codes out); a bit-serial one packs them into bit-planes first.
