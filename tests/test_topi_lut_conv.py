@@ -152,3 +152,18 @@ def test_lookup_step_compiles_to_vpshufb():
     assert "llvm.x86.avx2.pshuf.b" in script
     assert "if_then_else" not in script.split("branch_chunk_update")[1].split("sblock(")[0]
     assert re.search(r"\bvpshufb\s[^\n]*%ymm", kernel.module.inspect_source("asm"))
+
+
+@pytest.mark.parametrize("size,parallel", [((7, 7), False), ((10, 10), True)])
+def test_lookups_go_parallel_where_popcounts_do(size, parallel):
+    """Code for two threads parallelizes a lookup kernel by the same count of work as the
+    bit-serial kernel of the layer (outputs x taps x word chunks), not by its shorter branch
+    loop: 64 -> 64 channels W1A1 at 7x7 (28 K) stays serial, at 10x10 (58 K) goes parallel
+    (counted by its branch loop, 19 K, it stayed serial)."""
+    target = resolve_target(HASWELL).for_threads(2)
+    layer, _ = random_layer("conv2d", act_bits=1, weight_bits=1, in_channels=64,
+                            out_channels=64, size=size, seed=2)
+    for lut in (None, MAX_LUT_WEIGHT_BITS):
+        kernel = LayerKernel(layer, target=target, lut_max_weight_bits=lut)
+        assert kernel.plan.kernel == ("lut" if lut else "bit-serial")
+        assert ("T.parallel" in kernel.func.script()) == parallel, (lut, size)

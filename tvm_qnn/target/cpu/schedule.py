@@ -34,10 +34,22 @@ from .config import UNROLL_STEPS, ScheduleConfig
 
 
 def _parallel_worth_it(sch: s_tir.Schedule, config: ScheduleConfig) -> bool:
-    """``config.parallel``, unless the layer's branch work is below the threshold."""
-    block = sch.get(sch.get_sblock(BRANCH_BLOCK))
+    """``config.parallel``, unless the layer's branch work is below the threshold.
+
+    The work is the branch block's iterations: (outputs × planes × taps × word chunks) of a
+    bit-serial kernel. A table-lookup kernel's branch block sums whole chunks per weight plane
+    and row of taps; its work is counted from its chunk block the same way, (outputs × weight
+    planes × taps × word chunks), without the words, halves and table entries inside a chunk.
+    """
+    if _has_block(sch, LUT_TABLE_BLOCK):
+        chunk = sch.get(sch.get_sblock(CHUNK_BLOCK))
+        reduction = [iv for iv in chunk.iter_vars if iv.iter_type == tirx.IterVar.CommReduce]
+        counted = [iv for iv in chunk.iter_vars if iv.iter_type == tirx.IterVar.DataPar] \
+            + reduction[:-3]  # a whole-row chunk keeps its taps (rx), not (words, half, v)
+    else:
+        counted = sch.get(sch.get_sblock(BRANCH_BLOCK)).iter_vars
     work = 1
-    for iv in block.iter_vars:
+    for iv in counted:
         work *= int(iv.dom.extent)
     return config.parallel and work >= config.min_parallel_popcounts
 
