@@ -25,14 +25,6 @@ from ..topi.requantize import Requantize
 from ..topi.thresholds import MAX_THRESHOLDS
 
 
-def _lut_rule(qnn_target, lut_max_weight_bits: int | None) -> int | None:
-    """The layout's ``lut_max_weight_bits`` for a kernel built alone: ``lut_max_weight_bits``
-    where the target has the table-lookup kernel (else None), 0 for none."""
-    if qnn_target.layout.lut_max_weight_bits is None:
-        return None
-    return lut_max_weight_bits or 0
-
-
 class LayerKernel:
     """One layer compiled alone: ``kernel(xq)`` returns its output as numpy.
 
@@ -54,10 +46,9 @@ class LayerKernel:
         # Alone, a layer is bit-serial unless ``integer_min_branches`` (the int32 kernel),
         # ``dot8_min_branches`` (the u8 x s8 dot kernel) or ``lut_max_weight_bits`` (the
         # table-lookup kernel, where the target has it) say otherwise.
-        layout = replace(qnn_target.layout, integer_min_branches=integer_min_branches,
-                         dot8_min_branches=dot8_min_branches,
-                         lut_max_weight_bits=_lut_rule(qnn_target, lut_max_weight_bits),
-                         lut_max_branches=None)
+        layout = replace(qnn_target.layout.with_lut(lut_max_weight_bits),
+                         integer_min_branches=integer_min_branches,
+                         dot8_min_branches=dot8_min_branches)
         self.plan = plan_layer(layer, layout, max_thresholds)
         data = te.placeholder(layer.input_shape, layer.input_dtype, "data")
         weight = te.placeholder(self.plan.packed_weight.shape,
@@ -213,10 +204,9 @@ class ChainedLayerKernel:
         from tvm import relax
 
         qnn_target = resolve_target(target)
-        plan = plan_layer(layer, replace(
-            qnn_target.layout, integer_min_branches=None, dot8_min_branches=dot8_min_branches,
-            lut_max_weight_bits=_lut_rule(qnn_target, lut_max_weight_bits),
-            lut_max_branches=None))
+        plan = plan_layer(layer, replace(qnn_target.layout.with_lut(lut_max_weight_bits),
+                                         integer_min_branches=None,
+                                         dot8_min_branches=dot8_min_branches))
         packs = chains_channels_last(plan)
         if not packs and not reads_channels_last(plan):
             raise ValueError(f"layer {layer.name} does not take channels-last input "

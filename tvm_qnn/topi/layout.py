@@ -79,20 +79,27 @@ class Layout:
                 and (self.lut_max_branches is None
                      or weight_bits * act_bits <= self.lut_max_branches))
 
+    def with_lut(self, max_weight_bits: int | None) -> Layout:
+        """This layout with the table-lookup kernel for every conv that fits it with weights of
+        at most ``max_weight_bits`` bits, whatever its branches (None or 0: for none); itself
+        where the target has no such kernel."""
+        if self.lut_max_weight_bits is None:
+            return self
+        return replace(self, lut_max_weight_bits=max_weight_bits or 0, lut_max_branches=None)
+
     def with_family(self, family: str) -> Layout:
         """This layout with every conv that fits the ``family``'s kernel on it: ``"int8-dot"``
         from one branch on, ``"lut"`` at any weight width (where the target has that kernel at
         all), ``"bit-serial"`` on neither (the integer kernel's rule stays). How tuning
         measures a layer in each family."""
         if family == "int8-dot":
-            return replace(self, dot8_min_branches=1, lut_max_weight_bits=None)
+            return replace(self.with_lut(None), dot8_min_branches=1)
         if family == "lut":
             if self.lut_max_weight_bits is None:
                 return self
-            return replace(self, dot8_min_branches=None, lut_max_weight_bits=MAX_LUT_WEIGHT_BITS,
-                           lut_max_branches=None)
+            return replace(self.with_lut(MAX_LUT_WEIGHT_BITS), dot8_min_branches=None)
         if family == "bit-serial":
-            return replace(self, dot8_min_branches=None, lut_max_weight_bits=None)
+            return replace(self.with_lut(None), dot8_min_branches=None)
         raise ValueError(f"kernel family {family!r}: one of {', '.join(KERNEL_FAMILIES)}")
 
     def uses_integer_kernel(self, branches: int, group_channels: int | None = None) -> bool:
