@@ -38,6 +38,13 @@ from .epilogue import Epilogue, conv_epilogue, epilogue_compute
 BYTE_CHUNK = 31
 
 
+def byte_sums_dtype(m_bits: int, k_bits: int, words: int) -> str:
+    """The accumulator of ``P`` summed from byte-word chunks: uint16 when the largest ``P``
+    over ``words`` byte words per output fits it, else uint32."""
+    worst = ((1 << m_bits) - 1) * ((1 << k_bits) - 1) * words * 8
+    return "uint16" if worst <= 0xFFFF else "uint32"
+
+
 def _branch_popcounts(shape: tuple[int, ...], m_bits: int, k_bits: int,
                       taps: tuple[int, ...], n_words: int, operands, dtype: str) -> te.Tensor:
     """``P[idx] = sum_{i, j, taps, word} 2^(i+j) popcount(a xor w)``: the M·K branches.
@@ -72,8 +79,7 @@ def _branch_popcounts(shape: tuple[int, ...], m_bits: int, k_bits: int,
 
     chunks = te.compute(shape + (m_bits, k_bits) + taps + (n_words // chunk,), partial,
                         name=CHUNK_BLOCK)
-    worst = ((1 << m_bits) - 1) * ((1 << k_bits) - 1) * n_words * 8 * int(np.prod(taps))
-    acc = "uint16" if worst <= 0xFFFF else "uint32"
+    acc = byte_sums_dtype(m_bits, k_bits, n_words * int(np.prod(taps)))
     axes = [te.reduce_axis((0, e), name=nm) for nm, e in zip(names, (m_bits, k_bits) + taps,
                                                             strict=True)]
     rwo = te.reduce_axis((0, n_words // chunk), name="rwo")

@@ -34,6 +34,7 @@ import numpy as np
 from tvm import te, tirx
 
 from .attrs import BRANCH_BLOCK, CHUNK_BLOCK, LUT_ATTR, LUT_TABLE_BLOCK
+from .branches import byte_sums_dtype
 from .epilogue import Epilogue, conv_epilogue
 
 #: Output channels per lookup step: the 32 byte lanes of a ymm register.
@@ -150,8 +151,7 @@ def lut_conv2d(packed: te.Tensor, weight: te.Tensor, epi: Epilogue, *params,
         chunks = te.compute(shape[:4] + (k_bits, kh, kw, cw // chunk, lanes), partial,
                             name=CHUNK_BLOCK, attrs={LUT_ATTR: 1})
         outer = (k_bits, kh, kw, cw // chunk)
-    worst = ((1 << m_bits) - 1) * ((1 << k_bits) - 1) * cw * 8 * kh * kw
-    acc = "uint16" if worst <= 0xFFFF else "uint32"
+    acc = byte_sums_dtype(m_bits, k_bits, cw * kh * kw)
     axes = [te.reduce_axis((0, e), name=f"o{k}") for k, e in enumerate(outer)]
 
     def total(*idx):
