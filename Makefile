@@ -35,8 +35,9 @@ $(STAMP): pyproject.toml CMakeLists.txt | sysdeps
 	$(PY) -m pip install --quiet -e ".[test]"
 	@touch $(STAMP)
 
+# DEMO_ARGS: e.g. --target x86:haswell (AVX2 code, on any CPU that has AVX2).
 demo: venv
-	$(PY) -m tvm_qnn.demo
+	$(PY) -m tvm_qnn.demo $(DEMO_ARGS)
 
 # Test modules run in parallel, one module per worker at a time (their shared fixtures stay
 # in one process): one worker per core, at most 4 (each tune also starts build workers).

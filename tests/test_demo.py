@@ -68,3 +68,10 @@ def test_shipped_w1a1_runs_on_the_emulated_arm_device():
     host = tvm_qnn.compile(path, target="x86")
     for i in range(2):
         np.testing.assert_array_equal(arm.run(x[i:i + 1]), host.run(x[i:i + 1]))
+
+
+def test_demo_refuses_a_target_this_cpu_cannot_run():
+    proc = subprocess.run([sys.executable, "-m", "tvm_qnn.demo", "--target", "arm_cpu"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "cannot run natively on this CPU" in proc.stderr and "x86:haswell" in proc.stderr

@@ -3,8 +3,11 @@
 
 Default: the trained ``CNV_2W2A`` and ``CNV_1W1A`` of ``tvm_qnn/models`` (Fashion-MNIST,
 trained with ``tvm_qnn.nn``) are compiled for this CPU and run over the 10 000 test images;
-their accuracy and latency are printed next to the float model ``CNV_FP32`` run by
-onnxruntime and by TVM. Without the shipped models or the data set (``make data``), or with
+their accuracy is printed next to the float model ``CNV_FP32``'s, and their latency at 1 thread
+and at the default thread count next to onnxruntime's (``CNV_FP32`` and the same QDQ model)
+and TVM's own float compile. ``--target x86:<mcpu>`` compiles for another x86 class this CPU
+can run (e.g. ``x86:haswell``: AVX2 code on an AVX-512 machine; the peers still use the
+host's ISA). Without the shipped models or the data set (``make data``), or with
 ``--random``, a CNN with **random weights** is built instead, to check exactness and speed.
 """
 
@@ -29,7 +32,7 @@ def _shipped(name: str) -> str:
 
 def _thread_counts() -> list[int]:
     """1 and the default (the physical cores, or ``TVM_NUM_THREADS``): each engine is timed
-    at both and its better time shown, since on a tiny model one thread can win."""
+    at both, since on a tiny model one thread can win."""
     return sorted({1, default_threads()})
 
 
@@ -58,14 +61,58 @@ def _artifact_seconds(art, x, threads: int) -> float:
         x, number=number, repeat=repeat, threads=threads), estimate)
 
 
+def _qnn_seconds(model, target: str, x, threads: int, art) -> float:
+    """tvm_qnn on ``threads`` threads, with code compiled for that many (``art`` is the
+    default compile, code for :func:`default_threads`): parallel code run on one thread pays
+    for parallel loops it cannot use, so one thread gets its own serial compile."""
+    import tvm_qnn
+
+    if threads != default_threads():
+        art = tvm_qnn.compile(model, target=target, threads=threads)
+    return _artifact_seconds(art, x, threads)
+
+
 def _timing_line() -> str:
     counts = " and ".join(str(t) for t in _thread_counts())
-    return (f"batch 1, the better of {counts} thread(s) per engine "
+    return (f"batch 1, the better of {counts} thread(s) per engine, tvm_qnn compiled for each "
             "(min over 3 rounds of 5-sample medians)")
 
 
-def trained_demo(images: int | None) -> int:
-    """Compile the shipped trained CNVs and run the Fashion-MNIST test set through them."""
+def _kernels(art) -> str:
+    """The kernel families the model's layers got, e.g. ``lut x7, int8-dot x2``."""
+    counts: dict[str, int] = {}
+    for layer in art.layers:
+        if layer.get("kernel"):
+            counts[layer["kernel"]] = counts.get(layer["kernel"], 0) + 1
+    return ", ".join(f"{k} x{n}" for k, n in counts.items()) or "no bit-serial layer"
+
+
+def _check_target(target: str) -> None:
+    """The demo times ``target``'s code against the host's peers: it must run natively here
+    (not another CPU's ISA, not arm code under an emulator)."""
+    from tvm_qnn.target import resolve_target
+
+    why = resolve_target(target).why_not_here()
+    if why or not target.startswith("x86"):
+        raise SystemExit(f"demo: target {target!r} cannot run natively on this CPU"
+                         f"{f' ({why})' if why else ''}; pick x86 or an x86:<mcpu> class it "
+                         "has, e.g. x86:haswell")
+
+
+def _row(label: str, times: dict[int, float]) -> str:
+    return f"  {label:34s}" + "".join(f"{times[t] * 1e3:10.3f}" for t in _thread_counts())
+
+
+def _ratios(label: str, ours: dict[int, float], peer: dict[int, float]) -> str:
+    """The speed-up at each thread count, then best against best."""
+    same = "".join(f"{peer[t] / ours[t]:9.2f}x" for t in _thread_counts())
+    return f"  {label:34s}{same}   best/best x{min(peer.values()) / min(ours.values()):.2f}"
+
+
+def trained_demo(images: int | None, target: str = "x86") -> int:
+    """Compile the shipped trained CNVs for ``target``, run the Fashion-MNIST test set through
+    them, and time them against onnxruntime (the float model and the same QDQ model) at each
+    thread count."""
     import onnxruntime as ort
     import tvm
 
@@ -75,31 +122,51 @@ def trained_demo(images: int | None) -> int:
     x, y = load_fashion_mnist("test", unit=True)  # the shipped models take [0, 1] images
     if images:
         x, y = x[:images], y[:images]
-    print(f"tvm_qnn demo: trained CNVs on Fashion-MNIST ({len(x)} test images)\n"
-          f"{_timing_line()}\n")
+    counts = _thread_counts()
+    print(f"tvm_qnn demo: trained CNVs on Fashion-MNIST ({len(x)} test images), batch 1\n"
+          f"latency: min over 3 rounds of 5-sample medians, at {' and '.join(map(str, counts))} "
+          "thread(s); tvm_qnn compiled for each\n")
     fsess = ort.InferenceSession(_shipped("CNV_FP32"), providers=["CPUExecutionProvider"])
     name = fsess.get_inputs()[0].name
     f_acc = 100.0 * np.mean([np.argmax(fsess.run(None, {name: x[i:i + 1]})[0]) == y[i]
                              for i in range(len(x))])
-    t_ort, n_ort = _best(lambda t: _ort_seconds(_shipped("CNV_FP32"), {name: x[:1]}, t))
+    feeds = {name: x[:1]}
+    ort_fp32 = {t: _ort_seconds(_shipped("CNV_FP32"), feeds, t) for t in counts}
     float_art = tvm_qnn.runtime.Artifact(
         tvm.compile(tvm.relax.frontend.onnx.from_onnx(
             __import__("onnx").load(_shipped("CNV_FP32"))),
             tvm.target.Target({"kind": "llvm", "num-cores": default_threads()})),
         [tvm_qnn.runtime.TensorInfo(name, (1, 1, 28, 28), "float32")], "llvm float", [])
-    t_tvm, n_tvm = _best(lambda t: _artifact_seconds(float_art, x[:1], t))
-    print(f"CNV_FP32  accuracy {f_acc:6.2f} %   onnxruntime fp32 {t_ort * 1e3:7.3f} ms "
-          f"({n_ort}t)   TVM fp32 (default pipeline) {t_tvm * 1e3:7.3f} ms ({n_tvm}t)")
+    tvm_fp32 = {t: _artifact_seconds(float_art, x[:1], t) for t in counts}
+    print(f"CNV_FP32  accuracy {f_acc:6.2f} %  (float, run by onnxruntime)")
+    results = {}
     for model in ("CNV_2W2A", "CNV_1W1A"):
-        art = tvm_qnn.compile(_shipped(model), target="x86")
+        art = tvm_qnn.compile(_shipped(model), target=target)
         correct = sum(int(np.argmax(art.run(x[i:i + 1])) == y[i]) for i in range(len(x)))
         acc = 100.0 * correct / len(x)
-        t, n = _best(lambda threads, art=art: _artifact_seconds(art, x[:1], threads))
-        print(f"{model}  accuracy {acc:6.2f} % ({acc - f_acc:+.2f})   tvm_qnn bit-serial "
-              f"{t * 1e3:7.3f} ms ({n}t)   x{t_ort / t:.2f} vs onnxruntime fp32, "
-              f"x{t_tvm / t:.2f} vs TVM fp32")
+        print(f"{model}  accuracy {acc:6.2f} % ({acc - f_acc:+.2f})  kernels: {_kernels(art)}")
+        results[model] = (acc, art.target,
+                          {t: _qnn_seconds(_shipped(model), target, x[:1], t, art)
+                           for t in counts},
+                          {t: _ort_seconds(_shipped(model), feeds, t) for t in counts})
+    print(f"\ntvm_qnn code: {results['CNV_2W2A'][1]}; the peers use this CPU's whole ISA\n")
+    print(f"  {'latency, ms':34s}" + "".join(f"{f'{t}t':>10s}" for t in counts))
+    print(_row("onnxruntime fp32 (CNV_FP32)", ort_fp32))
+    print(_row("TVM fp32, default pipeline", tvm_fp32))
+    for model, (_, _, ours, qdq) in results.items():
+        print(_row(f"{model} tvm_qnn", ours))
+        print(_row(f"{model} onnxruntime (same QDQ)", qdq))
+    print(f"\n  {'tvm_qnn speed-up':34s}" + "".join(f"{f'{t}t':>10s}" for t in counts))
+    for model, (_, _, ours, qdq) in results.items():
+        print(_ratios(f"{model} vs onnxruntime fp32", ours, ort_fp32))
+        print(_ratios(f"{model} vs onnxruntime QDQ", ours, qdq))
+        print(_ratios(f"{model} vs TVM fp32", ours, tvm_fp32))
+    print()
+    for model, (acc, _, ours, qdq) in results.items():
         print(f"demo: model={model} accuracy={acc:.2f} float_accuracy={f_acc:.2f} "
-              f"tvm_qnn_ms={t * 1e3:.3f} ort_fp32_ms={t_ort * 1e3:.3f}")
+              f"tvm_qnn_ms={min(ours.values()) * 1e3:.3f} tvm_qnn_1t_ms={ours[1] * 1e3:.3f} "
+              f"ort_fp32_ms={min(ort_fp32.values()) * 1e3:.3f} "
+              f"ort_fp32_1t_ms={ort_fp32[1] * 1e3:.3f} ort_qdq_ms={min(qdq.values()) * 1e3:.3f}")
     return 0
 
 
@@ -111,7 +178,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bits", type=int, default=2, help="random CNN: bits of middle layers")
     parser.add_argument("--images", type=int, default=None,
                         help="test images (trained) / random inputs (default 32) to use")
+    parser.add_argument("--target", default="x86",
+                        help="x86 (this CPU, the default) or x86:<mcpu> for another class "
+                             "this CPU can run, e.g. x86:haswell (AVX2)")
     args = parser.parse_args(argv)
+    _check_target(args.target)
     if not args.random and all(os.path.exists(_shipped(m))
                                for m in ("CNV_FP32", "CNV_2W2A", "CNV_1W1A")):
         from tvm_qnn.data import fashion_mnist_dir
@@ -119,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             fashion_mnist_dir()
-            return trained_demo(args.images)
+            return trained_demo(args.images, args.target)
         except TvmQnnError as err:
             print(f"({err}; running the random-weight demo instead)\n")
     args.images = args.images or 32
@@ -139,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     print(tvm_qnn.summary(model), "\n")
 
     start = time.perf_counter()
-    art = tvm_qnn.compile(model, target="x86")
+    art = tvm_qnn.compile(model, target=args.target)
     print(f"compiled for {art.target} in {time.perf_counter() - start:.1f} s\n")
 
     name = art.inputs[0].name
@@ -159,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
 
     feeds = random_input(model, seed=0)
     x = feeds[name]
-    t_qnn, n_qnn = _best(lambda t: _artifact_seconds(art, x, t))
+    t_qnn, n_qnn = _best(lambda t: _qnn_seconds(model, args.target, x, t, art))
     t_ort, n_ort = _best(lambda t: _ort_seconds(fmodel.SerializeToString(), feeds, t))
     t_ort_q, n_ort_q = _best(lambda t: _ort_seconds(model.SerializeToString(), feeds, t))
     float_mod = tvm.relax.frontend.onnx.from_onnx(fmodel)
@@ -169,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
         art.inputs, "llvm float", [])
     t_tvm, n_tvm = _best(lambda t: _artifact_seconds(tvm_float, x, t))
     print(f"latency, {_timing_line()}:")
-    print(f"  tvm_qnn bit-serial          {t_qnn * 1e3:8.3f} ms ({n_qnn}t)")
+    print(f"  tvm_qnn                     {t_qnn * 1e3:8.3f} ms ({n_qnn}t)   "
+          f"[{_kernels(art)}]")
     print(f"  onnxruntime float (fp32)    {t_ort * 1e3:8.3f} ms ({n_ort}t)   "
           f"x{t_ort / t_qnn:.2f}")
     print(f"  onnxruntime QCDQ model      {t_ort_q * 1e3:8.3f} ms ({n_ort_q}t)   "
