@@ -347,3 +347,21 @@ def test_records_replaced_on_a_full_disk_are_not_lost(tmp_path):
     assert f"{1 << 40} replaced\n{1 << 40} changed" in done.stdout
     secs = sorted(float(r.run_secs[0]) for r in open_database(work).get_all_tuning_records())
     assert secs == sorted(2.0 * (k * 10 + r) for k in range(2) for r in range(100))
+
+
+def test_records_whose_trace_no_longer_replays_are_set_aside(tmp_path, caplog):
+    """A record that is well formed but whose schedule no longer fits its workload (tuned
+    for kernels that have changed since) made MetaSchedule refuse the whole folder; now it
+    goes to the side file and the other records load."""
+    work = tmp_path / "db"
+    _tiny_db(work, records=2)
+    sch = s_tir.Schedule(_workload(0))
+    sch.get_sblock("b")
+    stale = json.loads(json.dumps(sch.trace.as_json()).replace('"b"', '"no_such_block"'))
+    with open(work / RECORDS, "a", encoding="utf-8") as f:
+        f.write(json.dumps([0, [stale, [0.5], None, None]]) + "\n")
+    with caplog.at_level(logging.WARNING, logger="tvm_qnn"):
+        records = open_database(work).get_all_tuning_records()
+    assert sorted(float(r.run_secs[0]) for r in records) == [0.0, 1.0]
+    assert "no longer applies" in caplog.text
+    assert "no_such_block" in (work / (RECORDS + ".corrupt")).read_text()

@@ -67,6 +67,12 @@ def _json_database(path: str) -> ms.database.JSONDatabase:
     register_tensor_intrinsics()  # the traces of int8-dot kernels name the x86 dot steps
     try:
         return ms.database.JSONDatabase(work_dir=path)
+    except Exception:  # noqa: BLE001 - TVM raises several types
+        # A trace that no longer replays (a schedule of older kernels) aborts the whole load:
+        # set such records aside, with a warning, and load the rest.
+        repair(path, replay=True)
+    try:
+        return ms.database.JSONDatabase(work_dir=path)
     except Exception as err:  # noqa: BLE001 - TVM raises several types
         raise TvmQnnError(f"tuning database {path!r}: MetaSchedule cannot read it: "
                           f"{str(err).strip().splitlines()[-1]}") from None

@@ -14,9 +14,12 @@ other malformed line aborts the whole load. Its format, one JSON value per line:
 
 :func:`repair` moves every line that breaks this (or is not UTF-8 JSON: a write cut short,
 random bytes) to a side file ``<name>.corrupt`` (``.corrupt.1``, ... when that exists: side
-files are never overwritten), with a warning naming the file and lines. Records of a workload
-line that was set aside go with it; the later workloads move up a line, so their records are
-renumbered. Writers of the folder serialize on :func:`locked`.
+files are never overwritten), with a warning naming the file and lines. When MetaSchedule
+still cannot load the folder, ``repair(..., replay=True)`` also sets aside the records whose
+trace no longer replays on its workload (MetaSchedule replays them all as it loads, and one
+that fails aborts the load): schedules tuned for kernels that have changed since. Records of a
+workload line that was set aside go with it; the later workloads move up a line, so their records
+are renumbered. Writers of the folder serialize on :func:`locked`.
 """
 
 from __future__ import annotations
@@ -139,9 +142,25 @@ def _check(lines: list[bytes], problem) -> list[tuple[object, str | None]]:
     return out
 
 
-def _plan(work_dir: str):
+def _replay_problem(value, workloads: list) -> str | None:
+    """Why a well-formed record's trace does not apply to its workload (a schedule tuned by
+    another version of the kernels, e.g. one naming a tensor intrinsic whose operands have
+    changed since), or None. MetaSchedule replays every trace as it loads a database, and
+    one that fails makes the whole load fail."""
+    try:
+        ms.database.TuningRecord.from_json(value[1], workloads[value[0]])
+    except Exception as err:  # noqa: BLE001 - TVM raises several types
+        lines = str(err).strip().splitlines()
+        why = next((ln for ln in reversed(lines) if "not rendered" not in ln), "")
+        return ("its schedule no longer applies to the kernel (tuned by another tvm_qnn "
+                f"version?){': ' + why[:120] if why else ''}; the layer gets the default")
+    return None
+
+
+def _plan(work_dir: str, replay: bool = False):
     """The repaired (workload lines, record lines) and the bad lines of each file as
-    (path, [(line number, line, why)]), or None when nothing is to repair."""
+    (path, [(line number, line, why)]), or None when nothing is to repair. ``replay``: also
+    set aside the records whose trace does not replay (:func:`_replay_problem`; slower)."""
     wpath, rpath = os.path.join(work_dir, WORKLOADS_FILE), os.path.join(work_dir, RECORDS_FILE)
     wlines, rlines = _lines(wpath), _lines(rpath)
     wchecked = _check(wlines, _workload_problem)
@@ -157,11 +176,15 @@ def _plan(work_dir: str):
             f"tuning database {work_dir!r}: no workload in {WORKLOADS_FILE} can be read "
             f"(line {wbad[0][0]}: {wbad[0][2]}), so none of its records can be used. Move the "
             "folder away and tune again (or pass another tuning_db).")
+    parsed = [ms.database.Workload.from_json(value) if why is None else None
+              for value, why in wchecked] if replay else []
     records, rbad = [], []
     for k, (line, (value, why)) in enumerate(zip(rlines, _check(
             rlines, lambda v: _record_problem(v, len(wlines))), strict=True)):
         if why is None and new_index[value[0]] is None:
             why = f"its workload (line {value[0] + 1} of {WORKLOADS_FILE}) was set aside"
+        if why is None and replay:
+            why = _replay_problem(value, parsed)
         if why:
             rbad.append((k + 1, line, why))
         elif new_index[value[0]] != value[0]:
@@ -219,20 +242,21 @@ def _write(work_dir: str, plan) -> list[str]:
     return messages
 
 
-def repair(work_dir: str) -> None:
+def repair(work_dir: str, replay: bool = False) -> None:
     """Set aside the lines of ``work_dir``'s database MetaSchedule cannot read (see the
-    module docstring); raise a :class:`TvmQnnError` when no workload is left or the folder
-    cannot be written."""
-    if _plan(work_dir) is None:  # the common case: nothing to write, no lock file made
+    module docstring), and with ``replay`` the records whose trace no longer applies to its
+    workload (the tensor intrinsics the traces name must be registered); raise a
+    :class:`TvmQnnError` when no workload is left or the folder cannot be written."""
+    if _plan(work_dir, replay) is None:  # the common case: nothing to write, no lock file
         return
     try:
         with locked(work_dir):
-            plan = _plan(work_dir)  # again: another process may have repaired it meanwhile
+            plan = _plan(work_dir, replay)  # again: another process may have repaired it
             if plan is None:
                 return
             messages = _write(work_dir, plan)
     except OSError as err:
-        plan = _plan(work_dir)
+        plan = _plan(work_dir, replay)
         what = "; ".join(f"{path}: {_describe(lines)}" for path, lines in plan[2] if lines) \
             if plan else "lines MetaSchedule cannot read"
         raise TvmQnnError(f"tuning database {work_dir!r} has {what}, and they cannot be set "
