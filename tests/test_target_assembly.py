@@ -55,3 +55,32 @@ def test_expectations_follow_the_cpu_class():
     assert resolve_target("x86:icelake-server").has_vpopcntdq
     assert not resolve_target("x86:skylake-avx512").has_vpopcntdq  # AVX-512 without it
     assert not resolve_target("x86:haswell").has_vpopcntdq
+
+
+def _small_workspace_allocations(asm: str) -> list[int]:
+    """The sizes (bytes) of the TVMBackendAllocWorkspace calls under 1 KiB whose size is a
+    constant set just before the call (x86-64: third argument, %edx / %rdx)."""
+    lines = asm.splitlines()
+    sizes = []
+    for k, line in enumerate(lines):
+        if "TVMBackendAllocWorkspace" in line and "call" not in line:  # the address load
+            for before in reversed(lines[max(0, k - 8):k + 8]):
+                found = re.search(r"\bmov[lq]\s+\$(\d+), %[er]dx\b", before)
+                if found:
+                    sizes.append(int(found.group(1)))
+                    break
+    return [s for s in sizes if s < 1024]
+
+
+@pytest.mark.parametrize("spec", ["x86:haswell", "x86:znver4"])
+def test_register_tiles_are_not_in_the_workspace_heap(spec):
+    """The branch sums, byte-word chunks and dot-step accumulators live on the stack (in
+    registers once LLVM promotes them): TVM puts a "local" buffer in heap workspace, where
+    every accumulation is a load and a store (target/cpu/schedule.py: TILE_SCOPE)."""
+    kernels = set()
+    for model in (make_conv_model("qcdq", act_bits=1, weight_bits=1, in_ch=64, out_ch=32),
+                  make_conv_model("qcdq", act_bits=8, weight_bits=4, in_ch=3, out_ch=32)):
+        art = tvm_qnn.compile(model, target=spec, threads=2)  # parallel kernels too
+        kernels |= {row["kernel"] for row in art.layers}
+        assert _small_workspace_allocations(art.assembly()) == [], spec
+    assert {"lut", "int8-dot"} <= kernels if spec == "x86:haswell" else "bit-serial" in kernels

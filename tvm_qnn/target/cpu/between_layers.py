@@ -24,7 +24,7 @@ import math
 from tvm import s_tir, tirx
 from tvm.s_tir import dlight
 
-from .schedule import _largest_divisor_at_most
+from .schedule import TILE_SCOPE, _largest_divisor_at_most
 
 logger = logging.getLogger("tvm_qnn")
 
@@ -57,7 +57,7 @@ def _float_conv2d(sch: s_tir.Schedule, block, parallel: bool) -> None:
     ffo, ffi = sch.split(ff, [None, _largest_divisor_at_most(_extent(sch, ff), _CONV_CHANNELS)])
     xxo, xxi = sch.split(xx, [None, _largest_divisor_at_most(_extent(sch, xx), _CONV_COLUMNS)])
     sch.reorder(*batch, ffo, yy, xxo, rc, ry, rx, ffi, xxi)
-    acc = sch.cache_write(block, 0, "local")
+    acc = sch.cache_write(block, 0, TILE_SCOPE)  # registers, not the heap (see TILE_SCOPE)
     sch.reverse_compute_at(acc, xxo, preserve_unit_loops=True)
     sch.vectorize(sch.get_loops(acc)[-1])
     sch.unroll(ffi)

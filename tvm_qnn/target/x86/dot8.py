@@ -26,6 +26,7 @@ from tvm.s_tir import TensorIntrin
 from tvm.script import tirx as T
 
 from ...topi.attrs import BRANCH_BLOCK, DOT8_GROUPS_ATTR
+from ..cpu.schedule import TILE_SCOPE
 
 # The multiply-add steps by vector width (int32 lanes): llvm intrinsics.
 _PMADD = {8: ("llvm.x86.avx2.pmadd.ub.sw", "llvm.x86.avx2.pmadd.wd"),
@@ -43,7 +44,7 @@ def _desc(lanes: int, groups: int):
         @T.prim_func(s_tir=True)
         def desc1(a: T.Buffer((4,), "uint8", offset_factor=1),
                   b: T.Buffer((lanes, 4), "int8", offset_factor=1),
-                  c: T.Buffer((lanes,), "int32", offset_factor=1, scope="local")) -> None:
+                  c: T.Buffer((lanes,), "int32", offset_factor=1, scope=TILE_SCOPE)) -> None:
             with T.sblock("root"):
                 T.reads(c[0:lanes], a[0:4], b[0:lanes, 0:4])
                 T.writes(c[0:lanes])
@@ -57,7 +58,7 @@ def _desc(lanes: int, groups: int):
     @T.prim_func(s_tir=True)
     def desc(a: T.Buffer((4 * groups,), "uint8", offset_factor=1),
              b: T.Buffer((groups, lanes, 4), "int8", offset_factor=1),
-             c: T.Buffer((lanes,), "int32", offset_factor=1, scope="local")) -> None:
+             c: T.Buffer((lanes,), "int32", offset_factor=1, scope=TILE_SCOPE)) -> None:
         with T.sblock("root"):
             T.reads(c[0:lanes], a[0:4 * groups], b[0:groups, 0:lanes, 0:4])
             T.writes(c[0:lanes])
@@ -79,17 +80,19 @@ def _pmadd(lanes: int, groups: int):
         @T.prim_func(s_tir=True)
         def impl1(a: T.Buffer((4,), "uint8", offset_factor=1),
                   b: T.Buffer((lanes, 4), "int8", offset_factor=1),
-                  c: T.Buffer((lanes,), "int32", offset_factor=1, scope="local")) -> None:
+                  c: T.Buffer((lanes,), "int32", offset_factor=1, scope=TILE_SCOPE)) -> None:
             with T.sblock("root"):
                 T.reads(c[0:lanes], a[0:4], b[0:lanes, 0:4])
                 T.writes(c[0:lanes])
-                a_i32 = T.reinterpret(a.vload([0], "uint8x4"), dtype="int32")
-                sums = T.call_llvm_pure_intrin(
-                    T.llvm_lookup_intrinsic_id(pmaddubsw),
-                    T.reinterpret(T.broadcast(a_i32, lanes), dtype=f"uint8x{nbytes}"),
-                    b.vload([0, 0], dtype=f"int8x{nbytes}"), dtype=f"int16x{pairs}")
+                # No named temporaries (lut.py: why).
                 c[T.ramp(T.int32(0), 1, lanes)] += T.call_llvm_pure_intrin(
-                    T.llvm_lookup_intrinsic_id(pmaddwd), sums,
+                    T.llvm_lookup_intrinsic_id(pmaddwd),
+                    T.call_llvm_pure_intrin(
+                        T.llvm_lookup_intrinsic_id(pmaddubsw),
+                        T.reinterpret(T.broadcast(T.reinterpret(a.vload([0], "uint8x4"),
+                                                                dtype="int32"), lanes),
+                                      dtype=f"uint8x{nbytes}"),
+                        b.vload([0, 0], dtype=f"int8x{nbytes}"), dtype=f"int16x{pairs}"),
                     T.broadcast(T.int16(1), pairs), dtype=f"int32x{lanes}")
 
         return impl1
@@ -97,18 +100,19 @@ def _pmadd(lanes: int, groups: int):
     @T.prim_func(s_tir=True)
     def impl(a: T.Buffer((4 * groups,), "uint8", offset_factor=1),
              b: T.Buffer((groups, lanes, 4), "int8", offset_factor=1),
-             c: T.Buffer((lanes,), "int32", offset_factor=1, scope="local")) -> None:
+             c: T.Buffer((lanes,), "int32", offset_factor=1, scope=TILE_SCOPE)) -> None:
         with T.sblock("root"):
             T.reads(c[0:lanes], a[0:4 * groups], b[0:groups, 0:lanes, 0:4])
             T.writes(c[0:lanes])
-            acc = T.alloc_buffer((pairs,), "int16", scope="local")
+            acc = T.alloc_buffer((pairs,), "int16", scope=TILE_SCOPE)
             acc[T.ramp(T.int32(0), 1, pairs)] = T.broadcast(T.int16(0), pairs)
             for q in T.unroll(groups):
-                a_i32 = T.reinterpret(a.vload([q * 4], "uint8x4"), dtype="int32")
                 acc[T.ramp(T.int32(0), 1, pairs)] = acc[T.ramp(T.int32(0), 1, pairs)] + \
                     T.call_llvm_pure_intrin(
                         T.llvm_lookup_intrinsic_id(pmaddubsw),
-                        T.reinterpret(T.broadcast(a_i32, lanes), dtype=f"uint8x{nbytes}"),
+                        T.reinterpret(T.broadcast(T.reinterpret(a.vload([q * 4], "uint8x4"),
+                                                                dtype="int32"), lanes),
+                                      dtype=f"uint8x{nbytes}"),
                         b.vload([q, 0, 0], dtype=f"int8x{nbytes}"), dtype=f"int16x{pairs}")
             c[T.ramp(T.int32(0), 1, lanes)] += T.call_llvm_pure_intrin(
                 T.llvm_lookup_intrinsic_id(pmaddwd), acc[T.ramp(T.int32(0), 1, pairs)],
@@ -124,14 +128,15 @@ def _vnni(lanes: int, groups: int):
         @T.prim_func(s_tir=True)
         def impl1(a: T.Buffer((4,), "uint8", offset_factor=1),
                   b: T.Buffer((lanes, 4), "int8", offset_factor=1),
-                  c: T.Buffer((lanes,), "int32", offset_factor=1, scope="local")) -> None:
+                  c: T.Buffer((lanes,), "int32", offset_factor=1, scope=TILE_SCOPE)) -> None:
             with T.sblock("root"):
                 T.reads(c[0:lanes], a[0:4], b[0:lanes, 0:4])
                 T.writes(c[0:lanes])
-                a_i32 = T.reinterpret(a.vload([0], "uint8x4"), dtype="int32")
                 c[T.ramp(T.int32(0), 1, lanes)] = T.call_llvm_pure_intrin(
                     T.llvm_lookup_intrinsic_id(intrin), c.vload([0], dtype=f"int32x{lanes}"),
-                    T.reinterpret(T.broadcast(a_i32, lanes), dtype=f"uint8x{nbytes}"),
+                    T.reinterpret(T.broadcast(T.reinterpret(a.vload([0], "uint8x4"),
+                                                            dtype="int32"), lanes),
+                                  dtype=f"uint8x{nbytes}"),
                     b.vload([0, 0], dtype=f"int8x{nbytes}"), dtype=f"int32x{lanes}")
 
         return impl1
@@ -139,16 +144,17 @@ def _vnni(lanes: int, groups: int):
     @T.prim_func(s_tir=True)
     def impl(a: T.Buffer((4 * groups,), "uint8", offset_factor=1),
              b: T.Buffer((groups, lanes, 4), "int8", offset_factor=1),
-             c: T.Buffer((lanes,), "int32", offset_factor=1, scope="local")) -> None:
+             c: T.Buffer((lanes,), "int32", offset_factor=1, scope=TILE_SCOPE)) -> None:
         with T.sblock("root"):
             T.reads(c[0:lanes], a[0:4 * groups], b[0:groups, 0:lanes, 0:4])
             T.writes(c[0:lanes])
             for q in T.unroll(groups):
-                a_i32 = T.reinterpret(a.vload([q * 4], "uint8x4"), dtype="int32")
                 # LLVM 19 declares the byte operands as <4·lanes x i8>.
                 c[T.ramp(T.int32(0), 1, lanes)] = T.call_llvm_pure_intrin(
                     T.llvm_lookup_intrinsic_id(intrin), c.vload([0], dtype=f"int32x{lanes}"),
-                    T.reinterpret(T.broadcast(a_i32, lanes), dtype=f"uint8x{nbytes}"),
+                    T.reinterpret(T.broadcast(T.reinterpret(a.vload([q * 4], "uint8x4"),
+                                                            dtype="int32"), lanes),
+                                  dtype=f"uint8x{nbytes}"),
                     b.vload([q, 0, 0], dtype=f"int8x{nbytes}"), dtype=f"int32x{lanes}")
 
     return impl

@@ -16,6 +16,7 @@ from tvm.script import tirx as T
 
 from ...topi.attrs import CHUNK_BLOCK, LUT_ATTR
 from ...topi.lut_conv import LUT_LANES, NIBBLE_VALUES
+from ..cpu.schedule import TILE_SCOPE
 
 #: The cost model's rule on CPUs without VPOPCNTDQ: convs with weights of at most
 #: ``LUT_MAX_WEIGHT_BITS`` bits and at most :func:`lut_max_branches` branches (M·K) get the
@@ -46,7 +47,7 @@ def _desc():
     @T.prim_func(s_tir=True)
     def desc(w: T.Buffer((LUT_LANES,), "uint8", offset_factor=1),
              t: T.Buffer((NIBBLE_VALUES,), "uint8", offset_factor=1),
-             c: T.Buffer((LUT_LANES,), "uint8", offset_factor=1, scope="local")) -> None:
+             c: T.Buffer((LUT_LANES,), "uint8", offset_factor=1, scope=TILE_SCOPE)) -> None:
         with T.sblock("root"):
             # In the order the kernel's block reads them: the matching compares the lists.
             T.reads(c[0:LUT_LANES], w[0:LUT_LANES], t[0:NIBBLE_VALUES])
@@ -64,15 +65,18 @@ def _impl():
     @T.prim_func(s_tir=True)
     def impl(w: T.Buffer((LUT_LANES,), "uint8", offset_factor=1),
              t: T.Buffer((NIBBLE_VALUES,), "uint8", offset_factor=1),
-             c: T.Buffer((LUT_LANES,), "uint8", offset_factor=1, scope="local")) -> None:
+             c: T.Buffer((LUT_LANES,), "uint8", offset_factor=1, scope=TILE_SCOPE)) -> None:
         with T.sblock("root"):
             T.reads(c[0:LUT_LANES], w[0:LUT_LANES], t[0:NIBBLE_VALUES])
             T.writes(c[0:LUT_LANES])
-            table = t.vload([0], "uint8x16")
-            both = T.Shuffle([table, table], list(range(NIBBLE_VALUES)) * 2)
+            # No named temporaries: TVMScript makes each a "local" buffer, which TVM puts
+            # in the workspace heap (target/cpu/schedule.py: TILE_SCOPE).
             c[T.ramp(T.int32(0), 1, LUT_LANES)] = c[T.ramp(T.int32(0), 1, LUT_LANES)] + \
-                T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pshuf.b"),
-                                        both, w.vload([0], "uint8x32"), dtype="uint8x32")
+                T.call_llvm_pure_intrin(
+                    T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pshuf.b"),
+                    T.Shuffle([t.vload([0], "uint8x16"), t.vload([0], "uint8x16")],
+                              list(range(NIBBLE_VALUES)) * 2),
+                    w.vload([0], "uint8x32"), dtype="uint8x32")
 
     return impl
 
