@@ -12,7 +12,9 @@ TVM, and a suite started after PyTorch was imported reruns in a fresh process):
   AVX512_E1 (VNNI); it cannot go below AVX2, so for an older ``mcpu`` those engines are dropped;
 * MKL (PyTorch fp32 Linear): ``MKL_ENABLE_INSTRUCTIONS``, which MKL honours on Intel CPUs only;
 * onnxruntime cannot be limited: MLAS picks its kernels from CPUID, with no environment variable
-  or session option to cap it. Its ISA is reported as the host's.
+  or session option to cap it. Its ISA is reported as the host's. (Masking the CPUID bits it
+  reads would take CPUID faulting, ``arch_prctl(ARCH_SET_CPUID, 0)``: the KVM guests this was
+  measured on refuse it with ENODEV.)
 
 :func:`verify` checks in the measuring process that the limits hold: ATen's reported capability,
 the ISA in the name of a oneDNN primitive it creates (``ONEDNN_VERBOSE``: ``jit_uni_int8:avx2``
