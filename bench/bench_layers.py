@@ -42,7 +42,8 @@ by onnxruntime and by PyTorch (its weights loaded from the ONNX file). One ``ben
 model=…`` line each. ``--brevitas``: Brevitas' example networks, see
 :mod:`bench.brevitas_models`.
 
-Every measurement: threads pinned to the first ``threads`` CPUs (:func:`bench.peers.pin`),
+Each ``--threads`` count runs in a process of its own (results merged). Every measurement:
+threads pinned to the first ``threads`` CPUs (:func:`bench.peers.pin`),
 warm-up, then the minimum over rounds of the median of each round's samples (the quietest
 round: the cores are shared); see :mod:`bench.peers`. ``--json`` writes everything measured
 (including each PyTorch engine's time), ``--png`` a bar chart of the speed-ups per layer.
@@ -312,6 +313,8 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     args.bits = [parse_bits(b) if isinstance(b, str) else b for b in args.bits]
+    if len(args.threads) > 1:
+        return _each_thread_count_alone(args)
     timing = peers.QUICK if args.quick else peers.Timing()
     limits = peer_isa.peer_limits(args.mcpu) if args.mcpu else None
     if limits and not peer_isa.apply(limits):  # PyTorch came first: its ISA may be fixed
@@ -368,6 +371,45 @@ def _run(args, timing, limits) -> int:
             json.dump(result, f, indent=1)
     if args.png and rows:
         plot(rows, args.png)
+    return 0
+
+
+def _each_thread_count_alone(args) -> int:
+    """Several ``--threads``: one fresh process per count, results merged. In one process the
+    1-thread figures of a ``--threads 1 2`` run came out 1.3-1.5x slower for every engine than
+    a ``--threads 1`` run's (CNV_1W1A 0.108 against 0.074 ms, onnxruntime QDQ 0.47 against
+    0.39; Zen 4): the pools sized for 2 threads leave threads that compete on the pinned CPU."""
+    import subprocess
+    import tempfile
+
+    child = ["--bits", *(f"{w}x{a}" for w, a in args.bits)]
+    for flag, value in (("--layers", args.layers), ("--models", args.models),
+                        ("--brevitas", args.brevitas)):
+        if value is not None:
+            child += [flag, *value]
+    child += ["--mcpu", args.mcpu] if args.mcpu else []
+    child += ["--quick"] if args.quick else []
+    parts = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in args.threads:
+            out = os.path.join(tmp, f"{n}.json")
+            code = subprocess.call([sys.executable, "-m", "bench", *child, "--threads", str(n),
+                                    "--json", out], env=peer_isa.child_env())
+            if code:
+                return code
+            with open(out, encoding="utf-8") as f:
+                parts.append(json.load(f))
+    merged = dict(parts[0], seconds=sum(p["seconds"] for p in parts),
+                  roofline_bit_macs_per_s={k: v for p in parts
+                                           for k, v in p["roofline_bit_macs_per_s"].items()})
+    for key in ("layers", "models", "brevitas"):
+        merged[key] = [row for p in parts for row in p[key]]
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(merged, f, indent=1)
+    if args.png and merged["layers"]:
+        plot(merged["layers"], args.png)
     return 0
 
 

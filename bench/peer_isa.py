@@ -111,7 +111,7 @@ def peer_limits(mcpu: str) -> PeerLimits:
         check_mcpu(mcpu, f"x86:{mcpu}")
         return limits_for(mcpu, isa_features(mcpu))
     done = subprocess.run([sys.executable, "-c", _FEATURES_SCRIPT, mcpu], capture_output=True,
-                          text=True, env=_child_env(), check=False)
+                          text=True, env=child_env(), check=False)
     if done.returncode:
         raise SystemExit(done.stderr.strip().splitlines()[-1] if done.stderr.strip()
                          else f"--mcpu {mcpu}: its instruction sets could not be read")
@@ -135,10 +135,10 @@ def rerun_in_fresh_process(argv: list[str], limits: PeerLimits) -> int:
     print("bench: PyTorch was imported before its ISA could be limited to "
           f"--mcpu {limits.mcpu}: running the suite in a fresh process", flush=True)
     return subprocess.call([sys.executable, "-m", "bench", *argv],
-                           env={**_child_env(), **limits.environ()})
+                           env={**child_env(), **limits.environ()})
 
 
-def _child_env() -> dict[str, str]:
+def child_env() -> dict[str, str]:
     """This environment, with the checkout on the path (``tvm-qnn bench`` runs from anywhere)."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     path = os.environ.get("PYTHONPATH")

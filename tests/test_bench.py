@@ -177,3 +177,18 @@ def test_byte_word_classes_get_the_byte_word_roofline_probe(mcpu, lanes):
     # measure() raises if the probe's sums differ from the numpy reference.
     res = roofline.measure(1, repeats=40, rounds=1, repeat=1, number=1, target=target)
     assert res["word_bits"] == 8 and res["isa"] == "vpshufb lut" and res["bit_macs_per_s"] > 0
+
+
+def test_several_thread_counts_run_in_processes_of_their_own(tmp_path):
+    """``--threads 1 2``: each count alone (one process sized for 2 threads slowed its
+    1-thread figures), the results merged into one JSON."""
+    from bench.__main__ import main
+
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs 2 CPUs")
+    out = tmp_path / "both.json"
+    assert main(["--quick", "--layers", "conv8q", "--bits", "1x1", "--threads", "1", "2",
+                 "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert sorted(row["threads"] for row in result["layers"]) == [1, 2]
+    assert sorted(result["roofline_bit_macs_per_s"]) == ["1", "2"]
