@@ -62,9 +62,9 @@ def _artifact_seconds(art, x, threads: int) -> float:
 
 
 def _qnn_seconds(model, target: str, x, threads: int, art) -> float:
-    """tvm_qnn on ``threads`` threads, with code compiled for that many (``art`` is the
-    default compile, code for :func:`default_threads`): parallel code run on one thread pays
-    for parallel loops it cannot use, so one thread gets its own serial compile."""
+    """tvm_qnn on ``threads`` threads, with code compiled for that many, as a user would
+    (``art`` is the default compile, code for :func:`default_threads`; smaller layers go
+    parallel only in code for several threads)."""
     import tvm_qnn
 
     if threads != default_threads():
