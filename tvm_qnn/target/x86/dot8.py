@@ -37,6 +37,14 @@ _LANES = {"avx2": 8, "avx512": 16, "vnni": 16}
 _NARROW_LANES = {"avx2": None, "avx512": 8, "vnni": 8}
 
 
+def _word_broadcast(buf, index, lanes: int):
+    """The 4 input bytes at ``buf[index]`` repeated over ``lanes`` 4-byte lanes, as the byte
+    operand of a dot step (one expression: a named temporary would be a "local" buffer,
+    lut.py says why that matters)."""
+    return T.reinterpret(T.broadcast(T.reinterpret(buf.vload([index], "uint8x4"), dtype="int32"),
+                                     lanes), dtype=f"uint8x{4 * lanes}")
+
+
 def _desc(lanes: int, groups: int):
     """``c[i] += sum_{q, k} a[4q + k] b[q, i, k]``: ``groups`` 4-channel groups of one input
     position against ``lanes`` output channels (one group: ``b[i, k]``, no ``q`` loop)."""
@@ -84,14 +92,11 @@ def _pmadd(lanes: int, groups: int):
             with T.sblock("root"):
                 T.reads(c[0:lanes], a[0:4], b[0:lanes, 0:4])
                 T.writes(c[0:lanes])
-                # No named temporaries (lut.py: why).
                 c[T.ramp(T.int32(0), 1, lanes)] += T.call_llvm_pure_intrin(
                     T.llvm_lookup_intrinsic_id(pmaddwd),
                     T.call_llvm_pure_intrin(
                         T.llvm_lookup_intrinsic_id(pmaddubsw),
-                        T.reinterpret(T.broadcast(T.reinterpret(a.vload([0], "uint8x4"),
-                                                                dtype="int32"), lanes),
-                                      dtype=f"uint8x{nbytes}"),
+                        _word_broadcast(a, 0, lanes),
                         b.vload([0, 0], dtype=f"int8x{nbytes}"), dtype=f"int16x{pairs}"),
                     T.broadcast(T.int16(1), pairs), dtype=f"int32x{lanes}")
 
@@ -110,9 +115,7 @@ def _pmadd(lanes: int, groups: int):
                 acc[T.ramp(T.int32(0), 1, pairs)] = acc[T.ramp(T.int32(0), 1, pairs)] + \
                     T.call_llvm_pure_intrin(
                         T.llvm_lookup_intrinsic_id(pmaddubsw),
-                        T.reinterpret(T.broadcast(T.reinterpret(a.vload([q * 4], "uint8x4"),
-                                                                dtype="int32"), lanes),
-                                      dtype=f"uint8x{nbytes}"),
+                        _word_broadcast(a, q * 4, lanes),
                         b.vload([q, 0, 0], dtype=f"int8x{nbytes}"), dtype=f"int16x{pairs}")
             c[T.ramp(T.int32(0), 1, lanes)] += T.call_llvm_pure_intrin(
                 T.llvm_lookup_intrinsic_id(pmaddwd), acc[T.ramp(T.int32(0), 1, pairs)],
@@ -134,9 +137,7 @@ def _vnni(lanes: int, groups: int):
                 T.writes(c[0:lanes])
                 c[T.ramp(T.int32(0), 1, lanes)] = T.call_llvm_pure_intrin(
                     T.llvm_lookup_intrinsic_id(intrin), c.vload([0], dtype=f"int32x{lanes}"),
-                    T.reinterpret(T.broadcast(T.reinterpret(a.vload([0], "uint8x4"),
-                                                            dtype="int32"), lanes),
-                                  dtype=f"uint8x{nbytes}"),
+                    _word_broadcast(a, 0, lanes),
                     b.vload([0, 0], dtype=f"int8x{nbytes}"), dtype=f"int32x{lanes}")
 
         return impl1
@@ -152,9 +153,7 @@ def _vnni(lanes: int, groups: int):
                 # LLVM 19 declares the byte operands as <4·lanes x i8>.
                 c[T.ramp(T.int32(0), 1, lanes)] = T.call_llvm_pure_intrin(
                     T.llvm_lookup_intrinsic_id(intrin), c.vload([0], dtype=f"int32x{lanes}"),
-                    T.reinterpret(T.broadcast(T.reinterpret(a.vload([q * 4], "uint8x4"),
-                                                            dtype="int32"), lanes),
-                                  dtype=f"uint8x{nbytes}"),
+                    _word_broadcast(a, q * 4, lanes),
                     b.vload([q, 0, 0], dtype=f"int8x{nbytes}"), dtype=f"int32x{lanes}")
 
     return impl
