@@ -17,6 +17,7 @@ import argparse
 import os
 import sys
 import time
+from collections import Counter
 
 import numpy as np
 
@@ -80,10 +81,7 @@ def _timing_line() -> str:
 
 def _kernels(art) -> str:
     """The kernel families the model's layers got, e.g. ``lut x7, int8-dot x2``."""
-    counts: dict[str, int] = {}
-    for layer in art.layers:
-        if layer.get("kernel"):
-            counts[layer["kernel"]] = counts.get(layer["kernel"], 0) + 1
+    counts = Counter(layer["kernel"] for layer in art.layers if layer.get("kernel"))
     return ", ".join(f"{k} x{n}" for k, n in counts.items()) or "no bit-serial layer"
 
 
@@ -92,8 +90,9 @@ def _check_target(target: str) -> None:
     (not another CPU's ISA, not arm code under an emulator)."""
     from tvm_qnn.target import resolve_target
 
-    why = resolve_target(target).why_not_here()
-    if why or not target.startswith("x86"):
+    resolved = resolve_target(target)
+    why = resolved.why_not_here()
+    if why or resolved.name != "x86":
         raise SystemExit(f"demo: target {target!r} cannot run natively on this CPU"
                          f"{f' ({why})' if why else ''}; pick x86 or an x86:<mcpu> class it "
                          "has, e.g. x86:haswell")
