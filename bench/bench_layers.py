@@ -358,19 +358,24 @@ def _run(args, timing, limits) -> int:
             report, target)
     elapsed = time.perf_counter() - start
     print(f"bench: done in {elapsed:.1f} s", flush=True)
+    result = dict(machine=dict(cpu=_cpu_name(), cpus=len(peers.CPUS),
+                               python=platform.python_version(),
+                               mcpu=args.mcpu or "host", peer_isa=peer_record),
+                  timing=dataclasses.asdict(timing),
+                  roofline_bit_macs_per_s={str(k): v for k, v in rates.items()},
+                  layers=rows, models=model_rows, brevitas=brevitas_rows,
+                  seconds=elapsed)
+    return _write_results(result, args)
+
+
+def _write_results(result: dict, args) -> int:
+    """``--json`` (everything measured) and ``--png`` (the layers' speed-ups)."""
     if args.json:
-        result = dict(machine=dict(cpu=_cpu_name(), cpus=len(peers.CPUS),
-                                   python=platform.python_version(),
-                                   mcpu=args.mcpu or "host", peer_isa=peer_record),
-                      timing=dataclasses.asdict(timing),
-                      roofline_bit_macs_per_s={str(k): v for k, v in rates.items()},
-                      layers=rows, models=model_rows, brevitas=brevitas_rows,
-                      seconds=elapsed)
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(result, f, indent=1)
-    if args.png and rows:
-        plot(rows, args.png)
+    if args.png and result["layers"]:
+        plot(result["layers"], args.png)
     return 0
 
 
@@ -404,13 +409,7 @@ def _each_thread_count_alone(args) -> int:
                                            for k, v in p["roofline_bit_macs_per_s"].items()})
     for key in ("layers", "models", "brevitas"):
         merged[key] = [row for p in parts for row in p[key]]
-    if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(merged, f, indent=1)
-    if args.png and merged["layers"]:
-        plot(merged["layers"], args.png)
-    return 0
+    return _write_results(merged, args)
 
 
 def _cpu_name() -> str:
