@@ -19,6 +19,7 @@ from tvm_qnn.transform import find_layers
 from tvm_qnn.tuning.families import (
     FAMILIES_FILE,
     family_tasks,
+    outclassed,
     read_kernel_families,
     write_kernel_families,
 )
@@ -99,6 +100,37 @@ def test_a_family_that_does_not_fit_a_layer_is_not_compared():
     same = {"bit-serial": [Task("conv2d", "W1A1", plain, ["x"])],
             "lut": [Task("conv2d", "W1A1", plain, ["x"])]}
     assert family_tasks(same) == {}
+
+
+def test_a_family_far_slower_than_another_is_not_searched():
+    """A task is left out of the search only when its default is over SEARCH_MARGIN times
+    another family's on every layer it serves; one without a record, or serving a layer with
+    one kernel whatever the family, is searched."""
+    from tvm import s_tir
+    from tvm.s_tir import meta_schedule as ms
+
+    plain, dot, lut = _workload(lambda x: x + 1), _workload(lambda x: x * 2), \
+        _workload(lambda x: x - 3)
+    db = ms.database.MemoryDatabase()
+    for mod, seconds in ((plain, 3.1e-3), (dot, 1.4e-3), (lut, 1e-3)):
+        sch = s_tir.Schedule(mod)
+        sch.get_sblock("compute")  # MemoryDatabase ranks no record of an empty trace
+        db.commit_tuning_record(ms.database.TuningRecord(
+            sch.trace, db.commit_workload(mod), [seconds],
+            tvm.target.Target("llvm"), ms.arg_info.ArgInfo.from_prim_func(mod["main"])))
+    serial, dotted, looked = (Task("conv2d", "W2A2", plain, ["a", "b"]),
+                              Task("conv2d", "W2A2", dot, ["a", "b"]),
+                              Task("conv2d", "W2A2", lut, ["a", "b"]))
+    both = {"bit-serial": serial, "int8-dot": dotted, "lut": looked}
+    skipped = outclassed([serial, dotted, looked], {"a": both, "b": both}, db)
+    assert list(skipped) == [0]  # 3.1x the lookups; int8-dot at 1.4x is searched
+    assert skipped[0].startswith("a: bit-serial kernel 3.1 ms, lut 1 ms; b:")
+    # Where it serves a layer without a choice too, it is searched.
+    assert outclassed([serial], {"a": both}, db) == {}
+    # Against families without a record, nothing is known: searched.
+    fresh = Task("conv2d", "W2A2", _workload(lambda x: x - 5), ["a"])
+    assert outclassed([serial], {"a": {"bit-serial": serial, "lut": fresh}}, db) == {}
+    assert outclassed([fresh], {"a": {"bit-serial": serial, "lut": fresh}}, db) == {}
 
 
 @pytest.mark.slow

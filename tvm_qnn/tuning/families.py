@@ -37,6 +37,14 @@ logger = logging.getLogger("tvm_qnn")
 #: The file in a tuning folder that holds the kernel family of each compared layer.
 FAMILIES_FILE = "kernel_families.json"
 
+#: A family's kernel is not searched when its default template is more than this many times
+#: slower, on every layer it serves, than another family's default template: no search has
+#: gained that much. Tuning gained at most 1.23x over a default template on the suite convs
+#: (``x86:znver4`` conv56 W1A1; 1.15x on the ``x86:haswell`` lut kernel of conv14 W2A2), and
+#: searching all three families of one ``x86:haswell`` suite conv took 87-138 s for 64 trials
+#: each, a third of it on int8-dot kernels 1.4-4x slower than the lookups (one Zen 4).
+SEARCH_MARGIN = 1.5
+
 
 def family_tasks(variants: dict[str, list[Task]]) -> dict[str, dict[str, Task]]:
     """Layer name → {family: the task of its kernel in that family's variant}, for the
@@ -86,6 +94,39 @@ def choose_kernel_families(compared: dict[str, dict[str, Task]], db,
     return choices
 
 
+def _best_seconds(db, mod) -> float | None:
+    records = measured_records(db, mod, limit=1)
+    return mean_seconds(records[0]) if records else None
+
+
+def outclassed(tasks: list[Task], compared: dict[str, dict[str, Task]], db,
+               margin: float = SEARCH_MARGIN) -> dict[int, str]:
+    """The tasks not worth searching, by index into ``tasks``, with why: those whose best
+    record in ``db`` (their default template's, before a search) is more than ``margin`` times
+    another family's on every layer they serve. A task serving a layer that is not
+    ``compared`` (one kernel for it whatever the family), or without a record, is searched."""
+    skipped = {}
+    for index, task in enumerate(tasks):
+        own = _best_seconds(db, task.mod)
+        reasons = []
+        for layer in task.layers:
+            mine, others = "its", {}
+            for f, t in compared.get(layer, {}).items():
+                if tvm_ffi.structural_equal(t.mod, task.mod):
+                    mine = f
+                elif (seconds := _best_seconds(db, t.mod)) is not None:
+                    others[f] = seconds
+            if own is None or not others or own <= margin * min(others.values()):
+                break
+            best = min(others, key=others.get)
+            reasons.append(f"{layer}: {mine} kernel {own * 1e3:.3g} ms, {best} "
+                           f"{others[best] * 1e3:.3g} ms")
+        else:
+            if reasons:
+                skipped[index] = "; ".join(reasons)
+    return skipped
+
+
 def write_kernel_families(work_dir: str, choices) -> None:
     """Publish ``choices`` (KernelChoices, or a mapping whose values they are) with those of
     other signatures already in the file, whole."""
@@ -121,5 +162,5 @@ def read_kernel_families(tuning_db) -> dict[str, KernelChoice]:
         return {}
 
 
-__all__ = ["FAMILIES_FILE", "choose_kernel_families", "family_tasks", "read_kernel_families",
-           "write_kernel_families"]
+__all__ = ["FAMILIES_FILE", "SEARCH_MARGIN", "choose_kernel_families", "family_tasks",
+           "outclassed", "read_kernel_families", "write_kernel_families"]

@@ -33,8 +33,10 @@ from .choice import chosen_record, default_schedule, is_default
 from .database import measured_records, open_database
 from .disk import WriteCheck, check_free_space, check_written
 from .families import (
+    SEARCH_MARGIN,
     choose_kernel_families,
     family_tasks,
+    outclassed,
     read_kernel_families,
     write_kernel_families,
 )
@@ -228,7 +230,8 @@ def tune(model, target="x86", *, trials: int = 64, work_dir: str | os.PathLike =
         return made, make_builder(made)
 
     try:
-        _tune_tasks(tasks, trials, qnn_target, db, work_dir, workers, local, seed)
+        _tune_tasks(tasks, trials, qnn_target, db, work_dir, workers, local, seed,
+                    family_tasks(variants) if variants else {})
         if variants:  # the kernel family: keep each layer's fastest, tune what that makes new
             final = _choose_families(mod, qnn_target, variants, open_database(work_dir),
                                      work_dir)
@@ -236,7 +239,7 @@ def tune(model, target="x86", *, trials: int = 64, work_dir: str | os.PathLike =
                                                for k in tasks)]
             if new:
                 db = open_database(work_dir, workloads=[t.mod for t in new])
-                _tune_tasks(new, trials, qnn_target, db, work_dir, workers, local, seed)
+                _tune_tasks(new, trials, qnn_target, db, work_dir, workers, local, seed, {})
     finally:
         if workers.cache_info().currsize:  # the builder's worker pool, if one was started
             workers()[1].close()
@@ -278,8 +281,13 @@ def _choose_families(mod, qnn_target, variants, db, work_dir: str) -> list[Task]
 
 
 def _tune_tasks(tasks: list[Task], trials: int, qnn_target, db, work_dir: str, workers,
-                local: bool, seed) -> None:
-    """Measure each task's default schedule, search the pending ones, re-time the best."""
+                local: bool, seed, compared: dict[str, dict[str, Task]]) -> None:
+    """Measure each task's default schedule, search the pending ones, re-time the best.
+
+    ``compared``: the layers whose kernel family is being chosen (:func:`family_tasks`); a
+    family's kernel far slower than another's on its layers is not searched
+    (:func:`~.families.outclassed`): its default record stands for it in the choice.
+    """
     pending, budgets = [], []
     for task in tasks:
         done = len(measured_records(db, task.mod))
@@ -300,6 +308,12 @@ def _tune_tasks(tasks: list[Task], trials: int, qnn_target, db, work_dir: str, w
         else:
             pending.append(task)
             budgets.append(trials - done)
+    skipped = outclassed(pending, compared, db)
+    for why in skipped.values():
+        logger.info("not searched, its default template over %.3g times slower than "
+                    "another family's: %s", SEARCH_MARGIN, why)
+    pending = [t for i, t in enumerate(pending) if i not in skipped]
+    budgets = [b for i, b in enumerate(budgets) if i not in skipped]
     # Marked before the search: a run killed before the re-timing is done has the next one
     # do it (every trial is in the database then: it searches nothing).
     if pending:
