@@ -253,6 +253,27 @@ def test_single_branch_layers_get_their_own_register_tile():
         np.testing.assert_array_equal(kernel(xq), reference_output(layer, xq))
 
 
+@pytest.mark.parametrize("spec", ["x86:haswell", "x86:znver4"])
+def test_a_dense_tile_spans_the_classs_weight_vectors(spec):
+    """A one-row dense layer's register tile holds VPSHUFB_DENSE_OC_VECTORS weight vectors on
+    the classes without VPOPCNTDQ (each broadcast activation word serves them all), one with
+    it; exact either way. Compiled for the named CPU, run only where it runs here."""
+    from tvm_qnn.target.x86 import VPSHUFB_DENSE_OC_VECTORS
+
+    target = resolve_target(spec)
+    layer, xq = random_layer("dense", act_bits=1, weight_bits=1, in_channels=256,
+                             out_channels=256, batch=1, seed=5)
+    kernel = LayerKernel(layer, target=target)
+    sch = s_tir.Schedule(kernel.func)
+    block = f"{CHUNK_BLOCK if target.layout.word_bits == 8 else BRANCH_BLOCK}_update"
+    loops = [sch.get(loop) for loop in sch.get_loops(sch.get_sblock(block))]
+    unrolled = [int(loop.extent) for loop in loops if loop.kind == tirx.ForKind.UNROLLED]
+    vectors = 1 if target.has_vpopcntdq else VPSHUFB_DENSE_OC_VECTORS
+    assert max(unrolled) == vectors, unrolled
+    if target.runs_here():
+        np.testing.assert_array_equal(kernel(xq), reference_output(layer, xq))
+
+
 def test_convs_with_few_channels_a_group_get_the_integer_kernel():
     # A word of 64 lanes holding one channel wastes 63 popcount lanes per real MAC.
     layout = Layout(integer_min_branches=17)

@@ -22,6 +22,10 @@ class ScheduleConfig:
     # ``pragma_auto_unroll_max_step``; 0: only the register tile is unrolled).
     unroll_max_step: int = 0
     row_tile: int = 1  # batch rows per register tile (dense)
+    # Weight vectors per register tile of a bit-serial dense layer; None: ``oc_vectors``. A
+    # dense layer of one row has no positions to share a weight vector with, only the
+    # broadcast activation word across vectors; each class sets its own (target/x86).
+    dense_oc_vectors: int | None = None
     parallel: bool = True
     # (ow_tile, oh_tile) for single-branch (W1A1) convs, else the tiles above. Measured on the
     # AVX-512 suite convs (chained, one core): 2x2 positions x 32 channels (the layout's

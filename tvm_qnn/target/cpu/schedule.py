@@ -169,7 +169,8 @@ def schedule_dense(sch: s_tir.Schedule, config: ScheduleConfig = ScheduleConfig(
     r, oc = sch.get_loops(epi)
     ro, ri = _tile_split(sch, r, config.row_tile, sample, max_tile=4)
     ocb, oci = sch.split(oc, [None, oc_inner])
-    ocbo, ocbi = _tile_split(sch, ocb, config.oc_vectors, sample, max_tile=4)
+    ocbo, ocbi = _tile_split(sch, ocb, config.dense_oc_vectors or config.oc_vectors, sample,
+                             max_tile=4)
     sch.reorder(ocbo, ro, ri, ocbi, oci)
     # [ocbo, ro | r', ob', oi' | i, j, rw] with unit loops kept.
     sch.compute_at(branch, ro, preserve_unit_loops=True)

@@ -34,7 +34,7 @@ from .dot8 import (
 )
 from .lut import LUT_MAX_WEIGHT_BITS, lookup_step, lut_max_branches, tensorize_lookups
 
-__all__ = ["X86Target", "host_cpu_flags"]
+__all__ = ["VPSHUFB_DENSE_OC_VECTORS", "X86Target", "host_cpu_flags"]
 
 _HOST_ALIASES = ("x86", "llvm", "cpu")
 _VPOPCNTDQ_CPUS = {"icelake-client", "icelake-server", "tigerlake", "sapphirerapids",
@@ -45,6 +45,14 @@ _VPOPCNTDQ_CPUS = {"icelake-client", "icelake-server", "tigerlake", "sapphirerap
 #: (word bits, output channels per weight vector) of the classes without VPOPCNTDQ: byte
 #: words, faster than 64-bit ones there (measured in docs/cpu_kernels.md, "Byte words").
 _BYTE_WORDS = (8, 32)
+
+#: Weight vectors per register tile of a bit-serial dense layer on those classes: each
+#: broadcast activation word then serves four vectors. Measured (``x86:haswell`` code, one Zen
+#: 4 core, 4096 -> 4096, min of 3, ms with 1 / 2 / 4 vectors): 1 row W1A1 0.0465 / 0.0456 /
+#: 0.0436, W1A2 0.122 / 0.095 / 0.091, W2A2 0.188 / 0.173 / 0.179; 64 rows W1A1 3.04 / 2.93 /
+#: 2.85. With VPOPCNTDQ (``znver4``) one vector is as fast or faster (64 rows 1.05 / 1.29 /
+#: 1.39), so those classes keep ``oc_vectors``.
+VPSHUFB_DENSE_OC_VECTORS = 4
 
 
 @functools.lru_cache(maxsize=1)
@@ -150,6 +158,7 @@ class X86Target(CpuTarget):
         # The W1A1 register tile was measured with VPOPCNTDQ only (see ScheduleConfig).
         self.schedule_config = schedule_config or ScheduleConfig(
             single_branch_tile=(2, 2) if self.has_vpopcntdq else None,
+            dense_oc_vectors=None if self.has_vpopcntdq else VPSHUFB_DENSE_OC_VECTORS,
             dot8_tile=DOT8_TILES.get(self.dot_family) if dot else None,
             min_parallel_popcounts=parallel_threshold(default_threads()))
         # VPOPCNTDQ: 64-bit words, 16 uint64 lanes = two zmm per tile row. Without it the
