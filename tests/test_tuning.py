@@ -19,6 +19,7 @@ from tvm_qnn.target import X86Target
 from tvm_qnn.target.cpu import ScheduleConfig
 from tvm_qnn.testing.onnx_models import make_cnn_model, make_conv_model, random_input
 from tvm_qnn.tuning import extract_tasks, keep_best, open_database
+from tvm_qnn.tuning.families import read_kernel_families
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +43,9 @@ def test_tasks_are_deduplicated_by_workload():
 def test_tune_records_and_resumes(conv, tmp_path):
     work = tmp_path / "db"
     db = tvm_qnn.tune(conv, "x86", trials=3, work_dir=work, seed=0)
-    (task,) = extract_tasks(lower_for_tuning(load_model(conv), X86Target()))
+    # The kernel as compile lowers it with the folder (its family chosen by the tuning).
+    (task,) = extract_tasks(lower_for_tuning(load_model(conv), X86Target(),
+                                             families=read_kernel_families(work)))
     first = db.get_top_k(db.commit_workload(task.mod), 100)
     assert 1 <= len(first) <= 3  # the default template is measured first
     assert all(float(s) < 1 for r in first for s in r.run_secs)
@@ -305,9 +308,11 @@ def test_rpc_runner_survives_a_dead_server_and_resumes(conv, tmp_path, caplog, m
     from tvm_qnn.tuning.database import measured_records
 
     work = tmp_path / "db"
-    (task,) = extract_tasks(lower_for_tuning(load_model(conv), X86Target()))
     with RPCDevice("qnn-tuning-test") as device:
         db = tvm_qnn.tune(conv, "x86", trials=2, work_dir=work, runner=device.remote, seed=0)
+        # The kernel of the family tuning chose (the other may not have been searched).
+        (task,) = extract_tasks(lower_for_tuning(load_model(conv), X86Target(),
+                                                 families=read_kernel_families(work)))
         measured = len(measured_records(db, task.mod))
         assert measured >= 1
         # The board dies after tune checked the tracker has it (one already gone fails that
@@ -400,10 +405,12 @@ def test_a_full_disk_stops_tuning_clearly_and_a_rerun_resumes(tmp_path):
     db = open_database(work)
     # The cut-short line was dropped (kept as .corrupt); the first run's records survive (the
     # best ones re-timed) and the budget of 4 was filled up, not measured again from scratch
-    # (for each kernel the conv has: one per kernel family where the CPU has two).
+    # (for each kernel the conv has: one per kernel family where the CPU has two; a family
+    # far slower than the other at its default is not searched and keeps what it had).
     assert first_traces <= {str(r.trace) for r in db.get_all_tuning_records()}
     per_kernel = Counter(str(r.workload.as_json()[0]) for r in db.get_all_tuning_records())
-    assert set(per_kernel.values()) == {4}, per_kernel
+    assert max(per_kernel.values()) == 4 and all(n <= 4 for n in per_kernel.values()), \
+        per_kernel
 
 
 @pytest.mark.skipif(shutil.which("llvm-mca-19") is None or shutil.which("qemu-aarch64") is None

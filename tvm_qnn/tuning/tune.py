@@ -312,14 +312,18 @@ def _tune_tasks(tasks: list[Task], trials: int, qnn_target, db, work_dir: str, w
     for why in skipped.values():
         logger.info("not searched, its default template over %.3g times slower than "
                     "another family's: %s", SEARCH_MARGIN, why)
-    pending = [t for i, t in enumerate(pending) if i not in skipped]
-    budgets = [b for i, b in enumerate(budgets) if i not in skipped]
     # Marked before the search: a run killed before the re-timing is done has the next one
-    # do it (every trial is in the database then: it searches nothing).
-    if pending:
-        if local:
-            mark_retiming(work_dir, pending)
-        _search(pending, budgets, qnn_target, seed, work_dir, db, workers)
+    # do it (every trial is in the database then: it searches nothing). The tasks not searched
+    # are re-timed too, once (a re-timed record keeps one time, the runner's five): the family
+    # choice compares times taken the same way.
+    retime = [t for i, t in enumerate(pending)
+              if i not in skipped or len(measured_records(db, t.mod, limit=1)[0].run_secs) > 1]
+    if retime and local:
+        mark_retiming(work_dir, retime)
+    searched = [t for i, t in enumerate(pending) if i not in skipped]
+    if searched:
+        _search(searched, [b for i, b in enumerate(budgets) if i not in skipped], qnn_target,
+                seed, work_dir, db, workers)
     if local:
         unfinished = marked_for_retiming(work_dir, tasks)
         if unfinished:
