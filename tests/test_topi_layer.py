@@ -14,7 +14,7 @@ from tvm_qnn.target import resolve_target
 from tvm_qnn.target.cpu import ScheduleConfig
 from tvm_qnn.target.x86 import X86Target
 from tvm_qnn.testing.layers import LayerKernel, random_layer
-from tvm_qnn.topi.attrs import BRANCH_BLOCK, CHUNK_BLOCK
+from tvm_qnn.topi.attrs import BRANCH_BLOCK, CHUNK_BLOCK, EPILOGUE_BLOCK
 from tvm_qnn.topi.layer import plan_layer, reference_output
 from tvm_qnn.topi.layout import Layout
 from tvm_qnn.topi.weights import decompose_weights
@@ -272,6 +272,26 @@ def test_a_dense_tile_spans_the_classs_weight_vectors(spec):
     assert max(unrolled) == vectors, unrolled
     if target.runs_here():
         np.testing.assert_array_equal(kernel(xq), reference_output(layer, xq))
+
+
+@pytest.mark.parametrize("max_weight_bytes,rows_first", [(1 << 20, True), (1024, False)])
+def test_a_parallel_conv_splits_its_rows_unless_its_weights_are_big(max_weight_bytes,
+                                                                    rows_first):
+    """The cores of a parallel conv take whole output rows (each its own inputs, no output
+    line shared) while the weights are at most rows_first_max_weight_bytes, else channel
+    blocks; exact either way."""
+    target = X86Target(schedule_config=ScheduleConfig(
+        min_parallel_popcounts=1, rows_first_max_weight_bytes=max_weight_bytes))
+    layer, xq = random_layer("conv2d", act_bits=2, weight_bits=2, in_channels=64,
+                             out_channels=64, size=(6, 6), out_bits=2, seed=6)
+    kernel = LayerKernel(layer, target=target)
+    assert kernel.plan.packed_weight.nbytes > 1024
+    sch = s_tir.Schedule(kernel.func)
+    outer = sch.get(sch.get_loops(sch.get_sblock(EPILOGUE_BLOCK))[0])
+    name = outer.loop_var.name  # the fused loop names its parts in order: nn_yy_0_oc_0_0_...
+    assert outer.kind == tirx.ForKind.PARALLEL and "yy" in name and "oc" in name, name
+    assert (name.index("yy") < name.index("oc")) == rows_first, name
+    np.testing.assert_array_equal(kernel(xq), reference_output(layer, xq))
 
 
 def test_convs_with_few_channels_a_group_get_the_integer_kernel():

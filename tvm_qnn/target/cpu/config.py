@@ -44,6 +44,15 @@ class ScheduleConfig:
     # 64 channel bits outside): measured on the suite convs alone, conv56 1.2-1.5x faster,
     # conv28 1.3x slower. A tuning choice (both variants are design spaces), off by default.
     vector_pack: bool = False
+    # A parallel conv splits its output rows between the cores (each reads the inputs, or
+    # lookup tables, of its own rows and writes whole rows) unless its packed weights exceed
+    # this, then its output-channel blocks (each core reads half the weights once). Measured
+    # (chained suite convs, one Zen 4 with 1 MiB L2 per core, 2 threads, min of 7 alternated
+    # rounds, ms, blocks first -> rows first): x86:haswell lookups W1A1 conv56 0.231 -> 0.164,
+    # conv28 0.143 -> 0.110, conv14 0.125 -> 0.105, conv7 (0.59 MB of weights) 0.113 ->
+    # 0.105; W2A2 conv56 0.450 -> 0.407, conv28 0.374 -> 0.342, conv14 0.264 -> 0.242, but
+    # conv7 (1.2 MB) 0.301 -> 0.338. On one thread and on x86:znver4 popcounts within 5 %.
+    rows_first_max_weight_bytes: int = 1 << 20
     # Below this many xor-popcounts a layer runs on one core (parallel_threshold: x86 code
     # for several threads parallelizes smaller layers than code for one).
     min_parallel_popcounts: int = 1 << 20

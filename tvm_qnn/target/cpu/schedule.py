@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import tvm
 from tvm import s_tir, tirx
 
 from ...topi.attrs import (
@@ -140,7 +141,13 @@ def schedule_conv2d(sch: s_tir.Schedule, config: ScheduleConfig = ScheduleConfig
     ocbo, ocbi = _tile_split(sch, ocb, config.oc_vectors, sample, max_tile=4)
     oho, ohi = _tile_split(sch, oh, config.oh_tile, sample, max_tile=4)
     owo, owi = _tile_split(sch, ow, config.ow_tile, sample, max_tile=8)
-    sch.reorder(n, ocbo, oho, owo, ohi, owi, ocbi, oci)
+    # Parallel: rows outermost, so each core reads the inputs (lookup tables) of its own rows
+    # and writes whole output rows, not half of every pixel's channels (unless the weights
+    # are too big to stream once per row, see ScheduleConfig.rows_first_max_weight_bytes).
+    rows_first = config.parallel and \
+        _weight_bytes(sch) <= config.rows_first_max_weight_bytes
+    outer = (n, oho, ocbo) if rows_first else (n, ocbo, oho)
+    sch.reorder(*outer, owo, ohi, owi, ocbi, oci)
     # Unit loops kept so the loop list has a fixed shape whatever the tile sizes:
     # [n, ocbo, oho, owo | n', ob', oh', ow', oi' | i, j, (ry, rx,) rw].
     n_red = _reduction_loops(sch, branch)
@@ -152,8 +159,18 @@ def schedule_conv2d(sch: s_tir.Schedule, config: ScheduleConfig = ScheduleConfig
     _finish(sch, config, sample, branch, reduction,
             tile=(tile_oh, tile_ow, tile_ob, tile_oc),
             unrolled=(tile_ob, tile_ow, tile_oh, ocbi, owi, ohi), vector=oci,
-            outer=(n, ocbo, oho))
+            outer=outer)
     return sch
+
+
+def _weight_bytes(sch: s_tir.Schedule) -> int:
+    """Bytes of the packed weights: a layer PrimFunc's second parameter (``layer_compute``
+    takes the data, the weights, then the epilogue's constants)."""
+    weight = sch.mod["main"].params[1]  # carries its buffer's shape and dtype
+    elems = 1
+    for extent in weight.shape:
+        elems *= int(extent)
+    return elems * tvm.DataType(weight.dtype).bits // 8
 
 
 def schedule_dense(sch: s_tir.Schedule, config: ScheduleConfig = ScheduleConfig(),
