@@ -168,6 +168,7 @@ def test_model_on_avx2_uses_the_dot_kernel_and_stays_exact():
     (8, 16, "int8-dot", dict(relu=True)),
     (16, 16, "int8-dot", dict(act_signed=True, weight_signed=False, bias=True)),
     (8, 32, "lut", dict(relu=True)),  # 32 channels: a lookup step's, which wins at W2A2
+    (1, 32, "lut", dict(relu=True)),  # ... from one row on (DENSE_LUT_MIN_BRANCHES)
     (2, 16, "bit-serial", dict(relu=True)),  # few rows: the byte weights cost more to read
 ])
 def test_dense_layers_with_enough_rows_run_as_dot_convs(rows, out_features, kernel, options):
@@ -180,6 +181,24 @@ def test_dense_layers_with_enough_rows_run_as_dot_convs(rows, out_features, kern
     (row,) = [r for r in art.layers if r["bitserial"]]
     assert row["kind"] == "dense" and row["kernel"] == kernel
     feeds = random_input(model, seed=rows)
+    np.testing.assert_array_equal(art.run(feeds), run_reference(model, feeds)[0])
+
+
+@needs_avx2
+@pytest.mark.parametrize("rows,wbits,abits,kernel", [
+    (1, 1, 2, "lut"), (3, 1, 2, "lut"),
+    (1, 1, 1, "bit-serial"), (64, 1, 1, "bit-serial"),  # one branch: popcounts at any rows
+])
+def test_dense_layers_of_several_branches_take_the_lookups_at_any_rows(rows, wbits, abits,
+                                                                      kernel):
+    """From two branches on a dense layer runs on the lookups from one row on (as 1x1 convs
+    over its rows); a one-branch one keeps popcounts. Exact either way."""
+    model = make_dense_model("qcdq", batch=rows, in_features=64, out_features=32,
+                             act_bits=abits, weight_bits=wbits, relu=True)
+    art = tvm_qnn.compile(model, target="x86:haswell")
+    (row,) = [r for r in art.layers if r["bitserial"]]
+    assert row["kind"] == "dense" and row["kernel"] == kernel
+    feeds = random_input(model, seed=rows + abits)
     np.testing.assert_array_equal(art.run(feeds), run_reference(model, feeds)[0])
 
 
