@@ -203,6 +203,29 @@ def test_dense_layers_of_several_branches_take_the_lookups_at_any_rows(rows, wbi
 
 
 @needs_avx2
+@pytest.mark.parametrize("rows,vectors", [(1, 4), (2, 4), (5, 1)])
+def test_a_narrow_lookup_kernel_shares_each_table_between_weight_vectors(rows, vectors):
+    """A dense of 1-2 rows on the lookups (outputs that narrow) has a register tile of
+    lut_narrow_oc_vectors weight vectors; wider, lut_tile's. Exact either way."""
+    from tvm import s_tir, tirx
+
+    from tvm_qnn.topi.attrs import BRANCH_BLOCK
+    from tvm_qnn.topi.dense_dot8 import dense_as_conv
+
+    layer, xq = random_layer("dense", act_bits=2, weight_bits=2, in_channels=64,
+                             out_channels=128, batch=rows, seed=rows)
+    conv = dense_as_conv(layer)
+    kernel = LayerKernel(conv, target="x86:haswell", lut_max_weight_bits=2)
+    assert kernel.plan.kernel == "lut"
+    sch = s_tir.Schedule(kernel.func)
+    loops = [sch.get(lp) for lp in sch.get_loops(sch.get_sblock(f"{BRANCH_BLOCK}_update"))]
+    tile = [int(lp.extent) for lp in loops if lp.kind == tirx.ForKind.UNROLLED]
+    assert vectors in tile and (vectors > 1 or 4 not in tile), tile
+    out = kernel(np.ascontiguousarray(xq.T)[None, :, None, :])
+    np.testing.assert_array_equal(out[0, :, 0, :].T, reference_output(layer, xq))
+
+
+@needs_avx2
 @pytest.mark.parametrize("cin,kernel,strides,pads,dilation", [
     (1, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),  # a grayscale image's first conv
     (3, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1)),  # RGB, stride 2 (MobileNet's first conv)

@@ -40,6 +40,13 @@ class ScheduleConfig:
     # 4 core, CNV's convs, branch sums alone): 4 x 1 x 1, reduced to 1 column on 7-wide
     # maps, 0.0197 ms on 128 ch 7²; 7 x 1 x 1 0.0124 ms; 32 ch 28²: 4 columns 0.0167, 7 0.0158.
     lut_tile: tuple[int, int, int] = (8, 1, 1)
+    # Weight vectors of a table-lookup conv at most LUT_NARROW_WIDTH outputs wide (a dense
+    # layer of 1-2 rows, as 1x1 convs over its rows), where few columns share each weight
+    # vector: then each table serves several. Measured (x86:haswell code, one Zen 4 core,
+    # 4096 -> 4096 dense, ms with 1 / 2 / 4 vectors): 1 row W1A2 0.073 / 0.066 / 0.058, W2A2
+    # 0.160 / 0.125 / 0.115; 2 rows W1A2 0.119 / 0.080 / 0.072, W2A2 0.211 / 0.163 / 0.140;
+    # at 4 rows mixed (W1A2 0.155 / 0.187 / 0.194), so wider outputs keep lut_tile's.
+    lut_narrow_oc_vectors: int = 4
     # Pack a conv's NCHW codes into bit-planes with the output columns as one vector (the
     # 64 channel bits outside): measured on the suite convs alone, conv56 1.2-1.5x faster,
     # conv28 1.3x slower. A tuning choice (both variants are design spaces), off by default.
@@ -57,6 +64,9 @@ class ScheduleConfig:
     # for several threads parallelizes smaller layers than code for one).
     min_parallel_popcounts: int = 1 << 20
 
+
+#: Outputs at most this wide take ``lut_narrow_oc_vectors`` weight vectors per tile.
+LUT_NARROW_WIDTH = 2
 
 #: ``min_parallel_popcounts`` of code that runs on several threads. Measured on the shipped
 #: CNVs, 2 threads of a quiet 2-core Zen 4 (both threads' probe at 2.0x one's), min of 7

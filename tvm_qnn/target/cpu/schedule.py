@@ -31,7 +31,7 @@ from ...topi.attrs import (
     PACK_BLOCK,
     ROWSUM_BLOCK,
 )
-from .config import UNROLL_STEPS, ScheduleConfig
+from .config import LUT_NARROW_WIDTH, UNROLL_STEPS, ScheduleConfig
 
 #: The scope of the register tiles (branch sums, byte-word chunks) and of the tensor
 #: intrinsics' accumulators. Not "local": TVM 0.27 (tirx.LowerTVMBuiltin) keeps only "global"
@@ -124,19 +124,21 @@ def schedule_conv2d(sch: s_tir.Schedule, config: ScheduleConfig = ScheduleConfig
     epi = sch.get_sblock(EPILOGUE_BLOCK)
     branch = sch.get_sblock(BRANCH_BLOCK)
     oc_inner = int(sch.get(branch).writes[0].source.shape[4])
-    if config.dot8_tile and _has_block(sch, DOT8_INPUT_BLOCK):
-        config = replace(config, ow_tile=config.dot8_tile[0], oh_tile=config.dot8_tile[1],
-                         oc_vectors=config.dot8_tile[2])
-    elif _has_block(sch, LUT_TABLE_BLOCK):
-        config = replace(config, ow_tile=config.lut_tile[0], oh_tile=config.lut_tile[1],
-                         oc_vectors=config.lut_tile[2])
-    elif config.single_branch_tile and _branches(sch) == 1:
-        config = replace(config, ow_tile=config.single_branch_tile[0],
-                         oh_tile=config.single_branch_tile[1])
     if sch.get(epi).annotations.get(LAYOUT_ATTR) == "NHWC":
         n, oh, ow, oc = sch.get_loops(epi)
     else:
         n, oc, oh, ow = sch.get_loops(epi)
+    if config.dot8_tile and _has_block(sch, DOT8_INPUT_BLOCK):
+        config = replace(config, ow_tile=config.dot8_tile[0], oh_tile=config.dot8_tile[1],
+                         oc_vectors=config.dot8_tile[2])
+    elif _has_block(sch, LUT_TABLE_BLOCK):
+        narrow = int(sch.get(ow).extent) <= LUT_NARROW_WIDTH  # e.g. a dense of 1-2 rows
+        config = replace(config, ow_tile=config.lut_tile[0], oh_tile=config.lut_tile[1],
+                         oc_vectors=config.lut_narrow_oc_vectors if narrow
+                         else config.lut_tile[2])
+    elif config.single_branch_tile and _branches(sch) == 1:
+        config = replace(config, ow_tile=config.single_branch_tile[0],
+                         oh_tile=config.single_branch_tile[1])
     ocb, oci = sch.split(oc, [None, oc_inner])
     ocbo, ocbi = _tile_split(sch, ocb, config.oc_vectors, sample, max_tile=4)
     oho, ohi = _tile_split(sch, oh, config.oh_tile, sample, max_tile=4)
