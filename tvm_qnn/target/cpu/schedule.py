@@ -151,7 +151,7 @@ def schedule_conv2d(sch: s_tir.Schedule, config: ScheduleConfig = ScheduleConfig
     outer = (n, oho, ocbo) if rows_first else (n, ocbo, oho)
     sch.reorder(*outer, owo, ohi, owi, ocbi, oci)
     # Unit loops kept so the loop list has a fixed shape whatever the tile sizes:
-    # [n, ocbo, oho, owo | n', ob', oh', ow', oi' | i, j, (ry, rx,) rw].
+    # [*outer, owo | n', ob', oh', ow', oi' | i, j, (ry, rx,) rw].
     n_red = _reduction_loops(sch, branch)
     sch.compute_at(branch, owo, preserve_unit_loops=True)
     sch.set_scope(branch, 0, TILE_SCOPE)
