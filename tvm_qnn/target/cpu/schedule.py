@@ -143,9 +143,8 @@ def schedule_conv2d(sch: s_tir.Schedule, config: ScheduleConfig = ScheduleConfig
     ocbo, ocbi = _tile_split(sch, ocb, config.oc_vectors, sample, max_tile=4)
     oho, ohi = _tile_split(sch, oh, config.oh_tile, sample, max_tile=4)
     owo, owi = _tile_split(sch, ow, config.ow_tile, sample, max_tile=8)
-    # Parallel: rows outermost, so each core reads the inputs (lookup tables) of its own rows
-    # and writes whole output rows, not half of every pixel's channels (unless the weights
-    # are too big to stream once per row, see ScheduleConfig.rows_first_max_weight_bytes).
+    # Parallel: rows outermost, each core reading its own rows' inputs (lookup tables) and
+    # writing whole rows, unless the weights are big (rows_first_max_weight_bytes).
     rows_first = config.parallel and \
         _weight_bytes(sch) <= config.rows_first_max_weight_bytes
     outer = (n, oho, ocbo) if rows_first else (n, ocbo, oho)
