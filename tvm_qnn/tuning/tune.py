@@ -162,11 +162,11 @@ def tune(model, target="x86", *, trials: int = 64, work_dir: str | os.PathLike =
         made = runner or make_runner(spec, timeout, qnn_target, funcs)
         return made, make_builder(made)
 
+    compared = family_tasks(variants) if variants else {}
     try:
-        _tune_tasks(tasks, trials, qnn_target, db, work_dir, workers, local, seed,
-                    family_tasks(variants) if variants else {})
+        _tune_tasks(tasks, trials, qnn_target, db, work_dir, workers, local, seed, compared)
         if variants:  # the kernel family: keep each layer's fastest, tune what that makes new
-            final = _choose_families(mod, qnn_target, variants, open_database(work_dir),
+            final = _choose_families(mod, qnn_target, compared, open_database(work_dir),
                                      work_dir)
             new = [t for t in final if not any(tvm_ffi.structural_equal(t.mod, k.mod)
                                                for k in tasks)]
@@ -201,9 +201,9 @@ def _distinct(*task_lists: list[Task]) -> list[Task]:
     return merged
 
 
-def _choose_families(mod, qnn_target, variants, db, work_dir: str) -> list[Task]:
-    """Write each compared layer's fastest family; the tasks of the model lowered with them."""
-    compared = family_tasks(variants)
+def _choose_families(mod, qnn_target, compared, db, work_dir: str) -> list[Task]:
+    """Write each compared layer's fastest family (``compared``: :func:`family_tasks`); the
+    tasks of the model lowered with them."""
     if not compared:
         return []
     signatures = {m.name: m.layer.signature for m in find_layers(mod["main"])
