@@ -108,7 +108,7 @@ def _qnn_kernel(kind, cin, cout, size, wbits, abits, target="x86"):
     from tvm_qnn.target import resolve_target
     from tvm_qnn.testing.layers import ChainedLayerKernel, LayerKernel, random_layer
     from tvm_qnn.topi.dense_dot8 import dense_as_conv, plan_kernel
-    from tvm_qnn.topi.layout import MAX_LUT_WEIGHT_BITS
+    from tvm_qnn.topi.layout import FORCED_LUT_WEIGHT_BITS
 
     if kind == "conv2d":  # A-bit codes out, as the next layer of the network reads them
         layer, xq = random_layer(kind, act_bits=abits, weight_bits=wbits, in_channels=cin,
@@ -122,7 +122,7 @@ def _qnn_kernel(kind, cin, cout, size, wbits, abits, target="x86"):
         # The compiler runs it as 1x1 convs over the rows (topi.dense_dot8), between two
         # transposes of the rows (not timed: 0.3 MB at 64 rows).
         layer, xq = dense_as_conv(layer), np.ascontiguousarray(xq.T)[None, :, None, :]
-    lut = MAX_LUT_WEIGHT_BITS if family == "lut" else None
+    lut = FORCED_LUT_WEIGHT_BITS if family == "lut" else None
     alone = LayerKernel(layer, target=target, dot8_min_branches=layout.dot8_min_branches,
                         lut_max_weight_bits=lut)
     isa = roofline.isa_of(alone.module.inspect_source("asm"))

@@ -54,7 +54,7 @@ def measure(mcpu: str, layer_name: str, bits: tuple[int, int], tiles, rounds: in
     from tvm_qnn.testing.layers import ChainedLayerKernel, LayerKernel
     from tvm_qnn.testing.suite import suite_layer
     from tvm_qnn.topi.layer import reference_output
-    from tvm_qnn.topi.layout import MAX_LUT_WEIGHT_BITS
+    from tvm_qnn.topi.layout import FORCED_LUT_WEIGHT_BITS
 
     wbits, abits = bits
     layer, xq = suite_layer(layer_name, wbits, abits)
@@ -65,7 +65,7 @@ def measure(mcpu: str, layer_name: str, bits: tuple[int, int], tiles, rounds: in
     lut = None
     if "lut" in resolve_target(f"x86:{mcpu}").kernel_families:  # the classes that have it
         lut = ChainedLayerKernel(layer, target=f"x86:{mcpu}",
-                                 lut_max_weight_bits=MAX_LUT_WEIGHT_BITS)
+                                 lut_max_weight_bits=FORCED_LUT_WEIGHT_BITS)
     if lut is not None and lut.plan.kernel == "lut":
         if not np.array_equal(lut(xq), expected):
             raise AssertionError(f"{mcpu} {layer_name} W{wbits}A{abits}: lut not exact")

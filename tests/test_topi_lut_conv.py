@@ -21,7 +21,7 @@ from tvm_qnn.testing.layers import (
 )
 from tvm_qnn.testing.onnx_models import make_cnn_model, random_input, run_reference
 from tvm_qnn.topi.layer import plan_layer, reference_output
-from tvm_qnn.topi.layout import MAX_LUT_WEIGHT_BITS, Layout
+from tvm_qnn.topi.layout import FORCED_LUT_WEIGHT_BITS, Layout
 from tvm_qnn.topi.lut_conv import LUT_MAX_ACT_BITS, lut_chunk, pack_lut_weights
 
 needs_avx2 = pytest.mark.skipif("avx2" not in host_cpu_flags(),
@@ -31,7 +31,7 @@ HASWELL = "x86:haswell"
 
 def _lut_kernel(layer, chained=False):
     cls = ChainedLayerKernel if chained else LayerKernel
-    kernel = cls(layer, target=HASWELL, lut_max_weight_bits=MAX_LUT_WEIGHT_BITS)
+    kernel = cls(layer, target=HASWELL, lut_max_weight_bits=FORCED_LUT_WEIGHT_BITS)
     assert kernel.plan.kernel == "lut"
     return kernel
 
@@ -137,7 +137,7 @@ def test_lut_family_is_a_no_op_where_the_target_has_no_lookups():
     layout = Layout(oc_block=16, word_bits=64)  # VPOPCNTDQ-like: no lookup kernel
     assert layout.with_family("lut") is layout
     assert resolve_target(HASWELL).layout.with_family("lut").lut_max_weight_bits == \
-        MAX_LUT_WEIGHT_BITS
+        FORCED_LUT_WEIGHT_BITS
     assert "lut" not in resolve_target("x86:znver4").kernel_families
     assert "lut" in resolve_target(HASWELL).kernel_families
 
@@ -163,7 +163,7 @@ def test_lookups_go_parallel_where_popcounts_do(size, parallel):
     target = resolve_target(HASWELL).for_threads(2)
     layer, _ = random_layer("conv2d", act_bits=1, weight_bits=1, in_channels=64,
                             out_channels=64, size=size, seed=2)
-    for lut in (None, MAX_LUT_WEIGHT_BITS):
+    for lut in (None, FORCED_LUT_WEIGHT_BITS):
         kernel = LayerKernel(layer, target=target, lut_max_weight_bits=lut)
         assert kernel.plan.kernel == ("lut" if lut else "bit-serial")
         assert ("T.parallel" in kernel.func.script()) == parallel, (lut, size)
