@@ -11,6 +11,7 @@ widening adds (NEON).
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import tvm
@@ -168,10 +169,7 @@ def _weight_bytes(sch: s_tir.Schedule) -> int:
     """Bytes of the packed weights: a layer PrimFunc's second parameter (``layer_compute``
     takes the data, the weights, then the epilogue's constants)."""
     weight = sch.mod["main"].params[1]  # carries its buffer's shape and dtype
-    elems = 1
-    for extent in weight.shape:
-        elems *= int(extent)
-    return elems * tvm.DataType(weight.dtype).bits // 8
+    return math.prod(int(e) for e in weight.shape) * tvm.DataType(weight.dtype).bits // 8
 
 
 def schedule_dense(sch: s_tir.Schedule, config: ScheduleConfig = ScheduleConfig(),
