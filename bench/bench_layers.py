@@ -8,9 +8,10 @@
 
 ``--mcpu`` generates the code (and the roofline probe) for another x86 CPU that runs here,
 e.g. ``haswell`` for the AVX2 path (``vpshufb`` popcount, 8 output channels per vector), and
-limits the PyTorch peers to that CPU's instruction sets (:mod:`bench.peer_isa`: ATen, oneDNN,
-fbgemm, MKL), checked before anything is timed and recorded in the JSON (``machine.peer_isa``)
-and in each row (``torch_isa``). onnxruntime cannot be limited: its rows say ``ort_isa=host``.
+limits the peers to that CPU's instruction sets (:mod:`bench.peer_isa`: PyTorch's ATen, oneDNN,
+fbgemm and MKL by their variables, onnxruntime by masking CPUID where the CPU has CPUID
+faulting), checked before anything is timed and recorded in the JSON (``machine.peer_isa``)
+and in each row (``torch_isa``, ``ort_isa``: ``host`` where onnxruntime could not be limited).
 
 **Layers** (batch 1): conv3x3 s1 p1 at 56²×64→64, 28²×128→128, 14²×256→256, 7²×512→512 and
 dense 1×4096→4096, 64×4096→4096, at each ``--bits`` ``WxA`` (weight × activation bits; a
@@ -330,9 +331,11 @@ def _run(args, timing, limits) -> int:
     target = X86Target(mcpu=args.mcpu) if args.mcpu else "x86"
     engines, tags, peer_record = peers.TORCH_ENGINES, {}, "host (no --mcpu: not limited)"
     if limits:
+        peer_isa.limit_onnxruntime(limits)
         peer_record = peer_isa.verify(limits)
         print(f"bench: {peer_isa.describe(peer_record)}", flush=True)
-        engines, tags = limits.torch_engines, dict(torch_isa=limits.onednn, ort_isa="host")
+        ort_isa = "host" if peer_isa.ort_limit() else limits.onednn
+        engines, tags = limits.torch_engines, dict(torch_isa=limits.onednn, ort_isa=ort_isa)
     rates = {}
     for n in args.threads:
         peers.pin(n)

@@ -11,15 +11,16 @@ TVM, and a suite started after PyTorch was imported reruns in a fresh process):
 * fbgemm (the ``fbgemm`` and ``x86`` int8 engines): ``FBGEMM_ENABLE_INSTRUCTIONS`` = AVX2/AVX512/
   AVX512_E1 (VNNI); it cannot go below AVX2, so for an older ``mcpu`` those engines are dropped;
 * MKL (PyTorch fp32 Linear): ``MKL_ENABLE_INSTRUCTIONS``, which MKL honours on Intel CPUs only;
-* onnxruntime cannot be limited: MLAS picks its kernels from CPUID, with no environment variable
-  or session option to cap it. Its ISA is reported as the host's. (Masking the CPUID bits it
-  reads would take CPUID faulting, ``arch_prctl(ARCH_SET_CPUID, 0)``: the KVM guests this was
-  measured on refuse it with ENODEV.)
+* onnxruntime: MLAS picks its kernels from CPUID, with no environment variable or session
+  option to cap it, so CPUID itself is masked to the ``mcpu``'s features (:mod:`bench.cpuid_limit`,
+  CPUID faulting). Where the CPU or hypervisor has no CPUID faulting (AMD, some KVM guests:
+  ENODEV) it cannot be limited, and its ISA is reported as the host's.
 
 :func:`verify` checks in the measuring process that the limits hold: ATen's reported capability,
 the ISA in the name of a oneDNN primitive it creates (``ONEDNN_VERBOSE``: ``jit_uni_int8:avx2``
-rather than ``brg_conv_fwd:avx512_core_vnni``) and whether fbgemm uses VNNI (without it its
-u8·s8 pair products saturate int16: a probe sees the saturated result).
+rather than ``brg_conv_fwd:avx512_core_vnni``), whether fbgemm and onnxruntime use VNNI
+(without it their u8·s8 pair products saturate int16: a probe sees the saturated result) and
+that CPUID reports none of the masked features.
 """
 
 from __future__ import annotations
@@ -32,7 +33,11 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 
-ORT_ISA = "host (cannot be limited: MLAS dispatches on CPUID)"
+from . import cpuid_limit
+
+ORT_ISA = "host (cannot be limited: MLAS dispatches on CPUID; {why})"
+# Instruction sets whose u8*s8 products are summed without int16 saturation.
+_EXACT_U8S8 = frozenset({"avx512vnni", "avxvnni", "amxint8"})
 
 # oneDNN's ISA names from least to most; a primitive's name ends in the one it was built for.
 ONEDNN_ORDER = ("sse41", "avx", "avx2", "avx2_vnni", "avx2_vnni_2", "avx512_core",
@@ -50,6 +55,7 @@ class PeerLimits:
     onednn: str
     fbgemm: str | None  # None: mcpu has no AVX2, below what fbgemm runs
     mkl: str
+    features: frozenset[str] = frozenset()  # mcpu's, LLVM's names: what CPUID may report
 
     def environ(self) -> dict[str, str]:
         env = {"ATEN_CPU_CAPABILITY": self.aten, "ONEDNN_MAX_CPU_ISA": self.onednn,
@@ -88,7 +94,7 @@ def limits_for(mcpu: str, features: frozenset[str]) -> PeerLimits:
         mkl = "AVX" if "avx" in f else "SSE4_2"
     aten = "avx512" if core else "avx2" if {"avx2", "fma"} <= f else "default"
     fbgemm = "AVX512_E1" if vnni else "AVX512" if core else "AVX2" if "avx2" in f else None
-    return PeerLimits(mcpu, aten, onednn, fbgemm, mkl)
+    return PeerLimits(mcpu, aten, onednn, fbgemm, mkl, frozenset(f))
 
 
 _FEATURES_SCRIPT = """import sys
@@ -130,6 +136,22 @@ def apply(limits: PeerLimits) -> bool:
     return True
 
 
+def limit_onnxruntime(limits: PeerLimits) -> None:
+    """Mask CPUID to the limits for onnxruntime, before it is imported (:func:`ort_limit` then
+    says whether that worked). Called after TVM is imported: TVM installs its own SIGSEGV
+    handler, which would replace the mask's (it passes other faults on to TVM's)."""
+    global _ort_unlimited
+    _ort_unlimited = cpuid_limit.apply(limits.features)
+
+
+_ort_unlimited: str | None = "CPUID was not masked (limit_onnxruntime not called)"
+
+
+def ort_limit() -> str | None:
+    """None when onnxruntime is limited to the applied limits, else why it is not."""
+    return _ort_unlimited
+
+
 def rerun_in_fresh_process(argv: list[str], limits: PeerLimits) -> int:
     """Run ``python -m bench argv`` in a new process with the limits set; its exit code."""
     print("bench: PyTorch was imported before its ISA could be limited to "
@@ -165,6 +187,7 @@ def verify(limits: PeerLimits) -> dict:
         problems.append(f"oneDNN created {', '.join(over)}, above {limits.onednn}")
     if vnni and limits.fbgemm != "AVX512_E1":
         problems.append(f"fbgemm used VNNI, above {limits.fbgemm}")
+    ort = _verify_ort(limits, problems)
     if problems:
         raise SystemExit(f"bench: --mcpu {limits.mcpu}: the peers are not limited to its ISA: "
                          + "; ".join(problems))
@@ -180,15 +203,35 @@ def verify(limits: PeerLimits) -> dict:
         torch_mkl=dict(limit=limits.mkl, verified=mkl_dispatch(),
                        note="MKL honours its limit on Intel CPUs only"),
         torch_int8_engines=list(limits.torch_engines),
-        onnxruntime=dict(limit=ORT_ISA, verified="not limited"))
+        onnxruntime=ort)
+
+
+def _verify_ort(limits: PeerLimits, problems: list[str]) -> dict:
+    """onnxruntime's record: CPUID as this process sees it, and whether MLAS's u8*s8 GEMM
+    saturates as it must without a VNNI-class instruction set."""
+    why = ort_limit()
+    if why is not None:
+        return dict(limit=ORT_ISA.format(why=why), verified="not limited")
+    masked = set(cpuid_limit.CPUID_BITS) - limits.features
+    if not cpuid_limit.hooked():  # the next CPUID would crash: nothing more is checked
+        problems.append("a library replaced the CPUID mask's SIGSEGV handler")
+        return {}
+    seen = cpuid_limit.visible(masked)
+    if seen:
+        problems.append(f"CPUID still reports {', '.join(sorted(seen))}")
+    exact = ort_u8s8_exact()
+    if exact and "avx2" in limits.features and not limits.features & _EXACT_U8S8:
+        problems.append("onnxruntime's u8*s8 GEMM did not saturate: it used VNNI or AMX")
+    return dict(limit=f"{limits.onednn} (CPUID masked to {limits.mcpu}'s features)",
+                verified=f"CPUID reports none of {len(masked)} masked features; u8*s8 pair "
+                + ("sums exact (VNNI-class)" if exact else "sums saturate int16 (no VNNI)"))
 
 
 def describe(record: dict) -> str:
     """One line of what :func:`verify` found: each peer's limit (what it reported)."""
     parts = [f"{peer}={r['limit']} ({r['verified']})" for peer, r in record.items()
-             if isinstance(r, dict) and peer != "onnxruntime"]
-    return (f"peers limited to --mcpu {record['mcpu']}: " + " ".join(parts)
-            + f"; onnxruntime={record['onnxruntime']['limit']}")
+             if isinstance(r, dict)]
+    return f"peers limited to --mcpu {record['mcpu']}: " + " ".join(parts)
 
 
 def _rank(order, name: str) -> int:
@@ -258,6 +301,30 @@ def fbgemm_uses_vnni() -> bool:
             return int(linear(x).int_repr()[0, 0]) == 200
     finally:
         torch.backends.quantized.engine = saved
+
+
+def ort_u8s8_exact() -> bool:
+    """Whether onnxruntime's (MLAS's) u8*s8 GEMM sums products without saturating: the
+    probe of :func:`fbgemm_uses_vnni` as a ``MatMulInteger`` (int32 out): 2 072 640 with
+    VNNI or AMX, 1 048 544 where ``vpmaddubsw`` saturates pairs (AVX2, AVX-512 without VNNI).
+    MLAS reads CPUID at its first GEMM: call this after :func:`apply`."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from .peers import ort_session
+
+    k = 64
+    weight = numpy_helper.from_array(np.full((k, 1), 127, np.int8), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMulInteger", ["x", "w"], ["y"])], "u8s8_probe",
+        [helper.make_tensor_value_info("x", TensorProto.UINT8, [1, k])],
+        [helper.make_tensor_value_info("y", TensorProto.INT32, [1, 1])], [weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    onnx.checker.check_model(model)
+    sess, _ = ort_session(model, threads=1)
+    (y,) = sess.run(None, {"x": np.full((1, k), 255, np.uint8)})
+    return int(y[0, 0]) == 255 * 127 * k
 
 
 def mkl_dispatch() -> str:
