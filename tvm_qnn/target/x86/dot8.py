@@ -251,7 +251,11 @@ def dot8_kernel(features: frozenset[str]) -> tuple[str, int] | None:
     * AVX-512 VPOPCNTDQ with VNNI (Ice Lake, Sapphire Rapids, Zen 4/5): ``vpopcntq`` counts 64
       bits in one µop. Zen 4: W2A2 0.71-0.86x, W2A3 0.92-1.17x, W3A3 1.31-1.81x, W4A4
       1.80-3.29x: from 8 (W2A4, W3A3). Without VNNI (no such CPU has BW): 12, by the µop count
-      of ``vpmaddubsw`` + ``vpaddw`` against one ``vpdpbusd``.
+      of ``vpmaddubsw`` + ``vpaddw`` against one ``vpdpbusd``. An Intel core with full-rate
+      512-bit ``vpdpbusd`` favours the dot step sooner (a Sapphire Rapids-class KVM guest
+      running ``x86:icelake-server``, ``x86_kernel_families_icelake-server_on_spr.json``: W2A2
+      0.98-1.23x, W1A3 0.69-0.94x, W1A2 0.50-0.63x, so from 4 there). The table keeps Zen 4's
+      8: LLVM's CPU name does not tell the cores apart (that guest reports ``rocketlake``).
 
     The dot kernel's tiles, and tuning (which times both families, :mod:`tvm_qnn.tuning.
     families`), decide the close cases.
