@@ -14,9 +14,11 @@ finds every record already measured and would otherwise search nothing and re-ti
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
+import statistics
 
 import numpy as np
 import tvm
@@ -25,6 +27,7 @@ from tvm.s_tir import meta_schedule as ms
 
 from ..errors import TvmQnnError
 from ..runtime.atomic import publish
+from ..runtime.stack_offset import STACK_DEPTHS, call_at_stack_depth
 from ..runtime.timing import evaluator_seconds
 from .database import mean_seconds, measured_records, open_database, replace_records
 from .repair import locked
@@ -92,16 +95,21 @@ def marked_for_retiming(work_dir: str, tasks: list[Task]) -> list[Task]:
 
 
 def kernel_timer(func: tvm.tirx.PrimFunc, target, number: int = 1, repeat: int = 3,
-                 arg_sets: int = 4):
+                 arg_sets: int = 2, depths=STACK_DEPTHS):
     """``func`` compiled once, on ``arg_sets`` allocations of random arguments: a callable
-    returning the fastest allocation's median seconds (TVM's time evaluator, this host;
-    repeats of at least 10 ms, as the tuning runner).
+    returning the median seconds over every (allocation, stack depth) pair, each pair the
+    median of TVM's time evaluator on this host (repeats of at least 10 ms, as the tuning
+    runner).
 
-    Several allocations because where the arguments land matters as much as the schedule:
-    measured on a Zen 4 VM, the same conv7 W1A1 kernel took 0.32-0.43 ms depending on the
-    (compiled code, argument buffers) pair, in two clusters; the fastest of 5 allocations was
-    within 6 % for each of 4 compilations. One allocation per kernel made a tuned record look
-    0.77x the default template's speed when it was not.
+    Where the arguments land and where the stack lies matter as much as the schedule, since a
+    kernel that spills can alias its stack slots with the data it streams: measured on a Zen 4
+    VM, the same conv7 W1A1 kernel took 0.32-0.43 ms depending on the (compiled code, argument
+    buffers) pair, in two clusters, and an ``x86:haswell`` lookup conv 0.0127 or 0.0146 ms
+    depending on the stack's offset (:mod:`~tvm_qnn.runtime.stack_offset`). One allocation per
+    kernel made a tuned record look 0.77x the default template's speed when it was not. The
+    median over allocations and ``depths`` (padding arguments of
+    :func:`~tvm_qnn.runtime.stack_offset.call_at_stack_depth`) is what a process drawing
+    one of them at random sees most often.
     """
     lib = tvm.compile(func, target).mod
     dev = tvm.cpu()
@@ -118,8 +126,13 @@ def kernel_timer(func: tvm.tirx.PrimFunc, target, number: int = 1, repeat: int =
             values.append(rng.integers(max(limits.min, -100), min(limits.max, 100),
                                        shape).astype(dtype))
     sets = [[tvm.runtime.tensor(v, dev) for v in values] for _ in range(arg_sets)]
-    return lambda: min(evaluator_seconds(lib, lib.entry_name, dev, *args, number=number,
-                                         repeat=repeat, min_repeat_ms=10) for args in sets)
+
+    def one(args):
+        return evaluator_seconds(lib, lib.entry_name, dev, *args, number=number,
+                                 repeat=repeat, min_repeat_ms=10)
+
+    return lambda: statistics.median(call_at_stack_depth(functools.partial(one, args), words)
+                                     for args in sets for words in depths)
 
 
 def interleaved_min(timers: list, rounds: int = 3) -> list[float]:
