@@ -73,7 +73,9 @@ def test_eligibility_keeps_int16_pairs_from_saturating():
     ("x86:znver3", (1, 2), (2, 2)),
     ("x86:skylake-avx512", (1, 2), (1, 3)),  # vpshufb on zmm vs vpmaddubsw on zmm
     ("x86:cascadelake", (1, 1), (1, 2)),  # vpshufb on zmm vs VNNI
-    ("x86:icelake-server", (2, 3), (2, 4)),  # vpopcntq vs VNNI
+    ("x86:icelake-server", (1, 3), (2, 2)),  # vpopcntq vs VNNI on two 512-bit ports
+    ("x86:sapphirerapids", (1, 3), (2, 2)),
+    ("x86:rocketlake", (2, 3), (2, 4)),  # vpopcntq vs VNNI at one 512-bit rate
     ("x86:znver4", (2, 3), (2, 4)),
 ])
 def test_each_class_sends_wide_layers_to_the_dot_kernel(spec, popcount_up_to, dot_from):
@@ -88,6 +90,17 @@ def test_each_class_sends_wide_layers_to_the_dot_kernel(spec, popcount_up_to, do
                                 out_channels=16, seed=w * 10 + a)
         assert plan_layer(layer, layout).kernel == kernel, (spec, w, a)
     assert resolve_target("accel").layout.dot8_min_branches is None  # P comes from the device
+
+
+def test_a_host_that_calls_itself_a_xeon_counts_as_one(monkeypatch):
+    """A VM may report a client CPU model for a Xeon: the host's model name decides."""
+    from tvm_qnn.target import x86
+
+    for xeon in (True, False):
+        monkeypatch.setattr(x86, "host_is_xeon", lambda xeon=xeon: xeon)
+        assert x86.X86Target().full_rate_vnni is xeon or x86.X86Target().mcpu in \
+            x86.FULL_RATE_VNNI_CPUS
+    assert not x86.X86Target(mcpu="rocketlake").full_rate_vnni  # an explicit mcpu is as named
 
 
 @pytest.mark.parametrize("spec,family,instruction", [

@@ -24,6 +24,7 @@ from ...topi.layout import KERNEL_FAMILIES, Layout
 from ..cpu import INTEGER_MIN_BRANCHES, CpuTarget, ScheduleConfig, parallel_threshold
 from .dot8 import (
     DOT8_TILES,
+    FULL_RATE_VNNI_CPUS,
     dot8_kernel,
     dot_family,
     dot_step,
@@ -56,16 +57,26 @@ VPSHUFB_DENSE_OC_VECTORS = 4
 
 
 @functools.lru_cache(maxsize=1)
-def host_cpu_flags() -> frozenset[str]:
-    """CPU feature flags of this host (from /proc/cpuinfo; empty if unreadable)."""
+def _cpuinfo_field(name: str) -> str:
+    """The first ``name`` line's value in /proc/cpuinfo ("" if missing or unreadable)."""
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
             for line in f:
-                if line.startswith("flags"):
-                    return frozenset(line.split(":", 1)[1].split())
+                if line.split(":", 1)[0].strip() == name:
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return frozenset()
+    return ""
+
+
+def host_cpu_flags() -> frozenset[str]:
+    """CPU feature flags of this host (from /proc/cpuinfo; empty if unreadable)."""
+    return frozenset(_cpuinfo_field("flags").split())
+
+
+def host_is_xeon() -> bool:
+    """Whether this host's CPU calls itself an Intel Xeon (/proc/cpuinfo's model name)."""
+    return "Xeon" in _cpuinfo_field("model name")
 
 
 # LLVM feature names of instruction-set extensions (the rest of its list tunes code generation,
@@ -143,7 +154,11 @@ class X86Target(CpuTarget):
         flags = host_cpu_flags() if self.host else frozenset()
         self.has_vpopcntdq = "avx512_vpopcntdq" in flags or self.mcpu in _VPOPCNTDQ_CPUS
         # Where byte dot products beat popcounts, and with which instructions.
-        dot = dot8_kernel(isa_features(self.mcpu))
+        # A VM may report a client CPU model for a Xeon (LLVM named one such Sapphire Rapids
+        # guest rocketlake): a host that calls itself a Xeon counts as one.
+        self.full_rate_vnni = (self.mcpu in FULL_RATE_VNNI_CPUS
+                               or (self.host and host_is_xeon()))
+        dot = dot8_kernel(isa_features(self.mcpu), self.full_rate_vnni)
         self.dot_family = dot_family(isa_features(self.mcpu))
         if dot:  # tuning records replay their tensorize steps: the steps must be registered
             for groups in range(1, DOT8_MOST_GROUPS + 1):

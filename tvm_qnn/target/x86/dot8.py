@@ -228,9 +228,18 @@ DOT8_TILES = {"avx2": (8, 1, 1), "avx512": (8, 1, 2), "vnni": (8, 1, 2)}
 # the dot kernel with the tiles above): see dot8_kernel.
 _MIN_BRANCHES = {("avx2", False): 4, ("avx512", False): 3, ("vnni", False): 2,
                  ("vnni", True): 8, ("avx512", True): 12}
+#: VPOPCNTDQ + VNNI on a core that runs 512-bit ``vpdpbusd`` on two ports (see dot8_kernel).
+FULL_RATE_VNNI_MIN_BRANCHES = 4
+
+#: Intel's Xeon cores with VPOPCNTDQ, whose two 512-bit FMA units (ports 0 and 5) both run
+#: ``vpdpbusd``; its client cores (icelake-client, tigerlake, rocketlake) and Zen 4 have one
+#: 512-bit rate (Intel's optimization manual; Zen 4 splits zmm into two 256-bit halves).
+FULL_RATE_VNNI_CPUS = frozenset({"icelake-server", "sapphirerapids", "emeraldrapids",
+                                 "graniterapids", "graniterapids-d", "diamondrapids"})
 
 
-def dot8_kernel(features: frozenset[str]) -> tuple[str, int] | None:
+def dot8_kernel(features: frozenset[str],
+                full_rate_vnni: bool = False) -> tuple[str, int] | None:
     """``(instruction family, from how many branches it beats popcounts)`` for an x86 CPU
     with LLVM ``features`` (normalized names), or None where popcounts stay.
 
@@ -254,8 +263,9 @@ def dot8_kernel(features: frozenset[str]) -> tuple[str, int] | None:
       of ``vpmaddubsw`` + ``vpaddw`` against one ``vpdpbusd``. An Intel core with full-rate
       512-bit ``vpdpbusd`` favours the dot step sooner (a Sapphire Rapids-class KVM guest
       running ``x86:icelake-server``, ``x86_kernel_families_icelake-server_on_spr.json``: W2A2
-      0.98-1.23x, W1A3 0.69-0.94x, W1A2 0.50-0.63x, so from 4 there). The table keeps Zen 4's
-      8: LLVM's CPU name does not tell the cores apart (that guest reports ``rocketlake``).
+      0.98-1.23x, W1A3 0.69-0.94x, W1A2 0.50-0.63x; CNV_2W2A's smaller W2A2 convs, tuned with
+      both families, 1.4-2.9x): from 4 there (``full_rate_vnni``: :data:`FULL_RATE_VNNI_CPUS`,
+      or a host whose CPU calls itself a Xeon, since that guest's LLVM name is ``rocketlake``).
 
     The dot kernel's tiles, and tuning (which times both families, :mod:`tvm_qnn.tuning.
     families`), decide the close cases.
@@ -263,8 +273,12 @@ def dot8_kernel(features: frozenset[str]) -> tuple[str, int] | None:
     family = dot_family(features)
     if family is None:
         return None
-    return family, _MIN_BRANCHES[family, "avx512vpopcntdq" in features]
+    vpopcntdq = "avx512vpopcntdq" in features
+    if full_rate_vnni and family == "vnni" and vpopcntdq:
+        return family, FULL_RATE_VNNI_MIN_BRANCHES
+    return family, _MIN_BRANCHES[family, vpopcntdq]
 
 
-__all__ = ["DOT8_TILES", "dot8_kernel", "dot_family", "dot_step", "lanes_of", "narrow_lanes_of",
-           "step_lanes", "tensorize_dot_steps"]
+__all__ = ["DOT8_TILES", "FULL_RATE_VNNI_CPUS", "FULL_RATE_VNNI_MIN_BRANCHES", "dot8_kernel",
+           "dot_family", "dot_step", "lanes_of", "narrow_lanes_of", "step_lanes",
+           "tensorize_dot_steps"]
