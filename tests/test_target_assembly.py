@@ -55,6 +55,9 @@ def test_expectations_follow_the_cpu_class():
     assert resolve_target("x86:icelake-server").has_vpopcntdq
     assert not resolve_target("x86:skylake-avx512").has_vpopcntdq  # AVX-512 without it
     assert not resolve_target("x86:haswell").has_vpopcntdq
+    # From LLVM's features of the CPU: Cooper Lake has VNNI and BF16 but no VPOPCNTDQ.
+    assert not resolve_target("x86:cooperlake").has_vpopcntdq
+    assert resolve_target("x86:graniterapids-d").has_vpopcntdq
 
 
 def _small_workspace_allocations(asm: str) -> list[int]:

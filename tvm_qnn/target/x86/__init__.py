@@ -38,9 +38,6 @@ from .lut import LUT_MAX_WEIGHT_BITS, lookup_step, lut_max_branches, tensorize_l
 __all__ = ["VPSHUFB_DENSE_OC_VECTORS", "X86Target", "host_cpu_flags"]
 
 _HOST_ALIASES = ("x86", "llvm", "cpu")
-_VPOPCNTDQ_CPUS = {"icelake-client", "icelake-server", "tigerlake", "sapphirerapids",
-                   "emeraldrapids", "graniterapids", "znver4", "znver5", "cooperlake",
-                   "rocketlake", "alderlake-avx512"}
 
 
 #: (word bits, output channels per weight vector) of the classes without VPOPCNTDQ: byte
@@ -152,7 +149,9 @@ class X86Target(CpuTarget):
         self.mcpu = mcpu or tvm.target.codegen.llvm_get_system_cpu()
         self.num_cores = num_cores or len(os.sched_getaffinity(0))
         flags = host_cpu_flags() if self.host else frozenset()
-        self.has_vpopcntdq = "avx512_vpopcntdq" in flags or self.mcpu in _VPOPCNTDQ_CPUS
+        # LLVM's features of the mcpu, not a list of names: one had cooperlake, which has none.
+        self.has_vpopcntdq = ("avx512_vpopcntdq" in flags
+                              or "avx512vpopcntdq" in isa_features(self.mcpu))
         # Where byte dot products beat popcounts, and with which instructions.
         # A VM may report a client CPU model for a Xeon (LLVM named one such Sapphire Rapids
         # guest rocketlake): a host that calls itself a Xeon counts as one.
