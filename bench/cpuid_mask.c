@@ -39,7 +39,9 @@ static void run_cpuid(uint32_t leaf, uint32_t subleaf, uint32_t r[4]) {
 static void on_segv(int sig, siginfo_t *info, void *context) {
   greg_t *reg = ((ucontext_t *)context)->uc_mcontext.gregs;
   const uint8_t *ip = (const uint8_t *)reg[REG_RIP];
-  if (ip[0] != 0x0f || ip[1] != 0xa2) {  // not a CPUID: whoever handled SIGSEGV before us
+  // A faulting CPUID is a general-protection fault (SI_KERNEL) at readable code; a page fault
+  // (a jump to nowhere among them) is not read at its address.
+  if (info->si_code != SI_KERNEL || ip[0] != 0x0f || ip[1] != 0xa2) {  // not ours
     if (previous.sa_flags & SA_SIGINFO) {
       previous.sa_sigaction(sig, info, context);
     } else if (previous.sa_handler != SIG_DFL && previous.sa_handler != SIG_IGN) {
