@@ -96,6 +96,7 @@ def test_a_host_that_calls_itself_a_xeon_counts_as_one(monkeypatch):
     """A VM may report a client CPU model for a Xeon: the host's model name decides."""
     from tvm_qnn.target import x86
 
+    monkeypatch.delenv("TVM_QNN_X86_CPU", raising=False)  # the host, not a forced class
     for xeon in (True, False):
         monkeypatch.setattr(x86, "host_is_xeon", lambda xeon=xeon: xeon)
         assert x86.X86Target().full_rate_vnni is xeon or x86.X86Target().mcpu in \
