@@ -5,9 +5,10 @@ onnxruntime's MLAS reads CPUID once, when it first runs, and has no option to ca
 CPUs and hypervisors with CPUID faulting (Intel's ``cpuid_fault`` flag) the C shim
 ``cpuid_mask.c`` makes every CPUID of this process answer with the feature bits of the other
 instruction sets cleared (:func:`apply`); elsewhere (AMD, KVM guests that refuse it with
-ENODEV) :func:`apply` says why it cannot. The mask covers the whole process and the threads
-it starts afterwards, so it is applied before onnxruntime (and PyTorch, whose thread pools
-would predate it) is imported. :func:`read_cpuid` checks what the process now sees.
+ENODEV) :func:`apply` says why it cannot. The mask covers the thread that applies it and the
+threads it starts afterwards, so it is applied before onnxruntime is imported (its pool and
+MLAS's first CPUID come later), and after libtvm_ffi is loaded (see :func:`apply`).
+:func:`read_cpuid` checks what the process now sees.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 
 _SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cpuid_mask.c")
 
@@ -61,14 +61,16 @@ def mask_spec(features: frozenset[str]) -> str:
 
 
 def _build() -> str:
-    """The shim, compiled once into the cache (keyed on its source), renamed into place whole.
+    """The shim, compiled once into the cache (keyed on its source), published whole.
 
-    Not through ``tvm_qnn.knobs`` and ``tvm_qnn.runtime.atomic``: importing tvm_qnn imports
-    TVM and PyTorch, which must come after the mask (their thread pools would not have it)."""
+    tvm_qnn is imported here, not at the top: ``peer_isa`` imports this module before the
+    PyTorch limits are in the environment, and importing tvm_qnn imports PyTorch."""
+    from tvm_qnn import knobs
+    from tvm_qnn.runtime.atomic import publish
+
     with open(_SOURCE, "rb") as f:
         source = f.read()
-    cache = os.environ.get("TVM_QNN_CACHE_DIR",
-                           os.path.join(os.path.expanduser("~"), ".cache", "tvm_qnn"))
+    cache = knobs.cache_dir()
     path = os.path.join(cache, f"cpuid_mask-{hashlib.sha256(source).hexdigest()[:16]}.so")
     if os.path.exists(path):
         return path
@@ -76,14 +78,13 @@ def _build() -> str:
     if cc is None:
         raise OSError("no C compiler (cc) to build bench/cpuid_mask.c")
     os.makedirs(cache, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=cache) as tmp:
-        out = os.path.join(tmp, os.path.basename(path))
+    with publish() as temp:
+        out = temp(path, executable=True)
         done = subprocess.run([cc, "-O2", "-shared", "-fPIC", "-o", out, _SOURCE],
                               capture_output=True, text=True, check=False)
         if done.returncode:
             errors = [ln for ln in done.stderr.splitlines() if "error" in ln] or [done.stderr]
             raise OSError(f"{cc} could not build {_SOURCE}: {errors[0].strip()}")
-        os.replace(out, path)
     return path
 
 
@@ -92,7 +93,6 @@ def _library() -> ctypes.CDLL:
     lib = ctypes.CDLL(_build())
     lib.tvm_qnn_cpuid_mask.argtypes = [ctypes.c_char_p]
     lib.tvm_qnn_cpuid.argtypes = [ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint32 * 4]
-    lib.tvm_qnn_cpuid_answered.restype = ctypes.c_long
     lib.tvm_qnn_cpuid_hooked.restype = ctypes.c_int
     return lib
 

@@ -29,7 +29,6 @@ struct rule {
 static struct rule rules[MAX_RULES];
 static int rule_count;
 static struct sigaction previous;
-static volatile long answered;
 
 static void run_cpuid(uint32_t leaf, uint32_t subleaf, uint32_t r[4]) {
   __asm__ __volatile__("cpuid" : "=a"(r[0]), "=b"(r[1]), "=c"(r[2]), "=d"(r[3])
@@ -66,7 +65,6 @@ static void on_segv(int sig, siginfo_t *info, void *context) {
   reg[REG_RCX] = r[2];
   reg[REG_RDX] = r[3];
   reg[REG_RIP] += 2;
-  answered++;
   errno = saved_errno;
 }
 
@@ -119,9 +117,6 @@ int tvm_qnn_cpuid_mask(const char *spec) {
 void tvm_qnn_cpuid(uint32_t leaf, uint32_t subleaf, uint32_t out[4]) {
   run_cpuid(leaf, subleaf, out);
 }
-
-// How many CPUID instructions the mask answered.
-long tvm_qnn_cpuid_answered(void) { return answered; }
 
 // Whether SIGSEGV still reaches this mask's handler.
 int tvm_qnn_cpuid_hooked(void) {

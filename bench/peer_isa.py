@@ -55,7 +55,7 @@ class PeerLimits:
     onednn: str
     fbgemm: str | None  # None: mcpu has no AVX2, below what fbgemm runs
     mkl: str
-    features: frozenset[str] = frozenset()  # mcpu's, LLVM's names: what CPUID may report
+    features: frozenset[str]  # mcpu's, LLVM's names: what CPUID may report
 
     def environ(self) -> dict[str, str]:
         env = {"ATEN_CPU_CAPABILITY": self.aten, "ONEDNN_MAX_CPU_ISA": self.onednn,
