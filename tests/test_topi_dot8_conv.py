@@ -199,15 +199,18 @@ def test_dense_layers_with_enough_rows_run_as_dot_convs(rows, out_features, kern
 
 
 @needs_avx2
-@pytest.mark.parametrize("rows,wbits,abits,kernel", [
-    (1, 1, 2, "lut"), (3, 1, 2, "lut"),
-    (1, 1, 1, "bit-serial"), (64, 1, 1, "bit-serial"),  # one branch: popcounts at any rows
+@pytest.mark.parametrize("rows,wbits,abits,out,kernel", [
+    (1, 1, 2, 32, "lut"), (3, 1, 2, 32, "lut"), (6, 1, 2, 64, "lut"),
+    # One branch: popcounts, unless few rows pair the nibbles (whole 64-channel vectors).
+    (1, 1, 1, 32, "bit-serial"), (64, 1, 1, 64, "bit-serial"),
+    (1, 1, 1, 64, "lut"), (4, 1, 1, 128, "lut"), (5, 1, 1, 128, "bit-serial"),
 ])
 def test_dense_layers_of_several_branches_take_the_lookups_at_any_rows(rows, wbits, abits,
-                                                                      kernel):
+                                                                      out, kernel):
     """From two branches on a dense layer runs on the lookups from one row on (as 1x1 convs
-    over its rows); a one-branch one keeps popcounts. Exact either way."""
-    model = make_dense_model("qcdq", batch=rows, in_features=64, out_features=32,
+    over its rows); a one-branch one keeps popcounts where its nibbles do not pair. Exact
+    either way."""
+    model = make_dense_model("qcdq", batch=rows, in_features=64, out_features=out,
                              act_bits=abits, weight_bits=wbits, relu=True)
     art = tvm_qnn.compile(model, target="x86:haswell")
     (row,) = [r for r in art.layers if r["bitserial"]]
@@ -227,7 +230,7 @@ def test_a_narrow_lookup_kernel_shares_each_table_between_weight_vectors(rows, v
     from tvm_qnn.topi.dense_dot8 import dense_as_conv
 
     layer, xq = random_layer("dense", act_bits=2, weight_bits=2, in_channels=64,
-                             out_channels=128, batch=rows, seed=rows)
+                             out_channels=256, batch=rows, seed=rows)
     conv = dense_as_conv(layer)
     kernel = LayerKernel(conv, target="x86:haswell", lut_max_weight_bits=2)
     assert kernel.plan.kernel == "lut"

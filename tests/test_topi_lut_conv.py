@@ -22,7 +22,13 @@ from tvm_qnn.testing.layers import (
 from tvm_qnn.testing.onnx_models import make_cnn_model, random_input, run_reference
 from tvm_qnn.topi.layer import plan_layer, reference_output
 from tvm_qnn.topi.layout import FORCED_LUT_WEIGHT_BITS, Layout
-from tvm_qnn.topi.lut_conv import LUT_MAX_ACT_BITS, lut_chunk, pack_lut_weights
+from tvm_qnn.topi.lut_conv import (
+    LUT_MAX_ACT_BITS,
+    LUT_PAIRED_MAX_POSITIONS,
+    lut_chunk,
+    lut_pairs,
+    pack_lut_weights,
+)
 
 needs_avx2 = pytest.mark.skipif("avx2" not in host_cpu_flags(),
                                 reason="the lookup step (vpshufb on ymm) runs on AVX2 CPUs only")
@@ -61,6 +67,47 @@ def test_lut_kernel_property(act_bits, weight_bits, act_signed, cin, cout, size,
     assume(case is not None)
     layer, xq = case
     np.testing.assert_array_equal(_lut_kernel(layer)(xq), reference_output(layer, xq))
+
+
+@needs_avx2
+@settings(max_examples=examples(16))
+@given(act_bits=st.integers(1, LUT_MAX_ACT_BITS), weight_bits=st.integers(1, 2),
+       act_signed=st.booleans(), cin=st.integers(1, 70), cout=st.sampled_from([64, 128, 256]),
+       batch=st.integers(1, 2), size=st.sampled_from([(1, 1), (1, 2), (2, 2), (3, 3)]),
+       kernel=st.sampled_from([(1, 1), (3, 3)]), pads=st.sampled_from([0, 1]),
+       weight_zero_point=st.integers(-1, 1), act_zero_point=st.integers(0, 255),
+       out_bits=st.sampled_from([None, 2]), seed=st.integers(0, 2**16))
+def test_paired_nibble_lookups_property(act_bits, weight_bits, act_signed, cin, cout, batch,
+                                        size, kernel, pads, weight_zero_point, act_zero_point,
+                                        out_bits, seed):
+    """Convs of few output positions (a dense of a few rows, a last conv on a 1x1 map) pair
+    two channels' weight nibbles in a byte: exact against the reference, whatever the bits,
+    the padding, the zero points and the chunking."""
+    case = random_conv_case(act_bits=act_bits, weight_bits=weight_bits, act_signed=act_signed,
+                            in_channels=cin, out_channels=cout, size=size, kernel=kernel,
+                            strides=(1, 1), pads=(pads,) * 4, dilation=(1, 1),
+                            weight_zero_point=weight_zero_point, act_zero_point=act_zero_point,
+                            out_bits=out_bits, batch=batch, seed=seed)
+    assume(case is not None)
+    layer, xq = case
+    n, _, oh, ow = layer.output_shape
+    assume(n * oh * ow <= LUT_PAIRED_MAX_POSITIONS)
+    kernel = _lut_kernel(layer)
+    assert kernel.plan.lut_pairs and kernel.plan.packed_weight.shape[-1] * 2 == 64
+    np.testing.assert_array_equal(kernel(xq), reference_output(layer, xq))
+
+
+def test_weight_nibbles_pair_where_few_positions_read_them():
+    """Pairs need whole 64-channel vectors and at most LUT_PAIRED_MAX_POSITIONS positions."""
+    assert lut_pairs(64, 1) and lut_pairs(4096, LUT_PAIRED_MAX_POSITIONS)
+    assert not lut_pairs(96, 1) and not lut_pairs(64, LUT_PAIRED_MAX_POSITIONS + 1)
+    layout = resolve_target(HASWELL).layout
+    for size, pairs in (((1, 1), True), ((7, 7), False)):
+        layer, _ = random_layer("conv2d", act_bits=1, weight_bits=1, in_channels=64,
+                                out_channels=64, size=size, kernel=(1, 1), pads=(0,) * 4)
+        plan = plan_layer(layer, layout)
+        assert plan.kernel == "lut" and plan.lut_pairs == pairs
+        assert plan.oc_block == (64 if pairs else 32)
 
 
 @needs_avx2
@@ -105,6 +152,15 @@ def test_weights_index_the_tables_by_nibble():
     nibbles = pack_lut_weights(packed)
     assert nibbles.shape == (1, 2, 3)
     np.testing.assert_array_equal(nibbles, [[[0x0, 0xF, 0x3], [0x0, 0x5, 0xA]]])
+
+
+def test_paired_weights_hold_two_output_blocks_per_byte():
+    """Block 2q's nibble low, block 2q + 1's high: outputs 64q + b and 64q + 32 + b."""
+    packed = np.array([[0x12, 0x34], [0xAB, 0xCD], [0x0F, 0xF0], [0x55, 0x66]], np.uint8)
+    pairs = pack_lut_weights(packed, pairs=True)
+    assert pairs.shape == (2, 2, 2)
+    np.testing.assert_array_equal(pairs, [[[0xB2, 0xD4], [0xA1, 0xC3]],
+                                          [[0x5F, 0x60], [0x50, 0x6F]]])
 
 
 @pytest.mark.parametrize("spec,expected", [
@@ -152,6 +208,20 @@ def test_lookup_step_compiles_to_vpshufb():
     assert "llvm.x86.avx2.pshuf.b" in script
     assert "if_then_else" not in script.split("branch_chunk_update")[1].split("sblock(")[0]
     assert re.search(r"\bvpshufb\s[^\n]*%ymm", kernel.module.inspect_source("asm"))
+
+
+def test_paired_lookup_step_compiles_to_one_table_load_and_two_shuffles():
+    """Compile only: a dense-like conv (one position) on paired nibbles tensorizes every step
+    (no select loop), splits the bytes with a word shift and a mask, and shuffles on ymm."""
+    layer, _ = random_layer("conv2d", act_bits=1, weight_bits=1, in_channels=256,
+                            out_channels=128, size=(1, 1), kernel=(1, 1), pads=(0,) * 4)
+    kernel = LayerKernel(layer, target=HASWELL, lut_max_weight_bits=2)
+    assert kernel.plan.lut_pairs
+    script = kernel.func.script()
+    assert script.count("llvm.x86.avx2.pshuf.b") == 2
+    assert "if_then_else" not in script.split("branch_chunk_update")[1].split("sblock(")[0]
+    asm = kernel.module.inspect_source("asm")
+    assert re.search(r"\bvpshufb\s[^\n]*%ymm", asm) and re.search(r"\bvpsrlw\s+\$4", asm)
 
 
 @pytest.mark.parametrize("size,parallel", [((7, 7), False), ((10, 10), True)])

@@ -16,7 +16,8 @@ LAYOUT_ATTR = "tvm_qnn.layout"
 # Block attribute of an int8-dot kernel's accumulation: 4-channel groups per dot step.
 DOT8_GROUPS_ATTR = "tvm_qnn.dot8_groups"
 DOT8_WINDOW_ATTR = "tvm_qnn.dot8_window"  # the int8-dot input stage gathers folded windows
-# Block attribute of a table-lookup kernel's chunk block (its sums are byte shuffles).
+# Block attribute of a table-lookup kernel's chunk block (its sums are byte shuffles): how
+# many dims its output channels take, 1, or 2 where a byte pairs two channels' nibbles.
 LUT_ATTR = "tvm_qnn.lut"
 # Block attribute of an input stage the schedule inlines into the kernel's loads.
 INLINE_ATTR = "tvm_qnn.inline"

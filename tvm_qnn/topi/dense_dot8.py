@@ -8,7 +8,8 @@ the dot kernel reads its input channels-last (``x`` itself) and, writing channel
 4096, W2A2): 64 rows 1.35× faster than the bit-serial dense, 8 rows 1.06×, 1 row 0.59× (the
 byte weights are 4–8 times the bit-planes, and one row reads each once): from 8 rows on.
 The table-lookup kernel (:mod:`.lut_conv`) takes them the same way, from one row on where a
-layer has several branches (:data:`DENSE_LUT_MIN_BRANCHES`).
+layer has several branches (:data:`DENSE_LUT_MIN_BRANCHES`), and at one branch where its few
+rows pair the weight nibbles (:func:`~.lut_conv.lut_pairs`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import replace
 
 from .layer import LayerPlan, QuantizedLayer, plan_layer
 from .layout import Layout
+from .lut_conv import lut_pairs
 from .thresholds import MAX_THRESHOLDS
 from .weights import decompose_weights
 
@@ -27,7 +29,9 @@ DENSE_DOT8_MIN_ROWS = 8
 #: one Zen 4 core, 4096 -> 4096, ms, popcounts / lookups): 1 row W1A2 0.087 / 0.075, W2A2
 #: 0.174 / 0.144; 4 rows 0.376 / 0.174 and 0.881 / 0.422; 64 rows W1A2 5.78 / 3.22. One
 #: branch (W1A1) keeps popcounts: 1 row 0.044 / 0.071, 8 rows 0.343 / 0.450, 64 rows 2.89 /
-#: 2.69 (a row reads each weight once, and the lookups' nibble weights are twice the bytes).
+#: 2.69 (a row reads each weight once, and the lookups' nibble weights are twice the bytes),
+#: unless the nibbles pair (up to ``LUT_PAIRED_MAX_POSITIONS`` rows, as many bytes as the
+#: bit-planes; measured in :mod:`.lut_conv`: 1 row 0.056 / 0.048, 4 rows 0.231 / 0.139).
 DENSE_LUT_MIN_BRANCHES = 2
 
 
@@ -44,14 +48,16 @@ def plan_kernel(layer: QuantizedLayer, layout: Layout,
     """:func:`~.layer.plan_layer`, except that a dense layer the dot kernel (from
     :data:`DENSE_DOT8_MIN_ROWS` rows) or the table-lookup kernel (:mod:`.lut_conv`, from
     :data:`DENSE_LUT_MIN_BRANCHES` branches, or any where the layout forces lookups) should
-    run is planned as :func:`dense_as_conv` (then ``plan.layer.kind`` is ``"conv2d"``)."""
+    run is planned as :func:`dense_as_conv` (then ``plan.layer.kind`` is ``"conv2d"``); one
+    branch takes lookups where its rows pair the nibbles (:func:`~.lut_conv.lut_pairs`)."""
     if layer.kind != "dense":
         return plan_layer(layer, layout, max_thresholds)
     rows, wbits = layer.input_shape[0], decompose_weights(layer.weight).bits
     branches = layer.act_bits * wbits
     dot8 = rows >= DENSE_DOT8_MIN_ROWS and layout.uses_dot8_kernel(branches)
     lut = layout.uses_lut_kernel(wbits, layer.act_bits) and (
-        branches >= DENSE_LUT_MIN_BRANCHES or layout.lut_max_branches is None)
+        branches >= DENSE_LUT_MIN_BRANCHES or layout.lut_max_branches is None
+        or lut_pairs(layer.out_channels, rows))
     if dot8 or lut:
         plan = plan_layer(dense_as_conv(layer), layout, max_thresholds)
         # The lookups win where they fit, as for convs; the dot kernel only from 8 rows.

@@ -20,7 +20,7 @@ from .bitpack import (
 from .dot8_conv import dot8_eligible, dot8_groups, pack_dot8_weights
 from .epilogue import Epilogue
 from .layout import Layout
-from .lut_conv import LUT_LANES, lut_fits, pack_lut_weights
+from .lut_conv import LUT_LANES, lut_fits, lut_pairs, pack_lut_weights
 from .requantize import Requantize
 from .thresholds import MAX_THRESHOLDS, requantize_thresholds
 from .weights import choose_oc_block, decompose_weights, pack_conv_weights, pack_dense_weights
@@ -115,6 +115,7 @@ class LayerPlan:
     conv_layout: str = "channels"
     dot8_groups: int = 1  # "dot8": 4-channel groups per dot step (see dot8_conv.dot8_groups)
     word_bits: int = 64  # bits per packed word: 64 (x86) or 8 (NEON byte lanes)
+    lut_pairs: bool = False  # "lut": two output channels' nibbles per byte (lut_conv.lut_pairs)
 
     @property
     def branches(self) -> int:
@@ -176,7 +177,7 @@ def plan_layer(layer: QuantizedLayer, layout: Layout = Layout(),
     branches = layer.act_bits * planes.bits
     word_bits = layout.word_bits
     block = choose_oc_block(ocg, layout.oc_block_for(branches))
-    packing = "channels"
+    packing, pairs = "channels", False
     offsets = layer.weight - np.asarray(layer.weight_zero_point, np.int64).reshape(
         (-1,) + (1,) * (layer.weight.ndim - 1))  # q_w - z_w
     if layer.kind == "conv2d":
@@ -184,7 +185,9 @@ def plan_layer(layer: QuantizedLayer, layout: Layout = Layout(),
         dot_block = choose_oc_block(ocg, layout.dot8_oc_block)
         if packing == "channels" and layout.uses_lut_kernel(planes.bits, layer.act_bits) \
                 and lut_fits(layer.act_bits, layer.groups, ocg, word_bits):
-            packing, block = "lut", LUT_LANES
+            n, _, oh, ow = layer.output_shape
+            pairs = lut_pairs(ocg, n * oh * ow)
+            packing, block = "lut", 2 * LUT_LANES if pairs else LUT_LANES
         elif layout.uses_dot8_kernel(branches) and layout.dot8_step_fits(dot_block) \
                 and layer.act_step == 1 and dot8_eligible(layer.act_bits, offsets, layer.groups):
             packing, block = "dot8", dot_block
@@ -205,7 +208,8 @@ def plan_layer(layer: QuantizedLayer, layout: Layout = Layout(),
         flat = planes.codes.reshape(planes.codes.shape[0], -1)  # (c, ky, kx) order
         packed = pack_dense_weights(flat, planes.bits, block, word_bits)
     elif packing == "lut":
-        packed = pack_lut_weights(pack_conv_weights(planes.codes, planes.bits, block, word_bits))
+        packed = pack_lut_weights(
+            pack_conv_weights(planes.codes, planes.bits, LUT_LANES, word_bits), pairs)
     elif layer.kind == "conv2d":
         packed = pack_conv_weights(planes.codes, planes.bits, block, word_bits)
     else:
@@ -273,7 +277,7 @@ def plan_layer(layer: QuantizedLayer, layout: Layout = Layout(),
     if packing == "dot8":
         groups_per_step = dot8_groups(layer.act_bits, offsets, packed.shape[3])
     return LayerPlan(layer, planes.bits, block, packed, epi, pad_code=zx, conv_layout=packing,
-                     word_bits=word_bits, dot8_groups=groups_per_step)
+                     word_bits=word_bits, dot8_groups=groups_per_step, lut_pairs=pairs)
 
 
 def reference_output(layer: QuantizedLayer, xq: np.ndarray) -> np.ndarray:

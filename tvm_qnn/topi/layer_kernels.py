@@ -82,7 +82,8 @@ def layer_compute(plan: LayerPlan, data: te.Tensor, weight: te.Tensor, *params: 
     if plan.conv_layout == "lut":
         return lut_conv2d(packed, weight, epi, *params, out_channels=layer.out_channels,
                           strides=layer.strides, dilation=layer.dilation, out_size=out_size,
-                          rowsum=rowsum, channels_last=channels_last_output)
+                          rowsum=rowsum, channels_last=channels_last_output,
+                          pairs=plan.lut_pairs)
     return bitserial_conv2d_nchw(packed, weight, epi, *params,
                                  out_channels=layer.out_channels, strides=layer.strides,
                                  dilation=layer.dilation, out_size=out_size, rowsum=rowsum,

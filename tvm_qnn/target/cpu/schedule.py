@@ -275,15 +275,16 @@ def _schedule_chunks(sch: s_tir.Schedule, branch, word_loop) -> None:
 
 def _schedule_lookups(sch: s_tir.Schedule, chunk, own) -> None:
     """A table-lookup chunk (loops: the branch's output positions, its outer reduction vars,
-    the output channels, then its own reduction: taps and words, halves, the 16 table
-    entries): the taps, words and halves outermost, the register tile inside them unrolled,
-    and innermost the (output channels × entries) loops that the target replaces by one byte
-    shuffle."""
+    the output channels (one loop, or two: ``LUT_ATTR``), then its own reduction: taps and
+    words, halves, the 16 table entries): the taps, words and halves outermost, the register
+    tile inside them unrolled, and innermost the (output channels × entries) loops that the
+    target replaces by one lookup step."""
     spatial = sum(1 for iv in sch.get(chunk).iter_vars if iv.iter_type == tirx.IterVar.DataPar)
-    vector, entries = own[spatial - 1], own[-1]
+    lane_dims = int(sch.get(chunk).annotations[LUT_ATTR])
+    lanes, entries = own[spatial - lane_dims:spatial], own[-1]
     reduction = own[spatial:-1]
-    others = own[:spatial - 1]
-    sch.reorder(*reduction, *others, vector, entries)
+    others = own[:spatial - lane_dims]
+    sch.reorder(*reduction, *others, *lanes, entries)
     for loop in others:
         sch.unroll(loop)
 

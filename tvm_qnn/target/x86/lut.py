@@ -5,6 +5,10 @@ The kernel (:mod:`tvm_qnn.topi.lut_conv`) leaves innermost, for each table, the 
 32 output channels and the 16 table entries: ``c[i] += t[v] if w[i] == v``, i.e. ``c[i] +=
 t[w[i]]``. ``vpshufb`` does that for 32 byte lanes at once, given the 16-byte table in both
 128-bit lanes and indices below 16. Registered as a TensorIntrin, like the int8-dot steps.
+
+With paired weight nibbles (:func:`~tvm_qnn.topi.lut_conv.lut_pairs`) the step covers 64
+channels: the 32 weight bytes' low nibbles index the table for the first 32, their high
+nibbles (a shift; LLVM masks it, x86 has no byte shift) for the next 32, the table loaded once.
 """
 
 from __future__ import annotations
@@ -81,11 +85,62 @@ def _impl():
     return impl
 
 
+def _paired_desc():
+    @T.prim_func(s_tir=True)
+    def desc(w: T.Buffer((LUT_LANES,), "uint8", offset_factor=1),
+             t: T.Buffer((NIBBLE_VALUES,), "uint8", offset_factor=1),
+             c: T.Buffer((2, LUT_LANES), "uint8", offset_factor=1, scope=TILE_SCOPE)) -> None:
+        with T.sblock("root"):
+            T.reads(c[0:2, 0:LUT_LANES], w[0:LUT_LANES], t[0:NIBBLE_VALUES])
+            T.writes(c[0:2, 0:LUT_LANES])
+            for s, i, v in T.grid(2, LUT_LANES, NIBBLE_VALUES):
+                with T.sblock("update"):
+                    vs, vi, vv = T.axis.remap("SSR", [s, i, v])
+                    c[vs, vi] = c[vs, vi] + T.if_then_else(
+                        T.bitwise_and(T.shift_right(w[vi], T.Cast("uint8", vs * 4)),
+                                      T.uint8(15)) == T.Cast("uint8", vv), t[vv], T.uint8(0))
+
+    return desc
+
+
+def _paired_impl():
+    lanes = T.ramp(T.int32(0), 1, LUT_LANES)
+    table = "llvm.x86.avx2.pshuf.b"
+
+    @T.prim_func(s_tir=True)
+    def impl(w: T.Buffer((LUT_LANES,), "uint8", offset_factor=1),
+             t: T.Buffer((NIBBLE_VALUES,), "uint8", offset_factor=1),
+             c: T.Buffer((2, LUT_LANES), "uint8", offset_factor=1, scope=TILE_SCOPE)) -> None:
+        with T.sblock("root"):
+            T.reads(c[0:2, 0:LUT_LANES], w[0:LUT_LANES], t[0:NIBBLE_VALUES])
+            T.writes(c[0:2, 0:LUT_LANES])
+            # The loads repeat rather than sit in named temporaries (see _impl); LLVM merges them.
+            c[0, lanes] = c[0, lanes] + T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id(table),
+                T.Shuffle([t.vload([0], "uint8x16"), t.vload([0], "uint8x16")],
+                          list(range(NIBBLE_VALUES)) * 2),
+                T.bitwise_and(w.vload([0], "uint8x32"), T.Broadcast(T.uint8(15), LUT_LANES)),
+                dtype="uint8x32")
+            c[1, lanes] = c[1, lanes] + T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id(table),
+                T.Shuffle([t.vload([0], "uint8x16"), t.vload([0], "uint8x16")],
+                          list(range(NIBBLE_VALUES)) * 2),
+                T.shift_right(w.vload([0], "uint8x32"), T.Broadcast(T.uint8(4), LUT_LANES)),
+                dtype="uint8x32")
+
+    return impl
+
+
 @functools.lru_cache(maxsize=None)
-def lookup_step() -> str:
-    """The TensorIntrin of one lookup step, registered on first use."""
-    name = "tvm_qnn.x86.lut_avx2"
-    TensorIntrin.register(name, _desc(), _impl(), override=True)
+def lookup_step(pairs: bool = False) -> str:
+    """The TensorIntrin of one lookup step (of a byte per channel, or ``pairs``: a byte per
+    two channels), registered on first use."""
+    if pairs:
+        name = "tvm_qnn.x86.lut_pairs_avx2"
+        TensorIntrin.register(name, _paired_desc(), _paired_impl(), override=True)
+    else:
+        name = "tvm_qnn.x86.lut_avx2"
+        TensorIntrin.register(name, _desc(), _impl(), override=True)
     return name
 
 
@@ -96,8 +151,9 @@ def tensorize_lookups(sch) -> None:
         block = sch.get_sblock(f"{CHUNK_BLOCK}_update")
     except Exception:  # noqa: BLE001 - TVM raises a generic error for a missing block
         return
-    if sch.get(block).annotations.get(LUT_ATTR):
-        sch.tensorize(sch.get_loops(block)[-2], lookup_step())
+    lane_dims = int(sch.get(block).annotations.get(LUT_ATTR, 0))
+    if lane_dims:  # the (lane dims x entries) loops innermost
+        sch.tensorize(sch.get_loops(block)[-1 - lane_dims], lookup_step(lane_dims == 2))
 
 
 __all__ = ["LUT_MAX_WEIGHT_BITS", "lookup_step", "lut_max_branches", "tensorize_lookups"]
