@@ -105,7 +105,13 @@ def _paired_desc():
 
 def _paired_impl():
     lanes = T.ramp(T.int32(0), 1, LUT_LANES)
-    table = "llvm.x86.avx2.pshuf.b"
+
+    def lookup(t, index):
+        """``vpshufb``: the table (both 128-bit lanes) at 32 indices."""
+        return T.call_llvm_pure_intrin(
+            T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pshuf.b"),
+            T.Shuffle([t.vload([0], "uint8x16"), t.vload([0], "uint8x16")],
+                      list(range(NIBBLE_VALUES)) * 2), index, dtype="uint8x32")
 
     @T.prim_func(s_tir=True)
     def impl(w: T.Buffer((LUT_LANES,), "uint8", offset_factor=1),
@@ -115,18 +121,10 @@ def _paired_impl():
             T.reads(c[0:2, 0:LUT_LANES], w[0:LUT_LANES], t[0:NIBBLE_VALUES])
             T.writes(c[0:2, 0:LUT_LANES])
             # The loads repeat rather than sit in named temporaries (see _impl); LLVM merges them.
-            c[0, lanes] = c[0, lanes] + T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id(table),
-                T.Shuffle([t.vload([0], "uint8x16"), t.vload([0], "uint8x16")],
-                          list(range(NIBBLE_VALUES)) * 2),
-                T.bitwise_and(w.vload([0], "uint8x32"), T.Broadcast(T.uint8(15), LUT_LANES)),
-                dtype="uint8x32")
-            c[1, lanes] = c[1, lanes] + T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id(table),
-                T.Shuffle([t.vload([0], "uint8x16"), t.vload([0], "uint8x16")],
-                          list(range(NIBBLE_VALUES)) * 2),
-                T.shift_right(w.vload([0], "uint8x32"), T.Broadcast(T.uint8(4), LUT_LANES)),
-                dtype="uint8x32")
+            c[0, lanes] = c[0, lanes] + lookup(t, T.bitwise_and(
+                w.vload([0], "uint8x32"), T.Broadcast(T.uint8(15), LUT_LANES)))
+            c[1, lanes] = c[1, lanes] + lookup(t, T.shift_right(
+                w.vload([0], "uint8x32"), T.Broadcast(T.uint8(4), LUT_LANES)))
 
     return impl
 
