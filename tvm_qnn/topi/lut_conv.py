@@ -28,11 +28,11 @@ Measured (one Zen 4 core, ``x86:haswell`` code, branch sums and tables only, CNV
 whole bit-serial layer: 1.4-1.6x the ``vpshufb`` popcount roofline of the same core.
 
 **Paired nibbles.** A conv of at most :data:`LUT_PAIRED_MAX_POSITIONS` output positions (a
-dense layer of one or two rows, run as a 1×1 conv) reads each weight once or twice, so its
-weight bytes are what it streams. There a byte holds the nibbles of two output channels, ``b``
-(low) and ``32 + b`` (high) of a 64-channel vector, and one step splits them (a mask, a shift)
-and looks both up in the same table: half the weight bytes, and each table load serves 64
-channels (:func:`lut_pairs`).
+dense layer of a few rows, run as a 1×1 conv; a conv on a 1×1 or 2×2 map) reads each weight
+that many times at most, so its weight bytes are what it streams. There a byte holds the
+nibbles of two output channels, ``b`` (low) and ``32 + b`` (high) of a 64-channel vector, and
+one step splits them (a mask, a shift) and looks both up in the same table: half the weight
+bytes, and each table load serves 64 channels (:func:`lut_pairs`).
 """
 
 from __future__ import annotations
