@@ -130,6 +130,26 @@ def test_bits_are_weight_by_activation():
     assert parse_bits("2") == (2, 2)
 
 
+def test_chart_has_a_panel_per_bits_and_threads(tmp_path):
+    """``--png``: one panel per (bits, threads), a PNG written (rows as the suite makes them)."""
+    pytest.importorskip("matplotlib")
+    from bench.chart import plot
+
+    rows = [dict(layer=layer, bits=bits, threads=threads, tvm_qnn_ms=0.1, x_fp32=8.0,
+                 torch_int8_ms=0.4, ort_int8_ms=0.5, of_roofline=0.9, isa="vpshufb lut")
+            for layer in ("conv56", "dense1") for bits in ("W1A1", "W2A2") for threads in (1, 2)]
+    heights = []
+    for name, sel in (("all", rows), ("one", [r for r in rows if r["threads"] == 1
+                                              and r["bits"] == "W1A1"])):
+        path = tmp_path / "out" / f"{name}.png"
+        assert plot(sel, str(path))
+        with open(path, "rb") as f:
+            head = f.read(24)
+        assert head[:8] == b"\x89PNG\r\n\x1a\n"
+        heights.append(int.from_bytes(head[20:24], "big"))  # the IHDR chunk's height
+    assert heights[0] == 4 * heights[1], heights
+
+
 @pytest.mark.parametrize("kind,cin,cout,size", [("conv2d", 16, 24, 5), ("dense", 96, 40, 3)])
 def test_int8_peers_compute_the_layer(kind, cin, cout, size):
     from bench import peers
