@@ -111,14 +111,19 @@ def test_weight_nibbles_pair_where_few_positions_read_them():
 
 
 @needs_avx2
-@pytest.mark.parametrize("act_bits,weight_bits", [(1, 1), (2, 2), (5, 1)])
-def test_lut_kernel_in_a_chain_reads_packed_planes(act_bits, weight_bits):
-    """Inside a chain (channels-last codes packed once, outside the layer), and on the widest
-    codes (one word per byte sum), the same codes as the reference."""
+@pytest.mark.parametrize("act_bits,weight_bits,size", [
+    (1, 1, (6, 5)), (2, 2, (6, 5)), (5, 1, (6, 5)),
+    (1, 1, (1, 1)), (2, 2, (2, 1)),  # few positions: paired nibbles
+])
+def test_lut_kernel_in_a_chain_reads_packed_planes(act_bits, weight_bits, size):
+    """Inside a chain (channels-last codes packed once, outside the layer), on the widest
+    codes (one word per byte sum), and with paired weight nibbles, the same codes as the
+    reference."""
     layer, xq = random_layer("conv2d", act_bits=act_bits, weight_bits=weight_bits,
-                             in_channels=48, out_channels=64, size=(6, 5), seed=act_bits)
-    np.testing.assert_array_equal(_lut_kernel(layer, chained=True)(xq),
-                                  reference_output(layer, xq))
+                             in_channels=48, out_channels=64, size=size, seed=act_bits)
+    kernel = _lut_kernel(layer, chained=True)
+    np.testing.assert_array_equal(kernel(xq), reference_output(layer, xq))
+    assert kernel.plan.lut_pairs == (size[0] * size[1] <= LUT_PAIRED_MAX_POSITIONS)
 
 
 @needs_avx2
