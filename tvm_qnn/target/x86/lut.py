@@ -65,7 +65,17 @@ def _desc():
     return desc
 
 
+def _lookup(t, index):
+    """``vpshufb``: the 16-byte table ``t`` (in both 128-bit lanes) at 32 indices below 16."""
+    return T.call_llvm_pure_intrin(
+        T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pshuf.b"),
+        T.Shuffle([t.vload([0], "uint8x16"), t.vload([0], "uint8x16")],
+                  list(range(NIBBLE_VALUES)) * 2), index, dtype="uint8x32")
+
+
 def _impl():
+    lanes = T.ramp(T.int32(0), 1, LUT_LANES)
+
     @T.prim_func(s_tir=True)
     def impl(w: T.Buffer((LUT_LANES,), "uint8", offset_factor=1),
              t: T.Buffer((NIBBLE_VALUES,), "uint8", offset_factor=1),
@@ -75,12 +85,7 @@ def _impl():
             T.writes(c[0:LUT_LANES])
             # No named temporaries: TVMScript makes each a "local" buffer, which TVM puts
             # in the workspace heap (target/cpu/schedule.py: TILE_SCOPE).
-            c[T.ramp(T.int32(0), 1, LUT_LANES)] = c[T.ramp(T.int32(0), 1, LUT_LANES)] + \
-                T.call_llvm_pure_intrin(
-                    T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pshuf.b"),
-                    T.Shuffle([t.vload([0], "uint8x16"), t.vload([0], "uint8x16")],
-                              list(range(NIBBLE_VALUES)) * 2),
-                    w.vload([0], "uint8x32"), dtype="uint8x32")
+            c[lanes] = c[lanes] + _lookup(t, w.vload([0], "uint8x32"))
 
     return impl
 
@@ -106,13 +111,6 @@ def _paired_desc():
 def _paired_impl():
     lanes = T.ramp(T.int32(0), 1, LUT_LANES)
 
-    def lookup(t, index):
-        """``vpshufb``: the table (both 128-bit lanes) at 32 indices."""
-        return T.call_llvm_pure_intrin(
-            T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pshuf.b"),
-            T.Shuffle([t.vload([0], "uint8x16"), t.vload([0], "uint8x16")],
-                      list(range(NIBBLE_VALUES)) * 2), index, dtype="uint8x32")
-
     @T.prim_func(s_tir=True)
     def impl(w: T.Buffer((LUT_LANES,), "uint8", offset_factor=1),
              t: T.Buffer((NIBBLE_VALUES,), "uint8", offset_factor=1),
@@ -121,9 +119,9 @@ def _paired_impl():
             T.reads(c[0:2, 0:LUT_LANES], w[0:LUT_LANES], t[0:NIBBLE_VALUES])
             T.writes(c[0:2, 0:LUT_LANES])
             # The loads repeat rather than sit in named temporaries (see _impl); LLVM merges them.
-            c[0, lanes] = c[0, lanes] + lookup(t, T.bitwise_and(
+            c[0, lanes] = c[0, lanes] + _lookup(t, T.bitwise_and(
                 w.vload([0], "uint8x32"), T.Broadcast(T.uint8(15), LUT_LANES)))
-            c[1, lanes] = c[1, lanes] + lookup(t, T.shift_right(
+            c[1, lanes] = c[1, lanes] + _lookup(t, T.shift_right(
                 w.vload([0], "uint8x32"), T.Broadcast(T.uint8(4), LUT_LANES)))
 
     return impl
